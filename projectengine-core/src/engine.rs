@@ -1,0 +1,470 @@
+//! The [`Engine`]: the one API that HTTP handlers and embedders call.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use crate::watch::{self, EventStream, WatchConfig};
+use crate::{
+    App, AppId, Attempt, Error, Job, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner, Page,
+    Queue, QueueEntry, Registry, Result, Store,
+};
+
+/// What a client may submit. Unset fields take the [`Limits`]' defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Submit {
+    /// What to do (required, 1 byte to [`Limits::max_prompt_bytes`]).
+    pub prompt: String,
+    /// Orchestrator kind; the registry's default when `None`.
+    pub kind: Option<String>,
+    /// Parameters: a JSON object.
+    pub params: Option<Value>,
+    /// Higher runs first.
+    pub priority: Option<i32>,
+    /// Attempts allowed.
+    pub max_attempts: Option<u32>,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// Not before this time.
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl Submit {
+    /// A submission with just a prompt.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the kind.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Sets the parameters.
+    pub fn params(mut self, params: Value) -> Self {
+        self.params = Some(params);
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets the number of attempts allowed.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the earliest start.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+}
+
+/// Validation bounds and defaults for submissions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Longest prompt, in bytes.
+    pub max_prompt_bytes: usize,
+    /// Largest `params`, serialized, in bytes.
+    pub max_params_bytes: usize,
+    /// Allowed priorities.
+    pub priority: RangeInclusive<i32>,
+    /// Allowed `max_attempts`.
+    pub max_attempts: RangeInclusive<u32>,
+    /// Default `max_attempts`.
+    pub default_max_attempts: u32,
+    /// Allowed timeouts.
+    pub timeout: RangeInclusive<Duration>,
+    /// Default timeout.
+    pub default_timeout: Duration,
+    /// How far ahead `run_at` may be.
+    pub max_schedule_ahead: Duration,
+    /// Largest page of a listing.
+    pub max_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_prompt_bytes: 32 * 1024,
+            max_params_bytes: 256 * 1024,
+            priority: -100..=100,
+            max_attempts: 1..=100,
+            default_max_attempts: 3,
+            timeout: Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600),
+            default_timeout: Duration::from_secs(3600),
+            max_schedule_ahead: Duration::from_secs(365 * 24 * 3600),
+            max_page: 500,
+        }
+    }
+}
+
+/// The API over a store, a queue and a notifier: submit, read, cancel, retry and
+/// watch jobs; read apps. Cheap to clone.
+///
+/// Every call is scoped to an [`Owner`]: another owner's job or app is
+/// [`Error::NotFound`], never "forbidden".
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    notifier: Arc<dyn Notifier>,
+    registry: Registry,
+    limits: Limits,
+    watch: WatchConfig,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.inner.store)
+            .field("queue", &self.inner.queue)
+            .field("notifier", &self.inner.notifier)
+            .field("registry", &self.inner.registry)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine over the given backends, running the kinds of `registry`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        notifier: Arc<dyn Notifier>,
+        registry: Registry,
+    ) -> Self {
+        Self::with_limits(store, queue, notifier, registry, Limits::default())
+    }
+
+    /// Like [`Engine::new`], with explicit limits.
+    pub fn with_limits(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        notifier: Arc<dyn Notifier>,
+        registry: Registry,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                queue,
+                notifier,
+                registry,
+                limits,
+                watch: WatchConfig::default(),
+            }),
+        }
+    }
+
+    /// An engine on the in-memory store, queue and notifier: the embedded default.
+    pub fn in_memory(registry: Registry) -> Self {
+        Self::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryQueue::default()),
+            Arc::new(MemoryNotifier::default()),
+            registry,
+        )
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.inner.queue
+    }
+
+    /// The notifier.
+    pub fn notifier(&self) -> &Arc<dyn Notifier> {
+        &self.inner.notifier
+    }
+
+    /// The registered orchestrators.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The submission limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Validates a submission into a [`NewJob`] without storing anything.
+    pub fn validate(&self, owner: &Owner, req: Submit) -> Result<NewJob> {
+        let l = &self.inner.limits;
+        if req.prompt.trim().is_empty() {
+            return Err(Error::invalid("prompt", "must not be empty"));
+        }
+        if req.prompt.len() > l.max_prompt_bytes {
+            return Err(Error::invalid(
+                "prompt",
+                format!("must be at most {} bytes", l.max_prompt_bytes),
+            ));
+        }
+        let kind = match req.kind {
+            Some(k) => k,
+            None => self
+                .inner
+                .registry
+                .default_kind()
+                .ok_or_else(|| Error::invalid("kind", "no kind given and no default kind registered"))?
+                .to_owned(),
+        };
+        let queue = match self.inner.registry.get(&kind) {
+            Some(r) => r.queue.clone(),
+            None => return Err(Error::invalid("kind", format!("unknown kind `{kind}`"))),
+        };
+        let params = req.params.unwrap_or_else(|| Value::Object(Default::default()));
+        if !params.is_object() {
+            return Err(Error::invalid("params", "must be a JSON object"));
+        }
+        if serde_json::to_vec(&params).map_or(0, |v| v.len()) > l.max_params_bytes {
+            return Err(Error::invalid(
+                "params",
+                format!("must be at most {} bytes", l.max_params_bytes),
+            ));
+        }
+        let priority = req.priority.unwrap_or(0);
+        if !l.priority.contains(&priority) {
+            return Err(Error::invalid(
+                "priority",
+                format!("must be between {} and {}", l.priority.start(), l.priority.end()),
+            ));
+        }
+        let max_attempts = req.max_attempts.unwrap_or(l.default_max_attempts);
+        if !l.max_attempts.contains(&max_attempts) {
+            return Err(Error::invalid(
+                "max_attempts",
+                format!(
+                    "must be between {} and {}",
+                    l.max_attempts.start(),
+                    l.max_attempts.end()
+                ),
+            ));
+        }
+        let timeout = req.timeout.unwrap_or(l.default_timeout);
+        if !l.timeout.contains(&timeout) {
+            return Err(Error::invalid(
+                "timeout",
+                format!(
+                    "must be between {} s and {} s",
+                    l.timeout.start().as_secs(),
+                    l.timeout.end().as_secs()
+                ),
+            ));
+        }
+        let now = Utc::now();
+        let run_at = match req.run_at {
+            Some(at) if at > now + chrono::Duration::from_std(l.max_schedule_ahead).unwrap_or(chrono::Duration::MAX) => {
+                return Err(Error::invalid("run_at", "is too far in the future"))
+            }
+            Some(at) => at.max(now),
+            None => now,
+        };
+        Ok(NewJob {
+            id: JobId::new(),
+            owner: owner.clone(),
+            kind,
+            queue,
+            prompt: req.prompt,
+            params,
+            priority,
+            max_attempts,
+            timeout_ms: timeout.as_millis() as u64,
+            run_at,
+        })
+    }
+
+    /// Validates and stores a job, publishes its first event and wakes a worker.
+    ///
+    /// Once this returns, the job is durable: if the queue cannot be reached,
+    /// recovery pushes it later.
+    pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
+        let new = self.validate(owner, req)?;
+        let changed = self.inner.store.create_job(new).await?;
+        self.publish(&changed.events).await;
+        self.wake(&changed.job).await;
+        Ok(changed.job)
+    }
+
+    /// The owner's job.
+    pub async fn get(&self, owner: &Owner, id: JobId) -> Result<Job> {
+        match self.inner.store.get_job(id).await? {
+            Some(job) if &job.owner == owner => Ok(job),
+            _ => Err(Error::not_found("job")),
+        }
+    }
+
+    /// A page of the owner's jobs. `query.limit` is clamped to 1..=`max_page`
+    /// (0 means 50).
+    pub async fn list(&self, owner: &Owner, query: JobQuery) -> Result<Page<Job>> {
+        let limit = self.page_size(query.limit);
+        let mut q = query;
+        q.limit = limit + 1;
+        let mut items = self.inner.store.list_jobs(owner, &q).await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|j| j.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Cancels the owner's job: a queued job at once, a running one within a
+    /// heartbeat of its worker.
+    pub async fn cancel(&self, owner: &Owner, id: JobId) -> Result<Job> {
+        self.get(owner, id).await?;
+        let changed = self.inner.store.request_cancel(id).await?;
+        self.publish(&changed.events).await;
+        Ok(changed.job)
+    }
+
+    /// Starts a failed or cancelled job again, with a fresh attempt budget.
+    pub async fn retry(&self, owner: &Owner, id: JobId) -> Result<Job> {
+        self.get(owner, id).await?;
+        let changed = self.inner.store.retry(id).await?;
+        self.publish(&changed.events).await;
+        self.wake(&changed.job).await;
+        Ok(changed.job)
+    }
+
+    /// The job's events after `after`, at most `limit` (clamped like a page).
+    pub async fn events(
+        &self,
+        owner: &Owner,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<JobEvent>> {
+        self.get(owner, id).await?;
+        self.inner
+            .store
+            .events(id, after, self.page_size(limit))
+            .await
+    }
+
+    /// The job's attempts.
+    pub async fn attempts(&self, owner: &Owner, id: JobId) -> Result<Vec<Attempt>> {
+        self.get(owner, id).await?;
+        self.inner.store.attempts(id).await
+    }
+
+    /// Streams the job's events with `seq > after`: in order, each once, without
+    /// gaps — first from the store, then live. The stream ends after a terminal
+    /// status event that is the job's latest.
+    pub async fn watch(&self, owner: &Owner, id: JobId, after: u64) -> Result<EventStream> {
+        self.get(owner, id).await?;
+        Ok(watch::watch(
+            self.inner.store.clone(),
+            self.inner.notifier.clone(),
+            self.inner.watch.clone(),
+            id,
+            after,
+        )
+        .await)
+    }
+
+    /// The owner's app.
+    pub async fn app(&self, owner: &Owner, id: AppId) -> Result<App> {
+        match self.inner.store.get_app(id).await? {
+            Some(app) if &app.owner == owner => Ok(app),
+            _ => Err(Error::not_found("app")),
+        }
+    }
+
+    /// The app the owner's job published.
+    pub async fn app_by_job(&self, owner: &Owner, job_id: JobId) -> Result<App> {
+        self.get(owner, job_id).await?;
+        self.inner
+            .store
+            .app_by_job(job_id)
+            .await?
+            .ok_or(Error::not_found("app"))
+    }
+
+    /// A page of the owner's apps, oldest first.
+    pub async fn apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Page<App>> {
+        let limit = self.page_size(limit);
+        let mut items = self.inner.store.list_apps(owner, cursor, limit + 1).await?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|a| a.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Checks that the store and the queue answer.
+    pub async fn ready(&self) -> Result<()> {
+        self.inner.store.ping().await?;
+        let queue = self
+            .inner
+            .registry
+            .queues()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "default".to_owned());
+        self.inner.queue.depth(&queue).await?;
+        Ok(())
+    }
+
+    /// Publishes persisted events; a notifier failure is logged, not returned,
+    /// because watchers catch up from the store.
+    pub async fn publish(&self, events: &[JobEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.notifier.publish(events).await {
+            tracing::warn!(error = %e, job_id = %events[0].job_id, "publishing events failed; watchers will read them from the store");
+        }
+    }
+
+    /// Pushes a queued job to its queue; a queue failure is logged, not
+    /// returned, because recovery pushes due jobs again.
+    pub async fn wake(&self, job: &Job) {
+        let entry = QueueEntry {
+            job_id: job.id,
+            priority: job.priority,
+            not_before: (job.run_at > Utc::now()).then_some(job.run_at),
+        };
+        if let Err(e) = self.inner.queue.push(&job.queue, entry).await {
+            tracing::warn!(error = %e, job_id = %job.id, "waking a worker failed; recovery will push the job again");
+        }
+    }
+
+    fn page_size(&self, limit: usize) -> usize {
+        if limit == 0 {
+            50
+        } else {
+            limit.min(self.inner.limits.max_page)
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Jobs, their status machine, and what a submission carries.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{JobId, Owner};
+
+/// Where a job is in its life.
+///
+/// `queued → running → succeeded | failed | cancelled`; `running → queued` (a
+/// retry, or its worker was lost); `queued → cancelled`. The terminal states are
+/// final for workers and recovery; only an owner's explicit [retry] reopens a
+/// `failed` or `cancelled` job. [`JobStatus::can_become`] is the one table every
+/// adapter enforces.
+///
+/// [retry]: crate::Engine::retry
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobStatus {
+    /// Waiting for a worker (possibly until `run_at`).
+    Queued,
+    /// An attempt is running.
+    Running,
+    /// Finished with success; an App may have been published.
+    Succeeded,
+    /// Finished with an error after its attempts were spent, or a fatal error.
+    Failed,
+    /// Cancelled by its owner.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job is finished (succeeded, failed or cancelled).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// The transition table: may a job go from `self` to `to`?
+    ///
+    /// `failed → queued` and `cancelled → queued` are allowed only as an owner's
+    /// explicit retry; adapters use [`JobStatus::can_become`] for everything else.
+    pub fn can_become(self, to: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, to),
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Cancelled)
+                | (Running, Queued)
+        )
+    }
+
+    /// The statuses from which an owner's retry may start a job again.
+    pub fn can_retry(self) -> bool {
+        matches!(self, JobStatus::Failed | JobStatus::Cancelled)
+    }
+
+    /// The snake_case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error recorded on a job or an attempt: a stable code and a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Machine-readable code, e.g. `timeout`, `orchestrator_error`, `lost`.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl JobError {
+    /// A new error.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A job: one request to run an orchestrator, and everything known about its run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Its id (UUID v7).
+    pub id: JobId,
+    /// Who submitted it.
+    pub owner: Owner,
+    /// Selects the orchestrator.
+    pub kind: String,
+    /// The named queue its wake-ups go through (chosen from the kind).
+    pub queue: String,
+    /// What to do, in the submitter's words.
+    pub prompt: String,
+    /// Free-form parameters for the orchestrator (a JSON object).
+    pub params: Value,
+    /// Current status.
+    pub status: JobStatus,
+    /// Current stage, free text (e.g. `PLANNING`).
+    pub stage: Option<String>,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Higher runs first.
+    pub priority: i32,
+    /// How many attempts may be spent before the job fails.
+    pub max_attempts: u32,
+    /// How long one attempt may run, in milliseconds.
+    pub timeout_ms: u64,
+    /// Not run before this time.
+    pub run_at: DateTime<Utc>,
+    /// Number of the latest attempt (0 before the first). This is the fencing token.
+    pub attempt: u32,
+    /// Attempts that count against `max_attempts` (a graceful-shutdown release does not).
+    pub attempts_used: u32,
+    /// The owner asked to cancel the running attempt.
+    pub cancel_requested: bool,
+    /// Why it failed (or why the last attempt failed).
+    pub error: Option<JobError>,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// The seq of its latest event.
+    pub last_seq: u64,
+}
+
+impl Job {
+    /// The per-attempt timeout as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// A validated submission, as handed to [`Store::create_job`](crate::Store::create_job).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// The id to create it with.
+    pub id: JobId,
+    /// Its owner.
+    pub owner: Owner,
+    /// Orchestrator kind.
+    pub kind: String,
+    /// Named queue.
+    pub queue: String,
+    /// Prompt.
+    pub prompt: String,
+    /// Parameters (a JSON object).
+    pub params: Value,
+    /// Priority.
+    pub priority: i32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Per-attempt timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Not before.
+    pub run_at: DateTime<Utc>,
+}
+
+/// What to list: filters and a cursor page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs with ids strictly after this one (ascending order), or before it
+    /// when [`JobQuery::newest_first`] is set.
+    pub cursor: Option<JobId>,
+    /// Page size (the engine clamps it to 1..=500).
+    pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// One page of a cursor-paged listing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, in cursor order.
+    pub items: Vec<T>,
+    /// Pass this as the cursor to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,41 @@
+#![doc = include_str!("../README.md")]
+
+mod app;
+mod attempt;
+mod engine;
+mod error;
+mod event;
+mod ids;
+mod job;
+pub mod memory;
+mod notifier;
+mod orchestrator;
+mod queue;
+mod store;
+mod stub;
+pub mod transition;
+mod watch;
+pub mod worker;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use app::{App, NewApp};
+pub use attempt::{Attempt, AttemptStatus, Fence};
+pub use engine::{Engine, Limits, Submit};
+pub use error::{Error, Result};
+pub use event::{EventData, JobEvent, LogLevel, LogLine, Step, StepStatus};
+pub use ids::{AppId, AttemptId, JobId, Owner};
+pub use job::{Job, JobError, JobQuery, JobStatus, NewJob, Page};
+pub use notifier::{Notification, NotificationStream, Notifier};
+pub use orchestrator::{
+    ErrorKind, JobCallbacks, Orchestrator, OrchestratorError, Registered, Registry,
+};
+pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
+pub use store::{Changed, Claim, DueJob, Heartbeat, Outcome, Store};
+pub use stub::StubOrchestrator;
+pub use watch::EventStream;
+pub use worker::{Worker, WorkerConfig, WorkerHandle};
+
+/// Re-exported so orchestrators need not depend on tokio-util themselves.
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,515 @@
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::transition::plan_finish;
+use crate::{
+    App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData,
+    Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewJob, Outcome, Owner,
+    Result, Store,
+};
+
+/// A [`Store`] in this process's memory: one lock over everything, so every
+/// change is trivially atomic.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    jobs: HashMap<JobId, Record>,
+    by_owner: BTreeSet<(Owner, JobId)>,
+    running: HashSet<JobId>,
+    queued: BTreeSet<(DateTime<Utc>, JobId)>,
+    apps: HashMap<AppId, App>,
+    apps_by_owner: BTreeSet<(Owner, AppId)>,
+    app_by_job: HashMap<JobId, AppId>,
+}
+
+#[derive(Debug)]
+struct Record {
+    job: Job,
+    events: Vec<JobEvent>,
+    attempts: Vec<Attempt>,
+}
+
+impl Record {
+    fn push(&mut self, data: EventData, now: DateTime<Utc>) -> JobEvent {
+        let seq = self.job.last_seq + 1;
+        let ev = JobEvent {
+            job_id: self.job.id,
+            seq,
+            attempt: self.job.attempt,
+            at: now,
+            data,
+        };
+        self.job.last_seq = seq;
+        self.job.updated_at = now;
+        self.events.push(ev.clone());
+        ev
+    }
+
+    /// The running attempt the fence names, or `StaleAttempt`.
+    fn fenced(&mut self, fence: Fence) -> Result<usize> {
+        if self.job.status != JobStatus::Running || self.job.attempt != fence.attempt {
+            return Err(Error::StaleAttempt);
+        }
+        let idx = self
+            .attempts
+            .iter()
+            .rposition(|a| a.number == fence.attempt)
+            .ok_or(Error::StaleAttempt)?;
+        if self.attempts[idx].status != AttemptStatus::Running {
+            return Err(Error::StaleAttempt);
+        }
+        Ok(idx)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied change:
+        // every method validates before it writes.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn record(&mut self, id: JobId) -> Result<&mut Record> {
+        self.jobs.get_mut(&id).ok_or(Error::not_found("job"))
+    }
+
+    /// Keeps the status indexes in step with a status change.
+    fn reindex(&mut self, id: JobId, old: (JobStatus, DateTime<Utc>), new: (JobStatus, DateTime<Utc>)) {
+        match old.0 {
+            JobStatus::Running => {
+                self.running.remove(&id);
+            }
+            JobStatus::Queued => {
+                self.queued.remove(&(old.1, id));
+            }
+            _ => {}
+        }
+        match new.0 {
+            JobStatus::Running => {
+                self.running.insert(id);
+            }
+            JobStatus::Queued => {
+                self.queued.insert((new.1, id));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_job(&self, new: NewJob) -> Result<Changed> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        if inner.jobs.contains_key(&new.id) {
+            return Err(Error::conflict("a job with this id exists"));
+        }
+        let job = Job {
+            id: new.id,
+            owner: new.owner,
+            kind: new.kind,
+            queue: new.queue,
+            prompt: new.prompt,
+            params: new.params,
+            status: JobStatus::Queued,
+            stage: None,
+            progress: 0,
+            priority: new.priority,
+            max_attempts: new.max_attempts,
+            timeout_ms: new.timeout_ms,
+            run_at: new.run_at,
+            attempt: 0,
+            attempts_used: 0,
+            cancel_requested: false,
+            error: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            last_seq: 0,
+        };
+        let mut rec = Record {
+            job,
+            events: Vec::new(),
+            attempts: Vec::new(),
+        };
+        let ev = rec.push(
+            EventData::Status {
+                status: JobStatus::Queued,
+                error: None,
+                run_at: Some(new.run_at),
+            },
+            now,
+        );
+        let job = rec.job.clone();
+        inner.by_owner.insert((job.owner.clone(), job.id));
+        inner.queued.insert((job.run_at, job.id));
+        inner.jobs.insert(job.id, rec);
+        Ok(Changed {
+            job,
+            events: vec![ev],
+        })
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        Ok(self.lock().jobs.get(&id).map(|r| r.job.clone()))
+    }
+
+    async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
+        let inner = self.lock();
+        let lo = (owner.clone(), JobId(uuid::Uuid::nil()));
+        let hi = (owner.clone(), JobId(uuid::Uuid::max()));
+        let range = inner.by_owner.range(lo..=hi);
+        let keep = |(_, id): &&(Owner, JobId)| {
+            let job = &inner.jobs[id].job;
+            query.status.is_none_or(|s| job.status == s)
+        };
+        let jobs: Vec<Job> = if query.newest_first {
+            range
+                .rev()
+                .filter(|(_, id)| query.cursor.is_none_or(|c| *id < c))
+                .filter(keep)
+                .take(query.limit)
+                .map(|(_, id)| inner.jobs[id].job.clone())
+                .collect()
+        } else {
+            range
+                .filter(|(_, id)| query.cursor.is_none_or(|c| *id > c))
+                .filter(keep)
+                .take(query.limit)
+                .map(|(_, id)| inner.jobs[id].job.clone())
+                .collect()
+        };
+        Ok(jobs)
+    }
+
+    async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let Some(rec) = inner.jobs.get_mut(&id) else {
+            return Ok(None);
+        };
+        if rec.job.status != JobStatus::Queued || rec.job.run_at > now {
+            return Ok(None);
+        }
+        let old = (rec.job.status, rec.job.run_at);
+        rec.job.status = JobStatus::Running;
+        rec.job.attempt += 1;
+        rec.job.attempts_used += 1;
+        rec.job.started_at = Some(now);
+        rec.job.cancel_requested = false;
+        let attempt = Attempt {
+            id: AttemptId::new(),
+            job_id: id,
+            number: rec.job.attempt,
+            worker_id: worker_id.to_owned(),
+            status: AttemptStatus::Running,
+            lease_expires_at: lease_until(now, lease),
+            started_at: now,
+            finished_at: None,
+            error: None,
+        };
+        rec.attempts.push(attempt.clone());
+        let ev = rec.push(
+            EventData::Status {
+                status: JobStatus::Running,
+                error: None,
+                run_at: None,
+            },
+            now,
+        );
+        let job = rec.job.clone();
+        inner.reindex(id, old, (JobStatus::Running, job.run_at));
+        Ok(Some(Claim {
+            job,
+            attempt,
+            events: vec![ev],
+        }))
+    }
+
+    async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
+        for data in &events {
+            match data {
+                EventData::Stage { .. }
+                | EventData::Step(_)
+                | EventData::Log(_)
+                | EventData::Error(_) => {}
+                EventData::Progress { progress } if *progress <= 100 => {}
+                EventData::Progress { .. } => {
+                    return Err(Error::invalid("progress", "must be between 0 and 100"))
+                }
+                other => {
+                    return Err(Error::invalid(
+                        "events",
+                        format!("`{}` events cannot be appended by an attempt", other.kind()),
+                    ))
+                }
+            }
+        }
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        rec.fenced(fence)?;
+        let mut out = Vec::with_capacity(events.len());
+        for data in events {
+            match &data {
+                EventData::Stage { stage } => rec.job.stage = Some(stage.clone()),
+                EventData::Progress { progress } => rec.job.progress = *progress,
+                _ => {}
+            }
+            out.push(rec.push(data, now));
+        }
+        Ok(out)
+    }
+
+    async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let idx = rec.fenced(fence)?;
+        let until = lease_until(now, lease);
+        rec.attempts[idx].lease_expires_at = until;
+        Ok(Heartbeat {
+            cancel_requested: rec.job.cancel_requested,
+            lease_expires_at: until,
+        })
+    }
+
+    async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let idx = rec.fenced(fence)?;
+        if outcome == Outcome::Lost && rec.attempts[idx].lease_expires_at > now {
+            return Err(Error::conflict("the attempt's lease has not expired"));
+        }
+        let plan = plan_finish(&rec.job, &outcome, now);
+        let old = (rec.job.status, rec.job.run_at);
+        let attempt = &mut rec.attempts[idx];
+        attempt.status = plan.attempt_status;
+        attempt.error = plan.attempt_error;
+        attempt.finished_at = Some(now);
+        rec.job.status = plan.job_status;
+        rec.job.error = plan.job_error;
+        rec.job.run_at = plan.run_at;
+        rec.job.attempts_used = plan.attempts_used;
+        rec.job.finished_at = plan.finished_at;
+        if plan.job_status == JobStatus::Queued {
+            rec.job.cancel_requested = false;
+        }
+        let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
+        let job = rec.job.clone();
+        inner.reindex(fence.job_id, old, (job.status, job.run_at));
+        Ok(Changed { job, events })
+    }
+
+    async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        if inner.app_by_job.contains_key(&fence.job_id) {
+            // Fencing first: a stale writer learns it is stale, not that an app exists.
+            inner
+                .record(fence.job_id)
+                .map_err(|_| Error::StaleAttempt)?
+                .fenced(fence)?;
+            return Err(Error::conflict("this job already published its app"));
+        }
+        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        rec.fenced(fence)?;
+        let app = App {
+            id: AppId::new(),
+            job_id: fence.job_id,
+            owner: rec.job.owner.clone(),
+            name: app.name,
+            payload: app.payload,
+            created_at: now,
+        };
+        let ev = rec.push(
+            EventData::App {
+                app_id: app.id,
+                name: app.name.clone(),
+            },
+            now,
+        );
+        inner.app_by_job.insert(app.job_id, app.id);
+        inner.apps_by_owner.insert((app.owner.clone(), app.id));
+        inner.apps.insert(app.id, app.clone());
+        Ok((app, vec![ev]))
+    }
+
+    async fn request_cancel(&self, id: JobId) -> Result<Changed> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let rec = inner.record(id)?;
+        let old = (rec.job.status, rec.job.run_at);
+        let ev = match rec.job.status {
+            JobStatus::Queued => {
+                rec.job.status = JobStatus::Cancelled;
+                rec.job.finished_at = Some(now);
+                rec.push(
+                    EventData::Status {
+                        status: JobStatus::Cancelled,
+                        error: None,
+                        run_at: None,
+                    },
+                    now,
+                )
+            }
+            JobStatus::Running if rec.job.cancel_requested => {
+                return Ok(Changed {
+                    job: rec.job.clone(),
+                    events: vec![],
+                })
+            }
+            JobStatus::Running => {
+                rec.job.cancel_requested = true;
+                rec.push(EventData::CancelRequested, now)
+            }
+            s => return Err(Error::conflict(format!("the job is already {s}"))),
+        };
+        let job = rec.job.clone();
+        inner.reindex(id, old, (job.status, job.run_at));
+        Ok(Changed {
+            job,
+            events: vec![ev],
+        })
+    }
+
+    async fn retry(&self, id: JobId) -> Result<Changed> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let rec = inner.record(id)?;
+        if !rec.job.status.can_retry() {
+            return Err(Error::conflict(format!(
+                "only a failed or cancelled job can be retried; this one is {}",
+                rec.job.status
+            )));
+        }
+        let old = (rec.job.status, rec.job.run_at);
+        rec.job.status = JobStatus::Queued;
+        rec.job.attempts_used = 0;
+        rec.job.cancel_requested = false;
+        rec.job.error = None;
+        rec.job.finished_at = None;
+        rec.job.run_at = now;
+        let ev = rec.push(
+            EventData::Status {
+                status: JobStatus::Queued,
+                error: None,
+                run_at: Some(now),
+            },
+            now,
+        );
+        let job = rec.job.clone();
+        inner.reindex(id, old, (job.status, job.run_at));
+        Ok(Changed {
+            job,
+            events: vec![ev],
+        })
+    }
+
+    async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
+        let inner = self.lock();
+        Ok(inner
+            .jobs
+            .get(&id)
+            .map(|r| {
+                let start = (after as usize).min(r.events.len());
+                r.events[start..].iter().take(limit).cloned().collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        Ok(self
+            .lock()
+            .jobs
+            .get(&id)
+            .map(|r| r.attempts.clone())
+            .unwrap_or_default())
+    }
+
+    async fn get_app(&self, id: AppId) -> Result<Option<App>> {
+        Ok(self.lock().apps.get(&id).cloned())
+    }
+
+    async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>> {
+        let inner = self.lock();
+        Ok(inner
+            .app_by_job
+            .get(&job_id)
+            .and_then(|id| inner.apps.get(id))
+            .cloned())
+    }
+
+    async fn list_apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Vec<App>> {
+        let inner = self.lock();
+        let lo = (owner.clone(), cursor.unwrap_or(AppId(uuid::Uuid::nil())));
+        let hi = (owner.clone(), AppId(uuid::Uuid::max()));
+        Ok(inner
+            .apps_by_owner
+            .range(lo..=hi)
+            .filter(|(_, id)| cursor.is_none_or(|c| *id > c))
+            .take(limit)
+            .map(|(_, id)| inner.apps[id].clone())
+            .collect())
+    }
+
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>> {
+        let now = Utc::now();
+        let inner = self.lock();
+        Ok(inner
+            .running
+            .iter()
+            .filter_map(|id| {
+                let rec = &inner.jobs[id];
+                let a = rec.attempts.last()?;
+                (a.status == AttemptStatus::Running && a.lease_expires_at <= now).then(|| a.fence())
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
+        let now = Utc::now() - chrono::Duration::from_std(overdue).unwrap_or(chrono::Duration::zero());
+        let inner = self.lock();
+        Ok(inner
+            .queued
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(at, id)| {
+                let job = &inner.jobs[id].job;
+                DueJob {
+                    id: *id,
+                    queue: job.queue.clone(),
+                    priority: job.priority,
+                    run_at: *at,
+                }
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! The plug-in API: [`Orchestrator`], the [`JobCallbacks`] it reports through, and
+//! the [`Registry`] that maps a job's kind to one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::{App, Error, Job, LogLevel, NewApp, Result, Step};
+
+/// Runs one attempt of a job.
+///
+/// # Contract
+/// - Report through `callbacks`; each call is persisted before it is published.
+/// - Honour `callbacks.cancellation()`: when it fires (owner's cancel, timeout,
+///   worker shutdown, lost lease), return soon, e.g. with [`OrchestratorError::cancelled`].
+///   An orchestrator that does not is aborted after a grace period.
+/// - Return `Ok(())` on success. Publish the App before returning, with
+///   [`JobCallbacks::publish_app`].
+/// - A callback that fails with [`Error::StaleAttempt`] means this attempt lost
+///   its lease: stop at once (`?` converts it).
+/// - A panic fails the attempt, not the worker.
+#[async_trait]
+pub trait Orchestrator: Send + Sync + 'static {
+    /// Runs the job to completion, reporting as it goes.
+    async fn run(&self, job: &Job, callbacks: &dyn JobCallbacks) -> Result<(), OrchestratorError>;
+}
+
+/// What an orchestrator can do while it runs.
+///
+/// Every call is fenced by the attempt: once the attempt lost its lease, calls
+/// fail with [`Error::StaleAttempt`].
+#[async_trait]
+pub trait JobCallbacks: Send + Sync {
+    /// Enters a stage (free text, e.g. `PLANNING`).
+    async fn stage(&self, stage: &str) -> Result<()>;
+
+    /// Reports a step.
+    async fn step(&self, step: Step) -> Result<()>;
+
+    /// Reports progress, 0–100 (more is [`Error::Invalid`]).
+    async fn progress(&self, percent: u8) -> Result<()>;
+
+    /// Logs a line. Lines are buffered and persisted in batches: before the next
+    /// other call, when the buffer is full, or shortly after.
+    async fn log(&self, level: LogLevel, message: &str) -> Result<()>;
+
+    /// Publishes the job's App. A job publishes at most one.
+    async fn publish_app(&self, app: NewApp) -> Result<App>;
+
+    /// Fires when the attempt must stop: cancel, timeout, shutdown or lost lease.
+    fn cancellation(&self) -> &CancellationToken;
+
+    /// The number of this attempt (1, 2, …).
+    fn attempt(&self) -> u32;
+}
+
+/// Whether retrying may help after an [`OrchestratorError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Transient: the job is retried with backoff while attempts remain.
+    Retryable,
+    /// Permanent: the job fails now.
+    Fatal,
+    /// The orchestrator stopped because its cancellation token fired.
+    Cancelled,
+    /// The attempt lost its lease; its outcome is no longer its own to report.
+    Stale,
+}
+
+/// Why an orchestrator's run did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrchestratorError {
+    /// Retry, or not.
+    pub kind: ErrorKind,
+    /// A stable code, recorded on the job (`orchestrator_error` by default).
+    pub code: String,
+    /// A message, recorded on the job.
+    pub message: String,
+}
+
+impl OrchestratorError {
+    /// A transient error: retry with backoff.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Retryable, "orchestrator_error", message)
+    }
+
+    /// A permanent error: fail the job now.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Fatal, "orchestrator_error", message)
+    }
+
+    /// Stopped because the cancellation token fired.
+    pub fn cancelled() -> Self {
+        Self::new(ErrorKind::Cancelled, "cancelled", "cancelled")
+    }
+
+    /// An error with an explicit kind and code.
+    pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Replaces the code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = code.into();
+        self
+    }
+}
+
+impl fmt::Display for OrchestratorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for OrchestratorError {}
+
+impl From<Error> for OrchestratorError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::StaleAttempt => Self::new(ErrorKind::Stale, "stale_attempt", e.to_string()),
+            Error::Unavailable(_) => Self::new(ErrorKind::Retryable, "unavailable", e.to_string()),
+            other => Self::new(ErrorKind::Fatal, other.code(), other.to_string()),
+        }
+    }
+}
+
+/// An orchestrator registered under a kind, with the named queue its jobs use.
+#[derive(Clone)]
+pub struct Registered {
+    /// The plug-in.
+    pub orchestrator: Arc<dyn Orchestrator>,
+    /// The named queue for jobs of this kind.
+    pub queue: String,
+}
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registered")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Orchestrators by kind. The first registered kind is the default unless
+/// [`Registry::set_default`] says otherwise.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    kinds: BTreeMap<String, Registered>,
+    default_kind: Option<String>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `orchestrator` for `kind`; its jobs go through the queue named
+    /// like the kind.
+    pub fn register(self, kind: impl Into<String>, orchestrator: impl Orchestrator) -> Self {
+        let kind = kind.into();
+        let queue = kind.clone();
+        self.register_in(kind, queue, orchestrator)
+    }
+
+    /// Registers `orchestrator` for `kind`, routing its jobs through `queue`.
+    pub fn register_in(
+        mut self,
+        kind: impl Into<String>,
+        queue: impl Into<String>,
+        orchestrator: impl Orchestrator,
+    ) -> Self {
+        let kind = kind.into();
+        if self.default_kind.is_none() {
+            self.default_kind = Some(kind.clone());
+        }
+        self.kinds.insert(
+            kind,
+            Registered {
+                orchestrator: Arc::new(orchestrator),
+                queue: queue.into(),
+            },
+        );
+        self
+    }
+
+    /// Makes `kind` the one used when a submission names none.
+    pub fn set_default(mut self, kind: impl Into<String>) -> Self {
+        self.default_kind = Some(kind.into());
+        self
+    }
+
+    /// The kind used when a submission names none.
+    pub fn default_kind(&self) -> Option<&str> {
+        self.default_kind.as_deref()
+    }
+
+    /// The orchestrator of a kind.
+    pub fn get(&self, kind: &str) -> Option<&Registered> {
+        self.kinds.get(kind)
+    }
+
+    /// Every registered kind.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    /// Every named queue used by a registered kind, without repeats.
+    pub fn queues(&self) -> Vec<String> {
+        let mut q: Vec<String> = self.kinds.values().map(|r| r.queue.clone()).collect();
+        q.sort();
+        q.dedup();
+        q
+    }
+}

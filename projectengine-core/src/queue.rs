@@ -1,0 +1,80 @@
+//! The [`Queue`] trait: the wake-up transport from submitters to workers.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{JobId, Result};
+
+/// What is pushed: a job to wake a worker for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The job.
+    pub job_id: JobId,
+    /// Higher is delivered first.
+    pub priority: i32,
+    /// Not delivered before this time (`None`: at once).
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// A popped entry. Ack it once the job is claimed (or found not claimable);
+/// until then it reappears after the queue's visibility timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The job.
+    pub job_id: JobId,
+    /// The named queue it came from.
+    pub queue: String,
+    /// Its priority.
+    pub priority: i32,
+    /// Identifies this delivery: an ack or nack of an older delivery of the same
+    /// job does nothing.
+    pub receipt: u64,
+}
+
+/// How many entries a named queue holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Deliverable now.
+    pub ready: u64,
+    /// Waiting for their `not_before`.
+    pub delayed: u64,
+    /// Popped and not yet acked.
+    pub in_flight: u64,
+}
+
+/// A wake-up transport with at-least-once delivery.
+///
+/// # Contract
+/// - Entries live in **named queues**; a pop names the queues it serves and never
+///   returns an entry of another.
+/// - Within a queue: higher `priority` first, then first-in first-out. Across the
+///   queues of one pop, no order is promised.
+/// - An entry with `not_before` is not delivered before that time.
+/// - Pushing a job id that is already waiting (ready or delayed) in that queue is a
+///   no-op and answers `false`.
+/// - A popped entry that is neither acked nor nacked within the queue's
+///   visibility timeout is delivered again.
+/// - `pop` waits up to `wait` for an entry without busy polling, and answers
+///   `None` when none came.
+/// - The queue is not the truth: losing its content loses no job, because
+///   recovery pushes due jobs again from the [`Store`](crate::Store).
+#[async_trait]
+pub trait Queue: Send + Sync + Debug + 'static {
+    /// Adds an entry to `queue`; `false` if the job was already waiting there.
+    async fn push(&self, queue: &str, entry: QueueEntry) -> Result<bool>;
+
+    /// Takes the next deliverable entry of any of `queues`, waiting up to `wait`.
+    async fn pop(&self, queues: &[String], wait: Duration) -> Result<Option<Delivery>>;
+
+    /// Removes a delivered entry for good.
+    async fn ack(&self, delivery: &Delivery) -> Result<()>;
+
+    /// Gives a delivered entry back, deliverable again after `delay` (at once if `None`).
+    async fn nack(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()>;
+
+    /// The depth of a named queue.
+    async fn depth(&self, queue: &str) -> Result<QueueDepth>;
+}

@@ -1,0 +1,177 @@
+//! The [`Store`] trait: the source of truth.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    App, AppId, Attempt, EventData, Fence, Job, JobError, JobEvent, JobId, JobQuery, NewApp,
+    NewJob, Owner, Result,
+};
+
+/// A job after a change, with the events the change appended (to publish).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Changed {
+    /// The job as it is now.
+    pub job: Job,
+    /// The events appended, in seq order.
+    pub events: Vec<JobEvent>,
+}
+
+/// A successful claim: the job, its new running attempt, and the `running` event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    /// The job, now `running`.
+    pub job: Job,
+    /// The new attempt; [`Attempt::fence`] guards its writes.
+    pub attempt: Attempt,
+    /// The events appended (the `running` status event).
+    pub events: Vec<JobEvent>,
+}
+
+/// What a heartbeat learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The owner asked to cancel: the worker must stop the orchestrator.
+    pub cancel_requested: bool,
+    /// The lease now runs until then.
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// How an attempt ended, as reported to [`Store::finish`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The orchestrator succeeded: job `succeeded`, attempt `succeeded`.
+    Succeeded,
+    /// The orchestrator failed. With `retry_in` and attempts left, the job is
+    /// queued again to run after that delay; otherwise it is `failed`.
+    Failed {
+        /// The error.
+        error: JobError,
+        /// Retry after this delay, if attempts remain; `None` for a fatal error.
+        retry_in: Option<Duration>,
+    },
+    /// The attempt ran past the job's timeout; retried like [`Outcome::Failed`].
+    TimedOut {
+        /// Retry after this delay, if attempts remain.
+        retry_in: Option<Duration>,
+    },
+    /// The owner's cancel was honoured: job and attempt `cancelled`.
+    Cancelled,
+    /// The worker is shutting down: attempt `cancelled`, job queued again at once
+    /// without spending an attempt.
+    Released,
+    /// Recovery: the attempt's lease has expired (the store checks it in the same
+    /// statement). Attempt `lost`; the job is queued again, or `failed` when its
+    /// attempts are spent, or `cancelled` when a cancel was pending.
+    Lost,
+}
+
+/// A queued job whose time has come, for recovery to push to the queue again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueJob {
+    /// The job.
+    pub id: JobId,
+    /// Its named queue.
+    pub queue: String,
+    /// Its priority.
+    pub priority: i32,
+    /// When it may run.
+    pub run_at: DateTime<Utc>,
+}
+
+/// The source of truth for jobs, attempts, events and apps.
+///
+/// # Contract
+/// - **Transitions** follow [`JobStatus::can_become`](crate::JobStatus::can_become);
+///   each change is one atomic compare-and-set (never read-then-write). A change
+///   the table forbids returns [`Error::Conflict`](crate::Error::Conflict) and
+///   changes nothing.
+/// - **Events**: every change appends its events in the same transaction, with a
+///   per-job `seq` of 1, 2, 3 … without gaps, even under concurrent writers. Every
+///   mutating call returns the events it appended so the caller can publish them.
+/// - **Fencing**: a call taking a [`Fence`] succeeds only while `fence.attempt` is
+///   the job's running attempt; otherwise it returns
+///   [`Error::StaleAttempt`](crate::Error::StaleAttempt) and changes nothing.
+/// - **Claim** is exclusive: of any number of concurrent claimers of a job, at
+///   most one gets it.
+/// - Unknown ids: getters answer `Ok(None)`; mutations answer
+///   [`Error::NotFound`](crate::Error::NotFound).
+/// - Owner checks are the [`Engine`](crate::Engine)'s; the store trusts its caller.
+/// - Times come from the store's own clock.
+#[async_trait]
+pub trait Store: Send + Sync + Debug + 'static {
+    /// Creates a `queued` job and appends its first event (`status: queued`, seq 1).
+    /// An id that exists already is a [`Conflict`](crate::Error::Conflict).
+    async fn create_job(&self, job: NewJob) -> Result<Changed>;
+
+    /// The job, if it exists.
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// One page of an owner's jobs in id order (ascending, or descending with
+    /// `newest_first`), strictly after `query.cursor`, at most `query.limit` of them.
+    async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>>;
+
+    /// Claims a `queued` job whose `run_at` has come: job `running`, a new attempt
+    /// (number + 1, lease `lease` from now), the `running` event. `Ok(None)` when
+    /// the job is not claimable (not queued, not due, unknown, or claimed by another).
+    async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>>;
+
+    /// Appends progress events of a running attempt, in order, in one transaction:
+    /// `stage`, `step`, `progress`, `log` and `error` only (others are
+    /// [`Invalid`](crate::Error::Invalid)). Stage and progress also update the job.
+    async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>>;
+
+    /// Extends the attempt's lease to `lease` from now, and reports a pending cancel.
+    async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat>;
+
+    /// Ends the attempt with `outcome` and moves the job accordingly.
+    async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed>;
+
+    /// Saves the job's App (fenced) and appends the `app` event. A second App for
+    /// the same job is a [`Conflict`](crate::Error::Conflict).
+    async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)>;
+
+    /// The owner's cancel: a `queued` job becomes `cancelled` at once; a `running`
+    /// job gets `cancel_requested` (and a `cancel_requested` event) for its worker
+    /// to honour. A finished job is a [`Conflict`](crate::Error::Conflict).
+    async fn request_cancel(&self, id: JobId) -> Result<Changed>;
+
+    /// The owner's retry: a `failed` or `cancelled` job is `queued` again, due now,
+    /// with its attempt budget renewed. Any other status is a
+    /// [`Conflict`](crate::Error::Conflict).
+    async fn retry(&self, id: JobId) -> Result<Changed>;
+
+    /// Events with `seq > after`, ascending, at most `limit`.
+    async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>>;
+
+    /// The job's attempts, by number.
+    async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
+
+    /// The App, if it exists.
+    async fn get_app(&self, id: AppId) -> Result<Option<App>>;
+
+    /// The App a job published, if any.
+    async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>>;
+
+    /// One page of an owner's apps in id order, strictly after `cursor`.
+    async fn list_apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Vec<App>>;
+
+    /// Running attempts whose lease has expired, at most `limit`.
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>>;
+
+    /// Queued jobs whose `run_at` is at least `overdue` in the past, oldest
+    /// first, at most `limit`: the jobs a lost queue entry may have stranded.
+    async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>>;
+
+    /// Checks that the store is reachable.
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,87 @@
+//! A stub orchestrator for demos, tests and benchmarks.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::{Job, JobCallbacks, LogLevel, NewApp, Orchestrator, OrchestratorError, Step};
+
+/// Makes `steps` steps, `delay` apart, then publishes an App of about
+/// `app_bytes` bytes. Honours cancellation between steps.
+///
+/// A job's `params` may override the settings: `{"steps": 3, "delay_ms": 10,
+/// "fail": "retryable" | "fatal", "panic": true}` — the last two make it fail on
+/// purpose, for tests and demos of retries.
+#[derive(Clone, Debug)]
+pub struct StubOrchestrator {
+    /// Steps per job.
+    pub steps: u32,
+    /// Pause before each step.
+    pub delay: Duration,
+    /// Approximate size of the published App's payload.
+    pub app_bytes: usize,
+}
+
+impl Default for StubOrchestrator {
+    fn default() -> Self {
+        Self {
+            steps: 5,
+            delay: Duration::from_millis(100),
+            app_bytes: 1024,
+        }
+    }
+}
+
+impl StubOrchestrator {
+    /// A stub with `steps` steps, `delay` apart.
+    pub fn new(steps: u32, delay: Duration) -> Self {
+        Self {
+            steps,
+            delay,
+            ..Self::default()
+        }
+    }
+}
+
+#[async_trait]
+impl Orchestrator for StubOrchestrator {
+    async fn run(&self, job: &Job, cb: &dyn JobCallbacks) -> Result<(), OrchestratorError> {
+        let p = &job.params;
+        let steps = p.get("steps").and_then(|v| v.as_u64()).map_or(self.steps, |v| v.min(10_000) as u32);
+        let delay = p
+            .get("delay_ms")
+            .and_then(|v| v.as_u64())
+            .map_or(self.delay, |ms| Duration::from_millis(ms.min(3_600_000)));
+        if p.get("panic").and_then(|v| v.as_bool()) == Some(true) {
+            panic!("the stub orchestrator was asked to panic");
+        }
+        match p.get("fail").and_then(|v| v.as_str()) {
+            Some("retryable") => return Err(OrchestratorError::retryable("asked to fail (retryable)")),
+            Some("fatal") => return Err(OrchestratorError::fatal("asked to fail (fatal)")),
+            _ => {}
+        }
+        for i in 1..=steps {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cb.cancellation().cancelled() => return Err(OrchestratorError::cancelled()),
+                }
+            }
+            if cb.cancellation().is_cancelled() {
+                return Err(OrchestratorError::cancelled());
+            }
+            cb.step(Step::completed(format!("step {i} of {steps}"))).await?;
+        }
+        if steps == 0 {
+            cb.log(LogLevel::Info, "nothing to do").await?;
+        }
+        let filler = "x".repeat(self.app_bytes.saturating_sub(64));
+        cb.publish_app(NewApp {
+            name: format!("app for job {}", job.id),
+            payload: json!({ "prompt_len": job.prompt.len(), "steps": steps, "body": filler }),
+        })
+        .await?;
+        Ok(())
+    }
+}

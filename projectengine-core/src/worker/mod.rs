@@ -1,0 +1,230 @@
+//! The worker runtime: pop → claim → run, N at a time, with leases, heartbeats,
+//! timeouts, cancellation, panic isolation, retries and graceful shutdown; and
+//! the recovery loop.
+
+mod attempt;
+mod backoff;
+mod callbacks;
+mod recovery;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use backoff::Backoff;
+pub use recovery::{recover_once, RecoveryReport};
+
+use crate::{Delivery, Engine, JobStatus};
+
+/// How a [`Worker`] runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Names this worker in attempts (default: a random id).
+    pub worker_id: String,
+    /// Attempts run at once.
+    pub concurrency: usize,
+    /// The named queues served; `None` serves every queue of the registry.
+    pub queues: Option<Vec<String>>,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often a running attempt renews its lease and looks for a cancel.
+    pub heartbeat: Duration,
+    /// How long a stopped orchestrator gets to return before it is aborted.
+    pub cancel_grace: Duration,
+    /// On shutdown, how long running attempts may take to finish before they are
+    /// released (queued again without spending an attempt).
+    pub shutdown_grace: Duration,
+    /// Delays between attempts of a failing job.
+    pub backoff: Backoff,
+    /// How often recovery runs (`None`: never, in this worker).
+    pub recovery_every: Option<Duration>,
+    /// A queued job this long past due is pushed to the queue again by recovery.
+    pub recovery_overdue: Duration,
+    /// Log lines buffered before a flush.
+    pub log_batch: usize,
+    /// Buffered log lines are flushed at least this often.
+    pub log_flush: Duration,
+    /// How long one queue pop waits.
+    pub pop_wait: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("worker-{}", uuid::Uuid::now_v7().simple()),
+            concurrency: 16,
+            queues: None,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            cancel_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+            backoff: Backoff::default(),
+            recovery_every: Some(Duration::from_secs(5)),
+            recovery_overdue: Duration::from_secs(10),
+            log_batch: 64,
+            log_flush: Duration::from_millis(200),
+            pop_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs the orchestrators of an [`Engine`]'s registry on the jobs of its queue.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    engine: Engine,
+    config: Arc<WorkerConfig>,
+}
+
+/// A running worker, from [`Worker::spawn`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops taking work, lets running attempts finish within the grace period
+    /// (then releases them), and waits until all is done.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// The token that [`WorkerHandle::shutdown`] fires.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops the worker at once, as if its process were killed: attempts stop
+    /// where they are, nothing is released, leases simply expire.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+impl Worker {
+    /// A worker for `engine`'s kinds.
+    pub fn new(engine: Engine, config: WorkerConfig) -> Self {
+        Self {
+            engine,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Runs in a task of its own until [`WorkerHandle::shutdown`].
+    pub fn spawn(self) -> WorkerHandle {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(self.run(shutdown.clone()));
+        WorkerHandle { shutdown, task }
+    }
+
+    /// Runs until `shutdown` fires, then shuts down gracefully.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let cfg = self.config.clone();
+        let queues = cfg
+            .queues
+            .clone()
+            .unwrap_or_else(|| self.engine.registry().queues());
+        tracing::info!(worker_id = %cfg.worker_id, ?queues, concurrency = cfg.concurrency, "worker started");
+        let tracker = TaskTracker::new();
+        // Fires when the grace period is over: running attempts are released.
+        let release = CancellationToken::new();
+        let background = CancellationToken::new();
+        if let Some(every) = cfg.recovery_every {
+            tracker.spawn(recovery::run(
+                self.engine.clone(),
+                every,
+                cfg.recovery_overdue,
+                background.clone(),
+            ));
+        }
+        let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+        let mut errors = 0u32;
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let popped = tokio::select! {
+                r = self.engine.queue().pop(&queues, cfg.pop_wait) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            match popped {
+                Ok(Some(delivery)) => {
+                    errors = 0;
+                    let this = self.clone();
+                    let release = release.clone();
+                    tracker.spawn(async move {
+                        this.handle(delivery, release).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    errors = errors.saturating_add(1);
+                    let pause = Duration::from_millis(100u64 << errors.min(6));
+                    tracing::warn!(error = %e, ?pause, "queue pop failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tracing::info!(worker_id = %cfg.worker_id, "worker stopping: no new work; draining");
+        background.cancel();
+        tracker.close();
+        if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: releasing running attempts");
+            release.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
+    }
+
+    async fn handle(&self, delivery: Delivery, release: CancellationToken) {
+        let store = self.engine.store();
+        let queue = self.engine.queue();
+        let claim = store
+            .claim(delivery.job_id, &self.config.worker_id, self.config.lease)
+            .await;
+        match claim {
+            Ok(Some(claim)) => {
+                if let Err(e) = queue.ack(&delivery).await {
+                    // The entry comes back after its visibility timeout and is then
+                    // found not claimable: harmless.
+                    tracing::debug!(error = %e, "ack failed");
+                }
+                self.engine.publish(&claim.events).await;
+                attempt::run(&self.engine, &self.config, claim, release).await;
+            }
+            Ok(None) => {
+                // Not claimable: finished, running elsewhere, or not yet due.
+                let later = match store.get_job(delivery.job_id).await {
+                    Ok(Some(job)) if job.status == JobStatus::Queued => {
+                        (job.run_at - chrono::Utc::now()).to_std().ok()
+                    }
+                    _ => None,
+                };
+                let r = match later {
+                    Some(delay) => queue.nack(&delivery, Some(delay)).await,
+                    None => queue.ack(&delivery).await,
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "ack/nack failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %delivery.job_id, error = %e, "claim failed; retrying later");
+                let _ = queue.nack(&delivery, Some(Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
