@@ -144,6 +144,22 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        self.serve_on(listener)
+    }
+
+    /// Serves the router on 127.0.0.1 with small socket send buffers (which
+    /// accepted connections inherit), so a client that stops reading pushes
+    /// back on the server at once instead of after megabytes.
+    pub async fn serve_with_small_buffers(&self) -> SocketAddr {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_send_buffer_size(4096).expect("sndbuf");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        self.serve_on(socket.listen(64).expect("listen"))
+    }
+
+    fn serve_on(&self, listener: tokio::net::TcpListener) -> SocketAddr {
         let addr = listener.local_addr().expect("addr");
         let router = self.router.clone();
         tokio::spawn(async move {
