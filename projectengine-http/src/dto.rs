@@ -435,3 +435,58 @@ pub struct HealthDto {
     #[schema(example = "ok")]
     pub status: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use projectengine_core::{
+        AppId, EventData, JobError, JobEvent, JobId, JobStatus, LogLevel, LogLine, Step,
+    };
+    use serde_json::json;
+
+    use super::EventDto;
+
+    /// The wire form is the core's serde form of [`JobEvent`], for every kind.
+    #[test]
+    fn event_dto_is_the_core_serde_form() {
+        let kinds = vec![
+            EventData::Status {
+                status: JobStatus::Failed,
+                error: Some(JobError::new("x", "y")),
+                run_at: None,
+            },
+            EventData::Status {
+                status: JobStatus::Queued,
+                error: None,
+                run_at: Some(Utc::now()),
+            },
+            EventData::Stage {
+                stage: "PLANNING".into(),
+            },
+            EventData::Step(Step::started("write").detail(json!({"file": "a.rs"}))),
+            EventData::Progress { progress: 40 },
+            EventData::Log(LogLine {
+                level: LogLevel::Warn,
+                message: "hm".into(),
+            }),
+            EventData::App {
+                app_id: AppId::new(),
+                name: "app".into(),
+            },
+            EventData::Error(JobError::new("timeout", "too long")),
+            EventData::CancelRequested,
+        ];
+        for (i, data) in kinds.into_iter().enumerate() {
+            let ev = JobEvent {
+                job_id: JobId::new(),
+                seq: i as u64 + 1,
+                attempt: 2,
+                at: Utc::now(),
+                data,
+            };
+            let core = serde_json::to_value(&ev).unwrap();
+            let dto = serde_json::to_value(EventDto::from(&ev)).unwrap();
+            assert_eq!(dto, core);
+        }
+    }
+}

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use common::TestApp;
 use http_body_util::BodyExt;
-use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use projectengine_core::memory::{MemoryNotifier, MemoryStore};
 use projectengine_core::{
     Delivery, Engine, Error, JobStatus, Queue, QueueDepth, QueueEntry, Registry, StubOrchestrator,
 };

@@ -244,8 +244,8 @@ async fn a_reconnect_with_after_yields_each_seq_exactly_once() {
         if let Some(last) = events.last() {
             after = last["seq"].as_u64().unwrap();
         }
-        if close.is_some() {
-            assert_eq!(u16::from(close.unwrap().code), 1000);
+        if let Some(close) = close {
+            assert_eq!(u16::from(close.code), 1000);
             break;
         }
         drop(ws);
