@@ -97,9 +97,12 @@ async fn call(
     )
 }
 
+/// A core error, the status it maps to, and the code.
+type Case = (fn() -> Error, StatusCode, &'static str);
+
 #[tokio::test]
 async fn each_core_error_has_its_status_and_internals_stay_inside() {
-    let cases: [(fn() -> Error, StatusCode, &str); 5] = [
+    let cases: [Case; 5] = [
         (
             || Error::internal(SECRET_DETAIL),
             StatusCode::INTERNAL_SERVER_ERROR,
