@@ -4,6 +4,7 @@ mod auth;
 pub mod dto;
 mod error;
 mod extract;
+mod limits;
 mod metrics;
 mod openapi;
 mod routes;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use projectengine_core::Engine;
 
 use crate::auth::Authenticator;
+use crate::limits::StreamSlots;
 use crate::metrics::Metrics;
 
 /// Settings of the HTTP layer. Start from [`HttpConfig::default`] and change
@@ -33,6 +34,12 @@ pub struct HttpConfig {
     pub ws_write_buffer: usize,
     /// Keep-alive comment interval of SSE streams (default 15 s).
     pub sse_keep_alive: Duration,
+    /// Streams (WebSocket and SSE together) one owner may have open on this
+    /// process; more is 429 (default: unlimited).
+    pub max_streams_per_owner: Option<usize>,
+    /// Queued jobs one owner may have; a submission beyond is 429 (default:
+    /// unlimited). A soft limit: submissions racing each other may pass it by a few.
+    pub max_queued_per_owner: Option<usize>,
 }
 
 impl Default for HttpConfig {
@@ -45,6 +52,8 @@ impl Default for HttpConfig {
             ws_max_message: 4 * 1024,
             ws_write_buffer: 256 * 1024,
             sse_keep_alive: Duration::from_secs(15),
+            max_streams_per_owner: None,
+            max_queued_per_owner: None,
         }
     }
 }
@@ -61,6 +70,7 @@ struct Inner {
     auth: Arc<dyn Authenticator>,
     config: HttpConfig,
     metrics: Metrics,
+    streams: StreamSlots,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -87,6 +97,7 @@ impl ApiState {
                 auth: Arc::new(auth),
                 config,
                 metrics,
+                streams: StreamSlots::default(),
             }),
         }
     }
@@ -109,5 +120,10 @@ impl ApiState {
     /// The metrics this state's routes record and `/metrics` renders.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The open streams of each owner.
+    pub(crate) fn streams(&self) -> &StreamSlots {
+        &self.inner.streams
     }
 }

@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is invalid (named in `field`)", body = ErrorBody),
-        (status = 429, description = "A limit was reached", body = ErrorBody),
+        (status = 429, description = "Too many queued jobs for this owner", body = ErrorBody),
         (status = 503, description = "A backend is unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -53,6 +53,8 @@ pub async fn create(
     OriginalUri(uri): OriginalUri,
     ApiJson(req): ApiJson<CreateJob>,
 ) -> ApiResult<Response> {
+    crate::limits::check_queued(state.engine(), &owner, state.config().max_queued_per_owner)
+        .await?;
     let submit = Submit {
         prompt: req.prompt,
         kind: req.kind,

@@ -17,6 +17,7 @@ use crate::auth::stream_owner;
 use crate::dto::{EventDto, StreamQuery};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiQuery, PathId};
+use crate::limits::StreamSlot;
 use crate::metrics::OpenGuard;
 use crate::ApiState;
 
@@ -46,6 +47,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         (status = 400, description = "A parameter is invalid", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such job (or not yours)", body = ErrorBody),
+        (status = 429, description = "Too many open streams for this owner", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -67,8 +69,11 @@ pub async fn stream(State(state): State<ApiState>, req: Request) -> ApiResult<Re
     if job.status.is_terminal() && after >= job.last_seq {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let slot = state
+        .streams()
+        .acquire(&owner, state.config().max_streams_per_owner)?;
     let events = engine.watch(&owner, id, after).await?;
-    let open = state.metrics().sse_opened();
+    let open = (state.metrics().sse_opened(), slot);
     let body = sse_events(events, state.clone(), job.kind, open);
     Ok(Sse::new(body)
         .keep_alive(KeepAlive::new().interval(state.config().sse_keep_alive))
@@ -80,7 +85,7 @@ fn sse_events(
     events: EventStream,
     state: ApiState,
     kind: String,
-    open: OpenGuard,
+    open: (OpenGuard, StreamSlot),
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(
         (Some(events), state, kind, open),

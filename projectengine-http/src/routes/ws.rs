@@ -46,6 +46,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such job (or not yours)", body = ErrorBody),
         (status = 426, description = "Upgrade required", body = ErrorBody),
+        (status = 429, description = "Too many open streams for this owner", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -60,6 +61,9 @@ pub async fn watch(State(state): State<ApiState>, req: Request) -> ApiResult<Res
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state)
         .await
         .map_err(|r| ApiError::new(r.status(), "not_websocket", r.body_text()))?;
+    let slot = state
+        .streams()
+        .acquire(&owner, state.config().max_streams_per_owner)?;
     let after = q.after.unwrap_or(0);
     // A finished job with nothing after `after` has nothing more to say.
     let events = if job.status.is_terminal() && after >= job.last_seq {
@@ -77,6 +81,7 @@ pub async fn watch(State(state): State<ApiState>, req: Request) -> ApiResult<Res
     let span = tracing::Span::current();
     Ok(upgrade.on_upgrade(move |socket| {
         async move {
+            let _slot = slot;
             let _open = state.metrics().websocket_opened();
             let conn = Connection {
                 socket,
