@@ -29,9 +29,6 @@ pub struct HttpConfig {
     /// Largest message a WebSocket client may send, in bytes (default 4 KiB);
     /// more is closed with 1009.
     pub ws_max_message: usize,
-    /// Outgoing bytes buffered per WebSocket before sends push back
-    /// (default 256 KiB).
-    pub ws_write_buffer: usize,
     /// Keep-alive comment interval of SSE streams (default 15 s).
     pub sse_keep_alive: Duration,
     /// Streams (WebSocket and SSE together) one owner may have open on this
@@ -50,7 +47,6 @@ impl Default for HttpConfig {
             ws_idle_timeout: Duration::from_secs(60),
             ws_send_timeout: Duration::from_secs(10),
             ws_max_message: 4 * 1024,
-            ws_write_buffer: 256 * 1024,
             sse_keep_alive: Duration::from_secs(15),
             max_streams_per_owner: None,
             max_queued_per_owner: None,

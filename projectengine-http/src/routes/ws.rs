@@ -76,7 +76,9 @@ pub async fn watch(State(state): State<ApiState>, req: Request) -> ApiResult<Res
         .protocols(["bearer"])
         .max_message_size(cfg.ws_max_message)
         .max_frame_size(cfg.ws_max_message)
-        .max_write_buffer_size(cfg.ws_write_buffer.max(1))
+        // Each frame is written and flushed before the next is taken from the
+        // stream, so at most one frame waits in memory: a client that stops
+        // reading makes the send time out (1013) instead of growing a buffer.
         .write_buffer_size(0);
     let span = tracing::Span::current();
     Ok(upgrade.on_upgrade(move |socket| {
@@ -194,17 +196,7 @@ impl Connection {
         };
         match timeout(limit, self.socket.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => Sent::Ok,
-            Ok(Err(e)) => {
-                let full = e
-                    .into_inner()
-                    .downcast_ref::<tungstenite::Error>()
-                    .is_some_and(|e| matches!(e, tungstenite::Error::WriteBufferFull(_)));
-                if full {
-                    Sent::TooSlow
-                } else {
-                    Sent::Gone
-                }
-            }
+            Ok(Err(_)) => Sent::Gone,
             Err(_) => Sent::TooSlow,
         }
     }
