@@ -1,0 +1,47 @@
+-- Helpers prepended to every queue script.
+--
+-- Keys of one named queue:
+--   ready    ZSET  score = -priority, member = 16 hex digits of a sequence number
+--                  followed by the job id: equal priorities sort first-in first-out
+--   delayed  ZSET  score = due time (ms, server clock), member = job id
+--   waiting  HASH  job id -> priority, for every ready or delayed job (de-duplication)
+--   inflight ZSET  score = visibility deadline (ms, server clock), member = job id
+--   leases   HASH  job id -> "<receipt>:<priority>" of its current delivery
+--   signal   LIST  one token per entry made ready; blocked pops wait on it (BLPOP)
+-- and one sequence shared by all queues of a prefix.
+
+-- Integers as exact decimal strings (Lua numbers are doubles).
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Now, in milliseconds, by the server's clock: every process agrees on it.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The next sequence number (FIFO order, and the receipt of a delivery). A new
+-- sequence starts from the clock, so that after its key is lost numbers keep
+-- growing and a receipt from before the loss never matches a later delivery.
+local function next_seq(key)
+  local s = redis.call('INCR', key)
+  if s == 1 then
+    s = now_ms() * 1000
+    redis.call('SET', key, int(s))
+  end
+  return s
+end
+
+-- Makes `job` ready and wakes one blocked pop.
+local function make_ready(ready, signal, seq_key, job, priority)
+  local member = string.format('%016x', next_seq(seq_key)) .. job
+  redis.call('ZADD', ready, int(-priority), member)
+  redis.call('LPUSH', signal, '1')
+end
+
+-- "<receipt>:<priority>" -> receipt, priority (both strings).
+local function split_lease(lease)
+  local sep = string.find(lease, ':', 1, true)
+  return string.sub(lease, 1, sep - 1), string.sub(lease, sep + 1)
+end
