@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use crate::transition::plan_finish;
 use crate::{
-    App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData,
-    Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewJob, Outcome, Owner,
-    Result, Store,
+    App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData, Fence,
+    Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewJob, Outcome, Owner, Result,
+    Store,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -89,7 +89,12 @@ impl Inner {
     }
 
     /// Keeps the status indexes in step with a status change.
-    fn reindex(&mut self, id: JobId, old: (JobStatus, DateTime<Utc>), new: (JobStatus, DateTime<Utc>)) {
+    fn reindex(
+        &mut self,
+        id: JobId,
+        old: (JobStatus, DateTime<Utc>),
+        new: (JobStatus, DateTime<Utc>),
+    ) {
         match old.0 {
             JobStatus::Running => {
                 self.running.remove(&id);
@@ -267,7 +272,9 @@ impl Store for MemoryStore {
         }
         let now = Utc::now();
         let mut inner = self.lock();
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
         let mut out = Vec::with_capacity(events.len());
         for data in events {
@@ -284,7 +291,9 @@ impl Store for MemoryStore {
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
         let now = Utc::now();
         let mut inner = self.lock();
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         let idx = rec.fenced(fence)?;
         let until = lease_until(now, lease);
         rec.attempts[idx].lease_expires_at = until;
@@ -297,7 +306,9 @@ impl Store for MemoryStore {
     async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
         let now = Utc::now();
         let mut inner = self.lock();
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         let idx = rec.fenced(fence)?;
         if outcome == Outcome::Lost && rec.attempts[idx].lease_expires_at > now {
             return Err(Error::conflict("the attempt's lease has not expired"));
@@ -325,19 +336,27 @@ impl Store for MemoryStore {
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
         let now = Utc::now();
         let mut inner = self.lock();
-        if inner.app_by_job.contains_key(&fence.job_id) {
-            // Fencing first: a stale writer learns it is stale, not that an app exists.
-            inner
-                .record(fence.job_id)
-                .map_err(|_| Error::StaleAttempt)?
-                .fenced(fence)?;
-            return Err(Error::conflict("this job already published its app"));
-        }
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let existing = inner
+            .app_by_job
+            .get(&fence.job_id)
+            .and_then(|id| inner.apps.get(id))
+            .cloned();
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
+        if existing
+            .as_ref()
+            .is_some_and(|a| a.attempt == fence.attempt)
+        {
+            return Err(Error::conflict(
+                "this attempt already published the job's app",
+            ));
+        }
         let app = App {
-            id: AppId::new(),
+            id: existing.as_ref().map_or_else(AppId::new, |a| a.id),
             job_id: fence.job_id,
+            attempt: fence.attempt,
             owner: rec.job.owner.clone(),
             name: app.name,
             payload: app.payload,
@@ -461,7 +480,12 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn list_apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Vec<App>> {
+    async fn list_apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Vec<App>> {
         let inner = self.lock();
         let lo = (owner.clone(), cursor.unwrap_or(AppId(uuid::Uuid::nil())));
         let hi = (owner.clone(), AppId(uuid::Uuid::max()));
@@ -490,7 +514,8 @@ impl Store for MemoryStore {
     }
 
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
-        let now = Utc::now() - chrono::Duration::from_std(overdue).unwrap_or(chrono::Duration::zero());
+        let now =
+            Utc::now() - chrono::Duration::from_std(overdue).unwrap_or(chrono::Duration::zero());
         let inner = self.lock();
         Ok(inner
             .queued
