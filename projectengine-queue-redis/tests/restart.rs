@@ -7,83 +7,15 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::server::Server;
 use common::{wait_all_succeeded, TestRedis};
 use futures::StreamExt;
 use projectengine_core::memory::MemoryStore;
 use projectengine_core::testkit::scenarios::{assert_gap_free, fast_worker};
-use projectengine_core::testkit::service_missing;
 use projectengine_core::{Engine, JobId, Owner, Registry, StubOrchestrator, Submit, Worker};
-
-/// A private `redis-server`, killed when dropped.
-struct Server {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Server {
-    /// Starts one on a free port; `None` (after reporting it) without `redis-server`.
-    fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = Self { port, child: None };
-        match server.spawn() {
-            Ok(()) => Some(server),
-            Err(e) => {
-                service_missing("redis-server (on PATH)", "a private port", &e);
-                None
-            }
-        }
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until it answers.
-    async fn ready(&self) -> TestRedis {
-        for _ in 0..100 {
-            if common::admin(&self.url()).await.is_ok() {
-                return TestRedis::connect_to(&self.url())
-                    .await
-                    .expect("it answers");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} never answered", self.port);
-    }
-
-    /// Kills the server at once (no shutdown, no save).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// An engine on the in-memory store with the Redis queue and notifier, a
 /// worker, and `n` submitted jobs of a few steps each.

@@ -1,6 +1,8 @@
 //! Shared by the test binaries: a reachable Redis with a private key prefix.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::time::Duration;
 
 use chrono::Utc;
