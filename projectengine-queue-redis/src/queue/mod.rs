@@ -146,7 +146,7 @@ impl RedisQueue {
 
 /// Whole milliseconds, rounded up (a delay is never shortened).
 fn millis_ceil(d: Duration) -> u64 {
-    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
@@ -179,7 +179,8 @@ impl Queue for RedisQueue {
     }
 
     async fn pop(&self, queues: &[String], wait: Duration) -> Result<Option<Delivery>> {
-        let give_up = Instant::now() + wait;
+        // A wait beyond any sensible bound (Duration::MAX) is a day.
+        let give_up = Instant::now() + wait.min(Duration::from_secs(86_400));
         if queues.is_empty() {
             tokio::time::sleep_until(give_up).await;
             return Ok(None);
