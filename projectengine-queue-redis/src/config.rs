@@ -6,7 +6,8 @@ use std::time::Duration;
 /// [`RedisNotifier`](crate::RedisNotifier) behave.
 ///
 /// Start from [`RedisConfig::new`] and adjust fields or use the `with_*` setters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` hides a password in the URL.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// The server, e.g. `redis://127.0.0.1:6379/0` (`rediss://` needs a TLS
     /// feature of the redis crate; `redis+unix:///path` for a socket).
@@ -84,9 +85,54 @@ impl RedisConfig {
     }
 }
 
+/// `url` with any credentials replaced by `***`.
+pub(crate) fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("min_backoff", &self.min_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("idle_blocking_connections", &self.idle_blocking_connections)
+            .field("subscriber_buffer", &self.subscriber_buffer)
+            .field("health_check", &self.health_check)
+            .finish()
+    }
+}
+
 impl Default for RedisConfig {
     /// The defaults, for `redis://127.0.0.1:6379`.
     fn default() -> Self {
         Self::new("redis://127.0.0.1:6379")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_credentials() {
+        let c = RedisConfig::new("redis://user:secret@db:6379/2");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("redis://***@db:6379/2"), "{shown}");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn connection_names_have_no_spaces() {
+        let c = RedisConfig::default().with_prefix("my app");
+        assert_eq!(c.connection_name("queue"), "my_app:queue");
     }
 }

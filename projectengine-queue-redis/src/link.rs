@@ -45,8 +45,13 @@ impl std::fmt::Debug for Link {
 
 /// Opens the client for `config.url`.
 pub(crate) fn client(config: &RedisConfig) -> Result<Client> {
-    Client::open(config.url.as_str())
-        .map_err(|e| Error::invalid("redis url", format!("cannot use {:?}: {e}", config.url)))
+    Client::open(config.url.as_str()).map_err(|e| bad_url(config, &e))
+}
+
+/// The URL of `config` cannot be used (its credentials are not repeated).
+pub(crate) fn bad_url(config: &RedisConfig, e: &redis::RedisError) -> Error {
+    let url = crate::config::redacted(&config.url);
+    Error::invalid("redis url", format!("cannot use {url:?}: {e}"))
 }
 
 impl Link {

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::Shared;
-use crate::error;
+use crate::{error, link};
 
 /// Channels per `SUBSCRIBE` when subscribing again after a reconnect.
 const RESUBSCRIBE_CHUNK: usize = 500;
@@ -40,18 +40,19 @@ enum Ended {
 /// the connection the current one.
 pub(crate) async fn connect(shared: &Shared) -> Result<Connected> {
     let config = &shared.config;
-    let info =
-        config.url.as_str().into_connection_info().map_err(|e| {
-            Error::invalid("redis url", format!("cannot use {:?}: {e}", config.url))
-        })?;
+    let info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| link::bad_url(config, &e))?;
     // RESP3 delivers messages as pushes on an ordinary connection, which also
     // keeps answering PING and CLIENT commands while subscribed.
     let settings = info
         .redis_settings()
         .clone()
         .set_protocol(ProtocolVersion::RESP3);
-    let client = Client::open(info.set_redis_settings(settings))
-        .map_err(|e| Error::invalid("redis url", e.to_string()))?;
+    let client =
+        Client::open(info.set_redis_settings(settings)).map_err(|e| link::bad_url(config, &e))?;
     let (tx, pushes) = mpsc::unbounded_channel();
     let conn_config = AsyncConnectionConfig::new()
         .set_push_sender(tx)
