@@ -112,6 +112,48 @@ async fn pushing_a_waiting_job_again_is_a_no_op() {
 }
 
 #[tokio::test]
+async fn a_waiting_record_without_its_entry_does_not_block_the_job() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let q = r.queue().await;
+    let (a, b) = (JobId::new(), JobId::new());
+    q.push("default", entry(a, 4)).await.expect("push");
+    q.push("default", delayed(b, Duration::from_secs(60)))
+        .await
+        .expect("push");
+    // A partial loss (an evicted key): the entries go, their records stay.
+    let mut admin = r.admin.clone();
+    let lost = [
+        format!("{}:queue:default:ready", r.prefix()),
+        format!("{}:queue:default:delayed", r.prefix()),
+    ];
+    let n: i64 = redis::cmd("DEL")
+        .arg(&lost)
+        .query_async(&mut admin)
+        .await
+        .expect("DEL");
+    assert_eq!(n, 2);
+    // Recovery pushes them again: they are taken, not refused as waiting.
+    assert!(q.push("default", entry(a, 4)).await.expect("push"));
+    assert!(q.push("default", entry(b, 0)).await.expect("push"));
+    assert!(
+        !q.push("default", entry(b, 0)).await.expect("push"),
+        "now truly waiting"
+    );
+    let mut got = vec![
+        pop_now(&q, "default").await.expect("a").job_id,
+        pop_now(&q, "default").await.expect("b").job_id,
+    ];
+    got.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(pop_now(&q, "default").await, None);
+    r.cleanup().await;
+}
+
+#[tokio::test]
 async fn delayed_entries_appear_at_their_time() {
     let Some(r) = TestRedis::connect().await else {
         return;

@@ -4,7 +4,8 @@
 --   ready    ZSET  score = -priority, member = 16 hex digits of a sequence number
 --                  followed by the job id: equal priorities sort first-in first-out
 --   delayed  ZSET  score = due time (ms, server clock), member = job id
---   waiting  HASH  job id -> priority, for every ready or delayed job (de-duplication)
+--   waiting  HASH  job id -> "<priority>" while delayed, "<priority>:<ready member>"
+--                  while ready: which jobs are waiting (de-duplication), and where
 --   inflight ZSET  score = visibility deadline (ms, server clock), member = job id
 --   leases   HASH  job id -> "<receipt>:<priority>" of its current delivery
 --   signal   LIST  one token per entry made ready; blocked pops wait on it (BLPOP)
@@ -34,10 +35,22 @@ local function next_seq(key)
 end
 
 -- Makes `job` ready and wakes one blocked pop.
-local function make_ready(ready, signal, seq_key, job, priority)
+local function make_ready(ready, waiting, signal, seq_key, job, priority)
   local member = string.format('%016x', next_seq(seq_key)) .. job
   redis.call('ZADD', ready, int(-priority), member)
+  redis.call('HSET', waiting, job, int(priority) .. ':' .. member)
   redis.call('LPUSH', signal, '1')
+end
+
+-- Whether the waiting record of `job` is backed by its entry. After a partial
+-- loss of data (an evicted key) it may not be, and the job must not then be
+-- refused forever as "already waiting".
+local function still_waiting(ready, delayed, record, job)
+  local sep = string.find(record, ':', 1, true)
+  if sep then
+    return redis.call('ZSCORE', ready, string.sub(record, sep + 1)) ~= false
+  end
+  return redis.call('ZSCORE', delayed, job) ~= false
 end
 
 -- "<receipt>:<priority>" -> receipt, priority (both strings).

@@ -14,13 +14,15 @@ end
 redis.call('HDEL', KEYS[5], job)
 redis.call('ZREM', KEYS[4], job)
 -- Already waiting again (pushed meanwhile): that entry stands.
-if redis.call('HSETNX', KEYS[3], job, priority) == 0 then
+local record = redis.call('HGET', KEYS[3], job)
+if record and still_waiting(KEYS[1], KEYS[2], record, job) then
   return 1
 end
 if delay > 0 then
   redis.call('ZADD', KEYS[2], int(now_ms() + delay), job)
+  redis.call('HSET', KEYS[3], job, priority)
   redis.call('LPUSH', KEYS[6], '1')
 else
-  make_ready(KEYS[1], KEYS[6], KEYS[7], job, tonumber(priority))
+  make_ready(KEYS[1], KEYS[3], KEYS[6], KEYS[7], job, tonumber(priority))
 end
 return 1

@@ -15,12 +15,13 @@ local best, best_score, best_member
 for i = 1, n do
   local ready, delayed, waiting = key(i, 1), key(i, 2), key(i, 3)
   local inflight, leases, signal = key(i, 4), key(i, 5), key(i, 6)
-  -- Delayed entries that fell due.
+  -- Delayed entries that fell due (a ready record means the job was made
+  -- ready meanwhile; no record means it was lost, and recovery pushes it).
   for _, job in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)) do
     redis.call('ZREM', delayed, job)
-    local p = redis.call('HGET', waiting, job)
-    if p then
-      make_ready(ready, signal, seq_key, job, tonumber(p))
+    local record = redis.call('HGET', waiting, job)
+    if record and not string.find(record, ':', 1, true) then
+      make_ready(ready, waiting, signal, seq_key, job, tonumber(record))
     end
   end
   -- Deliveries whose visibility timeout passed.
@@ -30,8 +31,9 @@ for i = 1, n do
     redis.call('HDEL', leases, job)
     if lease then
       local _, p = split_lease(lease)
-      if redis.call('HSETNX', waiting, job, p) == 1 then
-        make_ready(ready, signal, seq_key, job, tonumber(p))
+      local record = redis.call('HGET', waiting, job)
+      if not (record and still_waiting(ready, delayed, record, job)) then
+        make_ready(ready, waiting, signal, seq_key, job, tonumber(p))
       end
     end
   end
