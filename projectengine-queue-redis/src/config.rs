@@ -73,6 +73,26 @@ impl RedisConfig {
         self
     }
 
+    /// Refuses settings no adapter can work with.
+    pub(crate) fn validate(&self) -> projectengine_core::Result<()> {
+        use projectengine_core::Error;
+        let ms = Duration::from_millis(1);
+        if self.prefix.is_empty() {
+            return Err(Error::invalid("prefix", "must not be empty"));
+        }
+        for (field, value) in [
+            ("visibility_timeout", self.visibility_timeout),
+            ("command_timeout", self.command_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("min_backoff", self.min_backoff),
+        ] {
+            if value < ms {
+                return Err(Error::invalid(field, "must be at least 1 ms"));
+            }
+        }
+        Ok(())
+    }
+
     /// The name given to a connection of `role` (visible in `CLIENT LIST`).
     pub(crate) fn connection_name(&self, role: &str) -> String {
         // CLIENT SETNAME refuses spaces and newlines.
@@ -128,6 +148,33 @@ mod tests {
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("redis://***@db:6379/2"), "{shown}");
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(RedisConfig::default().validate().is_ok());
+        let e = RedisConfig::default()
+            .with_prefix("")
+            .validate()
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            projectengine_core::Error::Invalid {
+                field: "prefix",
+                ..
+            }
+        ));
+        let e = RedisConfig::default()
+            .with_command_timeout(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            projectengine_core::Error::Invalid {
+                field: "command_timeout",
+                ..
+            }
+        ));
     }
 
     #[test]

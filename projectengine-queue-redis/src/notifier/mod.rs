@@ -101,9 +101,7 @@ impl RedisNotifier {
     /// [`Error::Unavailable`] when Redis cannot be reached. Later outages are
     /// not fatal: the task reconnects.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        if config.prefix.is_empty() {
-            return Err(Error::invalid("prefix", "must not be empty"));
-        }
+        config.validate()?;
         let publisher = Link::new(config, "notifier")?;
         let (dropped, dropped_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use projectengine_core::{Delivery, Error, JobId, Queue, QueueDepth, QueueEntry, Result};
+use projectengine_core::{Delivery, JobId, Queue, QueueDepth, QueueEntry, Result};
 use tokio::time::Instant;
 
 use crate::error;
@@ -66,15 +66,7 @@ impl RedisQueue {
     /// Like [`RedisQueue::connect`], without waiting for Redis: the first call
     /// connects.
     pub fn new(config: &RedisConfig) -> Result<Self> {
-        if config.prefix.is_empty() {
-            return Err(Error::invalid("prefix", "must not be empty"));
-        }
-        if config.visibility_timeout < Duration::from_millis(1) {
-            return Err(Error::invalid(
-                "visibility_timeout",
-                "must be at least 1 ms",
-            ));
-        }
+        config.validate()?;
         let link = Link::new(config, "queue")?;
         let blockers = Blockers::new(
             link.client().clone(),
