@@ -54,9 +54,11 @@ type PopReply = (i64, i64, String, i64, i64);
 impl RedisQueue {
     /// Connects to Redis and checks that it answers.
     ///
-    /// Fails with [`Error::Invalid`](projectengine_core::Error::Invalid) for a bad configuration and with
-    /// [`Error::Unavailable`](projectengine_core::Error::Unavailable) when Redis cannot be reached. Later outages are
-    /// not fatal: each call reconnects as needed.
+    /// Fails with [`Error::Invalid`](projectengine_core::Error::Invalid) for a
+    /// bad configuration and with
+    /// [`Error::Unavailable`](projectengine_core::Error::Unavailable) when Redis
+    /// cannot be reached. Later outages are not fatal: each call reconnects as
+    /// needed.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
         let queue = Self::new(config)?;
         queue.ping().await?;
