@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use projectengine_core::Engine;
+use projectengine_core::{CancellationToken, Engine};
 
 use crate::auth::Authenticator;
 use crate::limits::StreamSlots;
@@ -67,6 +67,7 @@ struct Inner {
     config: HttpConfig,
     metrics: Metrics,
     streams: StreamSlots,
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -94,6 +95,7 @@ impl ApiState {
                 config,
                 metrics,
                 streams: StreamSlots::default(),
+                shutdown: CancellationToken::new(),
             }),
         }
     }
@@ -121,5 +123,13 @@ impl ApiState {
     /// The open streams of each owner.
     pub(crate) fn streams(&self) -> &StreamSlots {
         &self.inner.streams
+    }
+
+    /// Fire it when the server shuts down: every open WebSocket is closed with
+    /// 1001 "going away" and every SSE stream ends, so clients reconnect (with
+    /// `after`) elsewhere. Also fire it before awaiting axum's graceful shutdown,
+    /// which does not wait for upgraded connections.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 }

@@ -416,3 +416,24 @@ async fn a_client_too_slow_to_keep_up_is_disconnected_not_buffered() {
     assert_eq!(u16::from(close.unwrap().code), 1000);
     assert_eq!(seqs(&rest), (after + 1..=job.last_seq).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn shutdown_closes_open_websockets_with_going_away() {
+    let app = TestApp::new();
+    let addr = app.serve().await;
+    let t = app.token("alice");
+    let id = app
+        .submit(
+            &t,
+            json!({"prompt": "x", "params": {"steps": 500, "delay_ms": 20}}),
+        )
+        .await;
+    let (mut ws, _) = connect(addr, id, "", &bearer(&t)).await.expect("connect");
+    let (first, _) = read_events(&mut ws, 2).await;
+    assert_eq!(seqs(&first), [1, 2]);
+    app.state.shutdown_token().cancel();
+    let (_, close) = read_events(&mut ws, usize::MAX).await;
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001, "going away");
+    assert!(close.reason.contains("after="), "{}", close.reason);
+}

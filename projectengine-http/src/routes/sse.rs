@@ -72,7 +72,11 @@ pub async fn stream(State(state): State<ApiState>, req: Request) -> ApiResult<Re
     let slot = state
         .streams()
         .acquire(&owner, state.config().max_streams_per_owner)?;
-    let events = engine.watch(&owner, id, after).await?;
+    let events = engine
+        .watch(&owner, id, after)
+        .await?
+        .take_until(state.shutdown_token().cancelled_owned())
+        .boxed();
     let open = (state.metrics().sse_opened(), slot);
     let body = sse_events(events, state.clone(), job.kind, open);
     Ok(Sse::new(body)

@@ -122,8 +122,12 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sent = Instant::now();
         let mut last_heard = Instant::now();
+        let shutdown = self.state.shutdown_token();
         loop {
             tokio::select! {
+                _ = shutdown.cancelled() => {
+                    return Some((close_code::AWAY, "server shutting down: reconnect with after=<last seq>"));
+                }
                 ev = events.next() => match ev {
                     Some(Ok(ev)) => {
                         match self.send_event(&ev, cfg.ws_send_timeout).await {

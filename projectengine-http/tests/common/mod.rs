@@ -23,6 +23,7 @@ pub const SECRET: &str = "test secret, thirty-two bytes at least";
 /// An engine, its router and a worker making jobs progress.
 pub struct TestApp {
     pub engine: Engine,
+    pub state: ApiState,
     pub router: Router,
     pub auth: JwtAuth,
     pub worker: Option<WorkerHandle>,
@@ -51,10 +52,11 @@ impl TestApp {
         let engine = Engine::in_memory(registry);
         let auth = JwtAuth::hs256(SECRET).expect("secret");
         let state = ApiState::with_config(engine.clone(), auth.clone(), config);
-        let router = router_with(state);
+        let router = router_with(state.clone());
         let worker = worker.then(|| Worker::new(engine.clone(), worker_config()).spawn());
         Self {
             engine,
+            state,
             router,
             auth,
             worker,
