@@ -233,14 +233,18 @@ impl Engine {
                 .inner
                 .registry
                 .default_kind()
-                .ok_or_else(|| Error::invalid("kind", "no kind given and no default kind registered"))?
+                .ok_or_else(|| {
+                    Error::invalid("kind", "no kind given and no default kind registered")
+                })?
                 .to_owned(),
         };
         let queue = match self.inner.registry.get(&kind) {
             Some(r) => r.queue.clone(),
             None => return Err(Error::invalid("kind", format!("unknown kind `{kind}`"))),
         };
-        let params = req.params.unwrap_or_else(|| Value::Object(Default::default()));
+        let params = req
+            .params
+            .unwrap_or_else(|| Value::Object(Default::default()));
         if !params.is_object() {
             return Err(Error::invalid("params", "must be a JSON object"));
         }
@@ -254,7 +258,11 @@ impl Engine {
         if !l.priority.contains(&priority) {
             return Err(Error::invalid(
                 "priority",
-                format!("must be between {} and {}", l.priority.start(), l.priority.end()),
+                format!(
+                    "must be between {} and {}",
+                    l.priority.start(),
+                    l.priority.end()
+                ),
             ));
         }
         let max_attempts = req.max_attempts.unwrap_or(l.default_max_attempts);
@@ -281,7 +289,12 @@ impl Engine {
         }
         let now = Utc::now();
         let run_at = match req.run_at {
-            Some(at) if at > now + chrono::Duration::from_std(l.max_schedule_ahead).unwrap_or(chrono::Duration::MAX) => {
+            Some(at)
+                if at
+                    > now
+                        + chrono::Duration::from_std(l.max_schedule_ahead)
+                            .unwrap_or(chrono::Duration::MAX) =>
+            {
                 return Err(Error::invalid("run_at", "is too far in the future"))
             }
             Some(at) => at.max(now),
@@ -410,7 +423,12 @@ impl Engine {
     }
 
     /// A page of the owner's apps, oldest first.
-    pub async fn apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Page<App>> {
+    pub async fn apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Page<App>> {
         let limit = self.page_size(limit);
         let mut items = self.inner.store.list_apps(owner, cursor, limit + 1).await?;
         let next_cursor = if items.len() > limit {

@@ -11,8 +11,10 @@ use crate::{Job, JobCallbacks, LogLevel, NewApp, Orchestrator, OrchestratorError
 /// `app_bytes` bytes. Honours cancellation between steps.
 ///
 /// A job's `params` may override the settings: `{"steps": 3, "delay_ms": 10,
-/// "fail": "retryable" | "fatal", "panic": true}` — the last two make it fail on
-/// purpose, for tests and demos of retries.
+/// "fail": "retryable" | "fatal", "panic": true, "fail_attempts": 2,
+/// "ignore_cancel": true}` — `fail` and `panic` make it fail on purpose (only in
+/// the first `fail_attempts` attempts when that is given), for tests and demos of
+/// retries; `ignore_cancel` makes it sleep through its cancellation.
 #[derive(Clone, Debug)]
 pub struct StubOrchestrator {
     /// Steps per job.
@@ -48,30 +50,45 @@ impl StubOrchestrator {
 impl Orchestrator for StubOrchestrator {
     async fn run(&self, job: &Job, cb: &dyn JobCallbacks) -> Result<(), OrchestratorError> {
         let p = &job.params;
-        let steps = p.get("steps").and_then(|v| v.as_u64()).map_or(self.steps, |v| v.min(10_000) as u32);
+        let steps = p
+            .get("steps")
+            .and_then(|v| v.as_u64())
+            .map_or(self.steps, |v| v.min(10_000) as u32);
         let delay = p
             .get("delay_ms")
             .and_then(|v| v.as_u64())
             .map_or(self.delay, |ms| Duration::from_millis(ms.min(3_600_000)));
-        if p.get("panic").and_then(|v| v.as_bool()) == Some(true) {
+        let failing = p
+            .get("fail_attempts")
+            .and_then(|v| v.as_u64())
+            .is_none_or(|n| u64::from(cb.attempt()) <= n);
+        if failing && p.get("panic").and_then(|v| v.as_bool()) == Some(true) {
             panic!("the stub orchestrator was asked to panic");
         }
         match p.get("fail").and_then(|v| v.as_str()) {
-            Some("retryable") => return Err(OrchestratorError::retryable("asked to fail (retryable)")),
-            Some("fatal") => return Err(OrchestratorError::fatal("asked to fail (fatal)")),
+            Some("retryable") if failing => {
+                return Err(OrchestratorError::retryable("asked to fail (retryable)"))
+            }
+            Some("fatal") if failing => {
+                return Err(OrchestratorError::fatal("asked to fail (fatal)"))
+            }
             _ => {}
         }
+        let ignore_cancel = p.get("ignore_cancel").and_then(|v| v.as_bool()) == Some(true);
         for i in 1..=steps {
-            if !delay.is_zero() {
+            if ignore_cancel {
+                tokio::time::sleep(delay).await;
+            } else if !delay.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cb.cancellation().cancelled() => return Err(OrchestratorError::cancelled()),
                 }
             }
-            if cb.cancellation().is_cancelled() {
+            if cb.cancellation().is_cancelled() && !ignore_cancel {
                 return Err(OrchestratorError::cancelled());
             }
-            cb.step(Step::completed(format!("step {i} of {steps}"))).await?;
+            cb.step(Step::completed(format!("step {i} of {steps}")))
+                .await?;
         }
         if steps == 0 {
             cb.log(LogLevel::Info, "nothing to do").await?;

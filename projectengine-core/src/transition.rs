@@ -36,7 +36,8 @@ pub fn plan_finish(job: &Job, outcome: &Outcome, now: DateTime<Utc>) -> FinishPl
         let mut events = vec![EventData::Error(error.clone())];
         match delay {
             Some(d) if attempts_left => {
-                let run_at = now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
+                let run_at =
+                    now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
                 events.push(EventData::Status {
                     status: JobStatus::Queued,
                     error: Some(error.clone()),
@@ -89,7 +90,9 @@ pub fn plan_finish(job: &Job, outcome: &Outcome, now: DateTime<Utc>) -> FinishPl
     match outcome {
         Outcome::Succeeded => terminal(AttemptStatus::Succeeded, JobStatus::Succeeded),
         Outcome::Cancelled => terminal(AttemptStatus::Cancelled, JobStatus::Cancelled),
-        Outcome::Failed { error, retry_in } => requeue(AttemptStatus::Failed, error.clone(), *retry_in),
+        Outcome::Failed { error, retry_in } => {
+            requeue(AttemptStatus::Failed, error.clone(), *retry_in)
+        }
         Outcome::TimedOut { retry_in } => requeue(
             AttemptStatus::TimedOut,
             JobError::new(

@@ -113,6 +113,18 @@ impl State {
                         return Some(Err(e));
                     }
                 }
+                // Nothing more to read: a finished job has nothing more to say.
+                match self.store.get_job(self.job_id).await {
+                    Ok(Some(job)) if job.status.is_terminal() && job.last_seq <= self.last => {
+                        return None
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return None,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
             }
             self.wait_live().await;
         }

@@ -210,8 +210,7 @@ impl Queue for MemoryQueue {
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
         let mut inner = self.lock();
         if let Some(q) = inner.queues.get_mut(&delivery.queue) {
-            if q
-                .in_flight
+            if q.in_flight
                 .get(&delivery.job_id)
                 .is_some_and(|f| f.receipt == delivery.receipt)
             {

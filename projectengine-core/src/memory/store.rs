@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 
 use crate::transition::plan_finish;
 use crate::{
-    App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData,
-    Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewJob, Outcome, Owner,
-    Result, Store,
+    App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData, Fence,
+    Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewJob, Outcome, Owner, Result,
+    Store,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -89,7 +89,12 @@ impl Inner {
     }
 
     /// Keeps the status indexes in step with a status change.
-    fn reindex(&mut self, id: JobId, old: (JobStatus, DateTime<Utc>), new: (JobStatus, DateTime<Utc>)) {
+    fn reindex(
+        &mut self,
+        id: JobId,
+        old: (JobStatus, DateTime<Utc>),
+        new: (JobStatus, DateTime<Utc>),
+    ) {
         match old.0 {
             JobStatus::Running => {
                 self.running.remove(&id);
@@ -267,7 +272,9 @@ impl Store for MemoryStore {
         }
         let now = Utc::now();
         let mut inner = self.lock();
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
         let mut out = Vec::with_capacity(events.len());
         for data in events {
@@ -284,7 +291,9 @@ impl Store for MemoryStore {
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
         let now = Utc::now();
         let mut inner = self.lock();
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         let idx = rec.fenced(fence)?;
         let until = lease_until(now, lease);
         rec.attempts[idx].lease_expires_at = until;
@@ -297,7 +306,9 @@ impl Store for MemoryStore {
     async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
         let now = Utc::now();
         let mut inner = self.lock();
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         let idx = rec.fenced(fence)?;
         if outcome == Outcome::Lost && rec.attempts[idx].lease_expires_at > now {
             return Err(Error::conflict("the attempt's lease has not expired"));
@@ -333,7 +344,9 @@ impl Store for MemoryStore {
                 .fenced(fence)?;
             return Err(Error::conflict("this job already published its app"));
         }
-        let rec = inner.record(fence.job_id).map_err(|_| Error::StaleAttempt)?;
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
         let app = App {
             id: AppId::new(),
@@ -461,7 +474,12 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn list_apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Vec<App>> {
+    async fn list_apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Vec<App>> {
         let inner = self.lock();
         let lo = (owner.clone(), cursor.unwrap_or(AppId(uuid::Uuid::nil())));
         let hi = (owner.clone(), AppId(uuid::Uuid::max()));
@@ -490,7 +508,8 @@ impl Store for MemoryStore {
     }
 
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
-        let now = Utc::now() - chrono::Duration::from_std(overdue).unwrap_or(chrono::Duration::zero());
+        let now =
+            Utc::now() - chrono::Duration::from_std(overdue).unwrap_or(chrono::Duration::zero());
         let inner = self.lock();
         Ok(inner
             .queued

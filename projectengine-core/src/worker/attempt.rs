@@ -19,14 +19,23 @@ enum Stop {
     Lost,
 }
 
-pub(crate) async fn run(engine: &Engine, cfg: &WorkerConfig, claim: Claim, release: CancellationToken) {
+pub(crate) async fn run(
+    engine: &Engine,
+    cfg: &WorkerConfig,
+    claim: Claim,
+    release: CancellationToken,
+) {
     let job = claim.job;
     let fence = claim.attempt.fence();
-    let span = tracing::info_span!("attempt", job_id = %job.id, attempt = fence.attempt, kind = %job.kind);
+    let span =
+        tracing::info_span!("attempt", job_id = %job.id, attempt = fence.attempt, kind = %job.kind);
     async move {
         let Some(registered) = engine.registry().get(&job.kind).cloned() else {
             let outcome = Outcome::Failed {
-                error: JobError::new("unknown_kind", format!("no orchestrator for kind `{}`", job.kind)),
+                error: JobError::new(
+                    "unknown_kind",
+                    format!("no orchestrator for kind `{}`", job.kind),
+                ),
                 retry_in: None,
             };
             finish(engine, fence, outcome).await;
@@ -45,7 +54,12 @@ pub(crate) async fn run(engine: &Engine, cfg: &WorkerConfig, claim: Claim, relea
                 token.cancel();
             }
         };
-        let callbacks = Arc::new(AttemptCallbacks::new(engine.clone(), fence, token.clone(), cfg.log_batch));
+        let callbacks = Arc::new(AttemptCallbacks::new(
+            engine.clone(),
+            fence,
+            token.clone(),
+            cfg.log_batch,
+        ));
         let done = CancellationToken::new();
 
         // Heartbeat: renew the lease, deliver cancel requests, notice a lost lease.

@@ -69,7 +69,10 @@ mod tests {
         };
         for _ in 0..200 {
             let d = b.delay(3);
-            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(200) && d <= Duration::from_millis(400),
+                "{d:?}"
+            );
         }
     }
 }

@@ -49,7 +49,12 @@ pub async fn recover_once(engine: &Engine, overdue: Duration) -> Result<Recovery
 }
 
 /// Runs [`recover_once`] every `every` until `stop` fires.
-pub(crate) async fn run(engine: Engine, every: Duration, overdue: Duration, stop: CancellationToken) {
+pub(crate) async fn run(
+    engine: Engine,
+    every: Duration,
+    overdue: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -58,7 +63,11 @@ pub(crate) async fn run(engine: Engine, every: Duration, overdue: Duration, stop
             _ = tick.tick() => {}
         }
         match recover_once(&engine, overdue).await {
-            Ok(r) if r.pushed > 0 => tracing::info!(pushed = r.pushed, lost = r.lost, "recovery pushed due jobs again"),
+            Ok(r) if r.pushed > 0 => tracing::info!(
+                pushed = r.pushed,
+                lost = r.lost,
+                "recovery pushed due jobs again"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "recovery pass failed; will try again"),
         }

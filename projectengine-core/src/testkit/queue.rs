@@ -1,0 +1,285 @@
+//! The [`Queue`] suite. The queue under test has a visibility timeout of
+//! [`QUEUE_VISIBILITY_TIMEOUT`](super::QUEUE_VISIBILITY_TIMEOUT); every check
+//! uses queue names of its own, so checks may share one backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::{unique, QUEUE_VISIBILITY_TIMEOUT};
+use crate::{Delivery, JobId, Queue, QueueEntry};
+
+const SHORT: Duration = Duration::from_millis(50);
+
+fn entry(job_id: JobId, priority: i32) -> QueueEntry {
+    QueueEntry {
+        job_id,
+        priority,
+        not_before: None,
+    }
+}
+
+async fn pop(queue: &Arc<dyn Queue>, names: &[String], wait: Duration) -> Option<Delivery> {
+    queue.pop(names, wait).await.expect("pop")
+}
+
+/// Higher priority first; equal priorities first-in first-out.
+pub async fn check_priority_then_fifo(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let ids: Vec<JobId> = (0..6).map(|_| JobId::new()).collect();
+    let prios = [0, 5, 0, -3, 5, 0];
+    for (id, p) in ids.iter().zip(prios) {
+        assert!(queue.push(&q[0], entry(*id, p)).await.expect("push"));
+    }
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let d = pop(&queue, &q, SHORT).await.expect("an entry");
+        assert_eq!(d.queue, q[0]);
+        order.push(d.job_id);
+        queue.ack(&d).await.expect("ack");
+    }
+    assert_eq!(order, vec![ids[1], ids[4], ids[0], ids[2], ids[5], ids[3]]);
+    assert!(pop(&queue, &q, SHORT).await.is_none());
+}
+
+/// A pop never returns an entry of a queue it did not name.
+pub async fn check_named_queues_kept_apart(queue: Arc<dyn Queue>) {
+    let (a, b) = (unique("a"), unique("b"));
+    let (ja, jb) = (JobId::new(), JobId::new());
+    queue.push(&a, entry(ja, 0)).await.expect("push");
+    queue.push(&b, entry(jb, 100)).await.expect("push");
+    let d = pop(&queue, std::slice::from_ref(&a), SHORT)
+        .await
+        .expect("a's entry");
+    assert_eq!((d.job_id, d.queue.as_str()), (ja, a.as_str()));
+    queue.ack(&d).await.expect("ack");
+    assert!(pop(&queue, std::slice::from_ref(&a), SHORT).await.is_none());
+    let d = pop(&queue, std::slice::from_ref(&b), SHORT)
+        .await
+        .expect("b's entry");
+    assert_eq!(d.job_id, jb);
+    queue.ack(&d).await.expect("ack");
+}
+
+/// One pop serves several named queues.
+pub async fn check_pop_serves_several_queues(queue: Arc<dyn Queue>) {
+    let names = vec![unique("x"), unique("y"), unique("z")];
+    let (jx, jz) = (JobId::new(), JobId::new());
+    queue.push(&names[0], entry(jx, 0)).await.expect("push");
+    queue.push(&names[2], entry(jz, 0)).await.expect("push");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = pop(&queue, &names, SHORT).await.expect("an entry");
+        got.push((d.job_id, d.queue.clone()));
+        queue.ack(&d).await.expect("ack");
+    }
+    got.sort();
+    let mut expected = vec![(jx, names[0].clone()), (jz, names[2].clone())];
+    expected.sort();
+    assert_eq!(got, expected);
+    assert!(pop(&queue, &names, SHORT).await.is_none());
+}
+
+/// An entry with `not_before` is not delivered before its time, and is after.
+pub async fn check_delayed_delivery(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let (late, now) = (JobId::new(), JobId::new());
+    let at = Utc::now() + chrono::Duration::milliseconds(500);
+    let start = Instant::now();
+    queue
+        .push(
+            &q[0],
+            QueueEntry {
+                job_id: late,
+                priority: 10,
+                not_before: Some(at),
+            },
+        )
+        .await
+        .expect("push");
+    queue.push(&q[0], entry(now, 0)).await.expect("push");
+    let d = pop(&queue, &q, SHORT).await.expect("the due entry");
+    assert_eq!(
+        d.job_id, now,
+        "the delayed entry waits despite its priority"
+    );
+    queue.ack(&d).await.expect("ack");
+    assert!(pop(&queue, &q, SHORT).await.is_none());
+    let d = pop(&queue, &q, Duration::from_secs(3))
+        .await
+        .expect("delayed entry, in time");
+    assert_eq!(d.job_id, late);
+    assert!(
+        start.elapsed() >= Duration::from_millis(450),
+        "delivered early: {:?}",
+        start.elapsed()
+    );
+    queue.ack(&d).await.expect("ack");
+}
+
+/// A popped entry that is not acked is delivered again after the visibility timeout.
+pub async fn check_visibility_timeout_redelivers(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let id = JobId::new();
+    queue.push(&q[0], entry(id, 0)).await.expect("push");
+    let first = pop(&queue, &q, SHORT).await.expect("entry");
+    assert!(
+        pop(&queue, &q, SHORT).await.is_none(),
+        "invisible while in flight"
+    );
+    let second = pop(&queue, &q, QUEUE_VISIBILITY_TIMEOUT * 4)
+        .await
+        .expect("redelivered after the visibility timeout");
+    assert_eq!(second.job_id, id);
+    assert_ne!(second.receipt, first.receipt);
+    queue.ack(&second).await.expect("ack");
+    assert!(pop(&queue, &q, QUEUE_VISIBILITY_TIMEOUT * 2)
+        .await
+        .is_none());
+}
+
+/// An acked entry never comes back.
+pub async fn check_ack_removes_for_good(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    queue
+        .push(&q[0], entry(JobId::new(), 0))
+        .await
+        .expect("push");
+    let d = pop(&queue, &q, SHORT).await.expect("entry");
+    queue.ack(&d).await.expect("ack");
+    queue.ack(&d).await.expect("a second ack is harmless");
+    assert!(pop(&queue, &q, QUEUE_VISIBILITY_TIMEOUT * 2)
+        .await
+        .is_none());
+}
+
+/// Acking an older delivery does not remove the entry delivered again since.
+pub async fn check_stale_receipt_is_ignored(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let id = JobId::new();
+    queue.push(&q[0], entry(id, 0)).await.expect("push");
+    let old = pop(&queue, &q, SHORT).await.expect("entry");
+    let new = pop(&queue, &q, QUEUE_VISIBILITY_TIMEOUT * 4)
+        .await
+        .expect("redelivered");
+    queue.ack(&old).await.expect("stale ack");
+    queue.nack(&old, None).await.expect("stale nack");
+    assert!(
+        pop(&queue, &q, SHORT).await.is_none(),
+        "the stale nack requeued nothing"
+    );
+    let again = pop(&queue, &q, QUEUE_VISIBILITY_TIMEOUT * 4)
+        .await
+        .expect("the new delivery was not acked, so it comes back");
+    assert_eq!(again.job_id, id);
+    assert_ne!(again.receipt, new.receipt);
+    queue.ack(&again).await.expect("ack");
+}
+
+/// A nack with a delay makes the entry deliverable again after it.
+pub async fn check_nack_with_delay(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let id = JobId::new();
+    queue.push(&q[0], entry(id, 0)).await.expect("push");
+    let d = pop(&queue, &q, SHORT).await.expect("entry");
+    let start = Instant::now();
+    queue
+        .nack(&d, Some(Duration::from_millis(300)))
+        .await
+        .expect("nack");
+    assert!(
+        pop(&queue, &q, SHORT).await.is_none(),
+        "not before its delay"
+    );
+    let d = pop(&queue, &q, Duration::from_secs(3))
+        .await
+        .expect("after its delay");
+    assert_eq!(d.job_id, id);
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    queue.nack(&d, None).await.expect("nack");
+    let d = pop(&queue, &q, SHORT).await.expect("at once");
+    queue.ack(&d).await.expect("ack");
+}
+
+/// Pushing a job already waiting in a queue is a no-op.
+pub async fn check_duplicate_push_is_noop(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let id = JobId::new();
+    assert!(queue.push(&q[0], entry(id, 0)).await.expect("push"));
+    assert!(!queue.push(&q[0], entry(id, 0)).await.expect("push"));
+    assert!(!queue.push(&q[0], entry(id, 9)).await.expect("push"));
+    let d = pop(&queue, &q, SHORT).await.expect("entry");
+    queue.ack(&d).await.expect("ack");
+    assert!(pop(&queue, &q, SHORT).await.is_none(), "delivered once");
+    assert!(
+        queue.push(&q[0], entry(id, 0)).await.expect("push"),
+        "once gone, it may come again"
+    );
+    let d = pop(&queue, &q, SHORT).await.expect("entry");
+    queue.ack(&d).await.expect("ack");
+}
+
+/// A waiting pop wakes when an entry is pushed, long before its wait ends.
+pub async fn check_blocking_pop_wakes_on_push(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let id = JobId::new();
+    let waiter = {
+        let (queue, q) = (queue.clone(), q.clone());
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let d = queue.pop(&q, Duration::from_secs(20)).await.expect("pop");
+            (d, start.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue.push(&q[0], entry(id, 0)).await.expect("push");
+    let (d, waited) = waiter.await.expect("join");
+    let d = d.expect("woken with the entry");
+    assert_eq!(d.job_id, id);
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the push, not by the timeout"
+    );
+    queue.ack(&d).await.expect("ack");
+}
+
+/// A pop on empty queues answers `None` after its wait.
+pub async fn check_pop_times_out_empty(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let start = Instant::now();
+    assert!(pop(&queue, &q, Duration::from_millis(200)).await.is_none());
+    assert!(start.elapsed() >= Duration::from_millis(150));
+}
+
+/// Depth counts ready, delayed and in-flight entries.
+pub async fn check_depth(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    for _ in 0..3 {
+        queue
+            .push(&q[0], entry(JobId::new(), 0))
+            .await
+            .expect("push");
+    }
+    let later = Utc::now() + chrono::Duration::seconds(60);
+    queue
+        .push(
+            &q[0],
+            QueueEntry {
+                job_id: JobId::new(),
+                priority: 0,
+                not_before: Some(later),
+            },
+        )
+        .await
+        .expect("push");
+    let d = pop(&queue, &q, SHORT).await.expect("entry");
+    let depth = queue.depth(&q[0]).await.expect("depth");
+    assert_eq!((depth.ready, depth.delayed, depth.in_flight), (2, 1, 1));
+    queue.ack(&d).await.expect("ack");
+    assert_eq!(queue.depth(&q[0]).await.expect("depth").in_flight, 0);
+    assert_eq!(
+        queue.depth(&unique("empty")).await.expect("depth"),
+        Default::default()
+    );
+}

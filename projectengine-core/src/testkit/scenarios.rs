@@ -1,0 +1,597 @@
+//! Engine and worker scenarios on any (Store, Queue, Notifier).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::unique;
+use crate::worker::Backoff;
+use crate::{
+    AttemptStatus, Engine, Error, EventData, Job, JobEvent, JobId, JobQuery, JobStatus, Notifier,
+    Owner, Queue, Registry, Store, StubOrchestrator, Submit, Worker, WorkerConfig, WorkerHandle,
+};
+
+/// The backends a scenario runs on.
+pub type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Arc<dyn Notifier>);
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// An engine with one stub kind on a queue of its own, and an owner.
+pub struct Harness {
+    /// The engine.
+    pub engine: Engine,
+    /// The stub's kind.
+    pub kind: String,
+    /// A fresh owner.
+    pub owner: Owner,
+}
+
+impl Harness {
+    /// An engine over `backends` with a stub of `steps` steps `delay` apart.
+    pub fn new(backends: Backends, steps: u32, delay: Duration) -> Self {
+        let (store, queue, notifier) = backends;
+        let kind = unique("stub");
+        let registry = Registry::new().register_in(
+            kind.clone(),
+            unique("queue"),
+            StubOrchestrator::new(steps, delay),
+        );
+        Self {
+            engine: Engine::new(store, queue, notifier, registry),
+            kind,
+            owner: Owner::new(unique("owner")),
+        }
+    }
+
+    /// Starts a worker with the fast settings of [`fast_worker`].
+    pub fn worker(&self) -> WorkerHandle {
+        Worker::new(self.engine.clone(), fast_worker()).spawn()
+    }
+
+    /// Submits a job with these params.
+    pub async fn submit(&self, params: Value) -> Job {
+        self.engine
+            .submit(&self.owner, Submit::new("build something").params(params))
+            .await
+            .expect("submit")
+    }
+
+    /// Watches the job from `after` to its end, with a deadline.
+    pub async fn watch_all(&self, id: JobId, after: u64) -> Vec<JobEvent> {
+        let stream = self
+            .engine
+            .watch(&self.owner, id, after)
+            .await
+            .expect("watch");
+        tokio::time::timeout(
+            DEADLINE,
+            stream.map(|e| e.expect("event")).collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the job finished in time")
+    }
+
+    /// Waits until the job is in `status`.
+    pub async fn wait_for(&self, id: JobId, status: JobStatus) -> Job {
+        let start = tokio::time::Instant::now();
+        loop {
+            let job = self.engine.get(&self.owner, id).await.expect("get");
+            if job.status == status {
+                return job;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "job never became {status}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Worker settings that make scenarios quick: short heartbeat, lease, backoff
+/// and recovery intervals.
+pub fn fast_worker() -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 4,
+        lease: Duration::from_millis(1500),
+        heartbeat: Duration::from_millis(100),
+        cancel_grace: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(5),
+        backoff: Backoff {
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(400),
+            jitter: false,
+        },
+        recovery_every: Some(Duration::from_millis(200)),
+        recovery_overdue: Duration::from_millis(500),
+        log_batch: 16,
+        log_flush: Duration::from_millis(50),
+        pop_wait: Duration::from_millis(500),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Asserts the events are seq 1..=n (or from `first`), each once, in order.
+pub fn assert_gap_free(events: &[JobEvent], first: u64) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            first + i as u64,
+            "seqs must be consecutive: {:?}",
+            events.iter().map(|e| e.seq).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn statuses(events: &[JobEvent]) -> Vec<JobStatus> {
+    events.iter().filter_map(JobEvent::status).collect()
+}
+
+/// A job runs through a worker to `succeeded` and its App; a watcher sees every
+/// event once, in order, ending with the terminal one.
+pub async fn check_job_runs_to_its_app(backends: Backends) {
+    let h = Harness::new(backends, 3, Duration::from_millis(10));
+    let worker = h.worker();
+    let job = h.submit(json!({})).await;
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.kind, h.kind);
+    let events = h.watch_all(job.id, 0).await;
+    assert_gap_free(&events, 1);
+    assert_eq!(
+        statuses(&events),
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded]
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.data, EventData::Step(_)))
+            .count(),
+        3
+    );
+    let app = h.engine.app_by_job(&h.owner, job.id).await.expect("app");
+    assert!(events.iter().any(|e| e.data
+        == EventData::App {
+            app_id: app.id,
+            name: app.name.clone()
+        }));
+    assert_eq!(h.engine.app(&h.owner, app.id).await.expect("app"), app);
+    let job = h.engine.get(&h.owner, job.id).await.expect("get");
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.last_seq, events.len() as u64);
+    assert_eq!(
+        h.engine
+            .events(&h.owner, job.id, 0, 0)
+            .await
+            .expect("events"),
+        events
+    );
+    worker.shutdown().await;
+}
+
+/// A watcher that reconnects with `after` sees each seq exactly once in all.
+pub async fn check_watch_across_reconnects(backends: Backends) {
+    let h = Harness::new(backends, 12, Duration::from_millis(25));
+    let worker = h.worker();
+    let job = h.submit(json!({})).await;
+    let mut seen: Vec<JobEvent> = Vec::new();
+    for take in [4usize, 3, 5] {
+        let after = seen.last().map_or(0, |e| e.seq);
+        let stream = h
+            .engine
+            .watch(&h.owner, job.id, after)
+            .await
+            .expect("watch");
+        let part: Vec<JobEvent> = tokio::time::timeout(
+            DEADLINE,
+            stream.take(take).map(|e| e.expect("event")).collect(),
+        )
+        .await
+        .expect("events in time");
+        seen.extend(part);
+    }
+    let rest = h.watch_all(job.id, seen.last().map_or(0, |e| e.seq)).await;
+    seen.extend(rest);
+    assert_gap_free(&seen, 1);
+    assert!(seen.last().is_some_and(JobEvent::is_terminal));
+    let unique: HashSet<u64> = seen.iter().map(|e| e.seq).collect();
+    assert_eq!(unique.len(), seen.len());
+    worker.shutdown().await;
+}
+
+/// Watching a finished job replays its log and ends; from its last seq, at once.
+pub async fn check_watch_of_a_finished_job(backends: Backends) {
+    let h = Harness::new(backends, 2, Duration::ZERO);
+    let worker = h.worker();
+    let job = h.submit(json!({})).await;
+    let first = h.watch_all(job.id, 0).await;
+    let again = h.watch_all(job.id, 0).await;
+    assert_eq!(first, again);
+    let last = first.last().map_or(0, |e| e.seq);
+    assert!(h.watch_all(job.id, last).await.is_empty());
+    assert_eq!(h.watch_all(job.id, last - 1).await.len(), 1);
+    worker.shutdown().await;
+}
+
+/// Bad submissions name the field and store nothing.
+pub async fn check_submit_validation(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let cases: Vec<(Submit, &str)> = vec![
+        (Submit::new(""), "prompt"),
+        (Submit::new("   "), "prompt"),
+        (Submit::new("x".repeat(32 * 1024 + 1)), "prompt"),
+        (Submit::new("ok").kind("no-such-kind"), "kind"),
+        (Submit::new("ok").params(json!([1, 2])), "params"),
+        (Submit::new("ok").priority(1_000), "priority"),
+        (Submit::new("ok").max_attempts(0), "max_attempts"),
+        (Submit::new("ok").timeout(Duration::ZERO), "timeout"),
+        (
+            Submit::new("ok").run_at(Utc::now() + chrono::Duration::days(10_000)),
+            "run_at",
+        ),
+    ];
+    for (req, field) in cases {
+        match h.engine.submit(&h.owner, req).await {
+            Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("expected Invalid {{ field: {field} }}, got {other:?}"),
+        }
+    }
+    let page = h
+        .engine
+        .list(&h.owner, JobQuery::default())
+        .await
+        .expect("list");
+    assert!(page.items.is_empty(), "nothing was stored");
+    h.engine
+        .submit(&h.owner, Submit::new("x".repeat(32 * 1024)))
+        .await
+        .expect("a prompt of exactly the limit is fine");
+}
+
+/// Another owner's jobs and apps are not found, through every call.
+pub async fn check_owner_scoping(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let worker = h.worker();
+    let job = h.submit(json!({})).await;
+    h.watch_all(job.id, 0).await;
+    let app = h.engine.app_by_job(&h.owner, job.id).await.expect("app");
+    let eve = Owner::new(unique("eve"));
+    let e = &h.engine;
+    let nf = |r: Result<(), Error>| assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    nf(e.get(&eve, job.id).await.map(drop));
+    nf(e.cancel(&eve, job.id).await.map(drop));
+    nf(e.retry(&eve, job.id).await.map(drop));
+    nf(e.events(&eve, job.id, 0, 10).await.map(drop));
+    nf(e.attempts(&eve, job.id).await.map(drop));
+    nf(e.watch(&eve, job.id, 0).await.map(drop));
+    nf(e.app(&eve, app.id).await.map(drop));
+    nf(e.app_by_job(&eve, job.id).await.map(drop));
+    assert!(e
+        .list(&eve, JobQuery::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+    assert!(e.apps(&eve, None, 10).await.expect("apps").items.is_empty());
+    assert_eq!(
+        e.list(&h.owner, JobQuery::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        e.apps(&h.owner, None, 10).await.expect("apps").items,
+        vec![app]
+    );
+    worker.shutdown().await;
+}
+
+/// A queued job is cancelled at once and never runs.
+pub async fn check_cancel_queued_job(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let job = h
+        .engine
+        .submit(
+            &h.owner,
+            Submit::new("later").run_at(Utc::now() + chrono::Duration::seconds(1)),
+        )
+        .await
+        .expect("submit");
+    let worker = h.worker();
+    let cancelled = h.engine.cancel(&h.owner, job.id).await.expect("cancel");
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = h.watch_all(job.id, 0).await;
+    assert_eq!(statuses(&events), [JobStatus::Queued, JobStatus::Cancelled]);
+    assert!(h
+        .engine
+        .attempts(&h.owner, job.id)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert!(matches!(
+        h.engine.cancel(&h.owner, job.id).await,
+        Err(Error::Conflict(_))
+    ));
+    worker.shutdown().await;
+}
+
+/// A running job's cancel reaches its orchestrator within a heartbeat; the
+/// attempt and the job end `cancelled`.
+pub async fn check_cancel_running_job(backends: Backends) {
+    let h = Harness::new(backends, 200, Duration::from_millis(50));
+    let worker = h.worker();
+    let job = h.submit(json!({})).await;
+    h.wait_for(job.id, JobStatus::Running).await;
+    h.engine.cancel(&h.owner, job.id).await.expect("cancel");
+    let start = tokio::time::Instant::now();
+    let done = h.wait_for(job.id, JobStatus::Cancelled).await;
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(done.finished_at.is_some());
+    let attempts = h.engine.attempts(&h.owner, job.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, AttemptStatus::Cancelled);
+    let events = h.watch_all(job.id, 0).await;
+    assert_gap_free(&events, 1);
+    assert!(events.iter().any(|e| e.data == EventData::CancelRequested));
+    worker.shutdown().await;
+}
+
+/// A retryable failure is retried with growing delays until `max_attempts`, then
+/// the job fails.
+pub async fn check_retries_with_backoff_then_failed(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let worker = h.worker();
+    let job = h
+        .engine
+        .submit(
+            &h.owner,
+            Submit::new("flaky")
+                .params(json!({"fail": "retryable"}))
+                .max_attempts(3),
+        )
+        .await
+        .expect("submit");
+    let events = h.watch_all(job.id, 0).await;
+    assert_gap_free(&events, 1);
+    use JobStatus::*;
+    assert_eq!(
+        statuses(&events),
+        [Queued, Running, Queued, Running, Queued, Running, Failed]
+    );
+    let attempts = h.engine.attempts(&h.owner, job.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a.status == AttemptStatus::Failed));
+    // Backoff base 50 ms, doubling: at least ~50 ms, then ~100 ms between attempts.
+    let gap = |a: usize| attempts[a + 1].started_at - attempts[a].finished_at.expect("finished");
+    assert!(gap(0) >= chrono::Duration::milliseconds(45), "{:?}", gap(0));
+    assert!(gap(1) >= chrono::Duration::milliseconds(95), "{:?}", gap(1));
+    let job = h.engine.get(&h.owner, job.id).await.expect("get");
+    assert_eq!(job.status, Failed);
+    assert_eq!(job.attempts_used, 3);
+    assert_eq!(
+        job.error.as_ref().map(|e| e.code.as_str()),
+        Some("orchestrator_error")
+    );
+    worker.shutdown().await;
+}
+
+/// A fatal error fails the job without another attempt.
+pub async fn check_fatal_error_fails_at_once(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let worker = h.worker();
+    let job = h
+        .engine
+        .submit(
+            &h.owner,
+            Submit::new("doomed")
+                .params(json!({"fail": "fatal"}))
+                .max_attempts(5),
+        )
+        .await
+        .expect("submit");
+    let events = h.watch_all(job.id, 0).await;
+    assert_eq!(
+        statuses(&events),
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Failed]
+    );
+    assert_eq!(
+        h.engine
+            .attempts(&h.owner, job.id)
+            .await
+            .expect("attempts")
+            .len(),
+        1
+    );
+    worker.shutdown().await;
+}
+
+/// A panicking orchestrator fails its attempt; the worker goes on and the retry
+/// succeeds.
+pub async fn check_panic_fails_the_attempt_not_the_worker(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let worker = h.worker();
+    let job = h.submit(json!({"panic": true, "fail_attempts": 1})).await;
+    let events = h.watch_all(job.id, 0).await;
+    assert_eq!(statuses(&events).last(), Some(&JobStatus::Succeeded));
+    let attempts = h.engine.attempts(&h.owner, job.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].status, AttemptStatus::Failed);
+    assert_eq!(
+        attempts[0].error.as_ref().map(|e| e.code.as_str()),
+        Some("panic")
+    );
+    let next = h.submit(json!({})).await;
+    h.watch_all(next.id, 0).await;
+    assert_eq!(
+        h.engine.get(&h.owner, next.id).await.expect("get").status,
+        JobStatus::Succeeded
+    );
+    worker.shutdown().await;
+}
+
+/// An attempt past its timeout ends `timed_out`.
+pub async fn check_timeout(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::from_secs(60));
+    let worker = h.worker();
+    let job = h
+        .engine
+        .submit(
+            &h.owner,
+            Submit::new("slow")
+                .timeout(Duration::from_secs(1))
+                .max_attempts(1),
+        )
+        .await
+        .expect("submit");
+    let events = h.watch_all(job.id, 0).await;
+    assert_eq!(statuses(&events).last(), Some(&JobStatus::Failed));
+    let attempts = h.engine.attempts(&h.owner, job.id).await.expect("attempts");
+    assert_eq!(attempts[0].status, AttemptStatus::TimedOut);
+    let job = h.engine.get(&h.owner, job.id).await.expect("get");
+    assert_eq!(job.error.as_ref().map(|e| e.code.as_str()), Some("timeout"));
+    worker.shutdown().await;
+}
+
+/// The owner's retry runs a failed job again, to success.
+pub async fn check_owner_retry_runs_again(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let worker = h.worker();
+    let job = h
+        .engine
+        .submit(
+            &h.owner,
+            Submit::new("again")
+                .params(json!({"fail": "fatal", "fail_attempts": 1}))
+                .max_attempts(1),
+        )
+        .await
+        .expect("submit");
+    let first = h.watch_all(job.id, 0).await;
+    assert_eq!(statuses(&first).last(), Some(&JobStatus::Failed));
+    let retried = h.engine.retry(&h.owner, job.id).await.expect("retry");
+    assert_eq!(retried.status, JobStatus::Queued);
+    let rest = h.watch_all(job.id, first.len() as u64).await;
+    assert_gap_free(&rest, first.len() as u64 + 1);
+    assert_eq!(statuses(&rest).last(), Some(&JobStatus::Succeeded));
+    h.engine.app_by_job(&h.owner, job.id).await.expect("app");
+    worker.shutdown().await;
+}
+
+/// A worker that dies mid-attempt (its lease is never renewed) loses the job to
+/// recovery, and another worker finishes it; the log stays gap-free.
+pub async fn check_lost_worker_is_recovered(backends: Backends) {
+    let h = Harness::new(backends, 2, Duration::from_millis(10));
+    let job = h.submit(json!({})).await;
+    // The dead worker: pops and claims with a short lease, then is never heard of.
+    let queues = h.engine.registry().queues();
+    let delivery = h
+        .engine
+        .queue()
+        .pop(&queues, Duration::from_secs(5))
+        .await
+        .expect("pop")
+        .expect("the job's entry");
+    let claim = h
+        .engine
+        .store()
+        .claim(job.id, "dead-worker", Duration::from_millis(300))
+        .await
+        .expect("claim")
+        .expect("claimable");
+    h.engine.queue().ack(&delivery).await.expect("ack");
+    h.engine.publish(&claim.events).await;
+    let worker = h.worker();
+    let events = h.watch_all(job.id, 0).await;
+    assert_gap_free(&events, 1);
+    use JobStatus::*;
+    assert_eq!(
+        statuses(&events),
+        [Queued, Running, Queued, Running, Succeeded]
+    );
+    let attempts = h.engine.attempts(&h.owner, job.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].status, AttemptStatus::Lost);
+    assert_eq!(attempts[0].worker_id, "dead-worker");
+    assert_eq!(attempts[1].status, AttemptStatus::Succeeded);
+    worker.shutdown().await;
+}
+
+/// On shutdown, an attempt still running after the grace period is released —
+/// queued again without spending an attempt — and another worker finishes it.
+pub async fn check_graceful_shutdown_releases(backends: Backends) {
+    let h = Harness::new(backends, 40, Duration::from_millis(50));
+    let first = Worker::new(
+        h.engine.clone(),
+        WorkerConfig {
+            shutdown_grace: Duration::from_millis(200),
+            ..fast_worker()
+        },
+    )
+    .spawn();
+    let job = h
+        .engine
+        .submit(&h.owner, Submit::new("long").max_attempts(1))
+        .await
+        .expect("submit");
+    h.wait_for(job.id, JobStatus::Running).await;
+    first.shutdown().await;
+    let released = h.engine.get(&h.owner, job.id).await.expect("get");
+    assert_eq!(released.status, JobStatus::Queued);
+    assert_eq!(released.attempts_used, 0);
+    let second = h.worker();
+    let events = h.watch_all(job.id, 0).await;
+    assert_gap_free(&events, 1);
+    assert_eq!(statuses(&events).last(), Some(&JobStatus::Succeeded));
+    let attempts = h.engine.attempts(&h.owner, job.id).await.expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].status, AttemptStatus::Cancelled);
+    assert_eq!(attempts[1].status, AttemptStatus::Succeeded);
+    second.shutdown().await;
+}
+
+/// Engine pages: `next_cursor` leads through every job once, and is `None` at the end.
+pub async fn check_cursor_pages_through_engine(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let later = Utc::now() + chrono::Duration::seconds(3600);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(
+            h.engine
+                .submit(&h.owner, Submit::new("p").run_at(later))
+                .await
+                .expect("submit")
+                .id,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = h
+            .engine
+            .list(
+                &h.owner,
+                JobQuery {
+                    cursor,
+                    limit: 5,
+                    ..JobQuery::default()
+                },
+            )
+            .await
+            .expect("list");
+        pages += 1;
+        seen.extend(page.items.iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c.parse().expect("a job id")),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ids);
+}
