@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use projectengine_core::testkit::service_missing;
 use projectengine_core::{
-    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent,
-    JobId, JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
+    JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
 };
 use projectengine_store_postgres::PgStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
