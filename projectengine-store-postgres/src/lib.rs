@@ -94,7 +94,10 @@ impl PgStore {
     /// outlives the call, even when a migration fails.
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(error::map)?;
-        let applied = MIGRATOR.run(&mut *conn).await;
+        // `run_direct`, not `run`: `run`'s future is not `Send` for every
+        // lifetime (sqlx's "Acquire is not general enough"), and this one must
+        // be spawnable.
+        let applied = MIGRATOR.run_direct(&mut *conn).await;
         // Closing ends the session, which releases the advisory lock whatever
         // the outcome; a close failure only means the session is gone already.
         let _ = conn.close().await;
