@@ -1,2 +1,4 @@
-//! The assembled projectEngine: this package only owns the examples and the
-//! end-to-end tests of the workspace. Use the `projectengine-*` crates directly.
+#![doc = include_str!("../README.md")]
+//!
+//! This package holds the examples and the end-to-end tests of the workspace;
+//! use the `projectengine-*` crates directly.

@@ -13,6 +13,8 @@ pub struct App {
     pub id: AppId,
     /// The job that produced it.
     pub job_id: JobId,
+    /// The attempt that published it.
+    pub attempt: u32,
     /// The job's owner.
     pub owner: Owner,
     /// A display name.

@@ -131,8 +131,9 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Ends the attempt with `outcome` and moves the job accordingly.
     async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed>;
 
-    /// Saves the job's App (fenced) and appends the `app` event. A second App for
-    /// the same job is a [`Conflict`](crate::Error::Conflict).
+    /// Saves the job's App (fenced) and appends the `app` event. A job has one
+    /// App: a later attempt's App replaces an earlier attempt's (keeping its id);
+    /// a second App from the same attempt is a [`Conflict`](crate::Error::Conflict).
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)>;
 
     /// The owner's cancel: a `queued` job becomes `cancelled` at once; a `running`

@@ -336,21 +336,27 @@ impl Store for MemoryStore {
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
         let now = Utc::now();
         let mut inner = self.lock();
-        if inner.app_by_job.contains_key(&fence.job_id) {
-            // Fencing first: a stale writer learns it is stale, not that an app exists.
-            inner
-                .record(fence.job_id)
-                .map_err(|_| Error::StaleAttempt)?
-                .fenced(fence)?;
-            return Err(Error::conflict("this job already published its app"));
-        }
+        let existing = inner
+            .app_by_job
+            .get(&fence.job_id)
+            .and_then(|id| inner.apps.get(id))
+            .cloned();
         let rec = inner
             .record(fence.job_id)
             .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
+        if existing
+            .as_ref()
+            .is_some_and(|a| a.attempt == fence.attempt)
+        {
+            return Err(Error::conflict(
+                "this attempt already published the job's app",
+            ));
+        }
         let app = App {
-            id: AppId::new(),
+            id: existing.as_ref().map_or_else(AppId::new, |a| a.id),
             job_id: fence.job_id,
+            attempt: fence.attempt,
             owner: rec.job.owner.clone(),
             name: app.name,
             payload: app.payload,

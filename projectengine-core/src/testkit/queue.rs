@@ -1,5 +1,5 @@
 //! The [`Queue`] suite. The queue under test has a visibility timeout of
-//! [`QUEUE_VISIBILITY_TIMEOUT`](super::QUEUE_VISIBILITY_TIMEOUT); every check
+//! [`QUEUE_VISIBILITY_TIMEOUT`], and every check
 //! uses queue names of its own, so checks may share one backend.
 
 use std::sync::Arc;

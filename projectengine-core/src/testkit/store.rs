@@ -603,7 +603,8 @@ pub async fn check_owner_retry(store: Arc<dyn Store>) {
     assert!(matches!(store.app_by_job(JobId::new()).await, Ok(None)));
 }
 
-/// A job saves one App, fenced, visible by id, by job and in the owner's list.
+/// A job saves one App, fenced, visible by id, by job and in the owner's list;
+/// a later attempt's App replaces it.
 pub async fn check_app_once_per_job(store: Arc<dyn Store>) {
     let o = owner();
     let id = create(&store, new_job(&o)).await;
@@ -620,8 +621,8 @@ pub async fn check_app_once_per_job(store: Arc<dyn Store>) {
         .await
         .expect("save");
     assert_eq!(
-        (app.job_id, &app.owner, app.name.as_str()),
-        (id, &o, "todo")
+        (app.job_id, &app.owner, app.name.as_str(), app.attempt),
+        (id, &o, "todo", 1)
     );
     assert_eq!(app.payload, payload);
     assert_eq!(evs.len(), 1);
@@ -661,6 +662,40 @@ pub async fn check_app_once_per_job(store: Arc<dyn Store>) {
         .await
         .expect("list")
         .is_empty());
+    // A later attempt (the first one's outcome was lost) replaces the app, same id.
+    store
+        .finish(
+            fence,
+            Outcome::Failed {
+                error: JobError::new("e", "m"),
+                retry_in: Some(Duration::ZERO),
+            },
+        )
+        .await
+        .expect("finish");
+    let second = claim(&store, id).await.attempt.fence();
+    let (newer, _) = store
+        .save_app(
+            second,
+            NewApp {
+                name: "todo v2".into(),
+                payload: json!(2),
+            },
+        )
+        .await
+        .expect("a later attempt republishes");
+    assert_eq!(
+        (newer.id, newer.attempt, newer.name.as_str()),
+        (app.id, 2, "todo v2")
+    );
+    assert_eq!(
+        store.app_by_job(id).await.expect("by job"),
+        Some(newer.clone())
+    );
+    assert_eq!(
+        store.list_apps(&o, None, 10).await.expect("list"),
+        vec![newer]
+    );
 }
 
 /// Cursor pages of an owner's jobs cover every job once, in id order, both ways,
