@@ -65,9 +65,12 @@ CREATE TABLE job_events (
     PRIMARY KEY (job_id, seq)
 );
 
+-- One per job: a later attempt's app replaces an earlier attempt's, same id.
 CREATE TABLE apps (
     id         uuid        PRIMARY KEY,
     job_id     uuid        NOT NULL UNIQUE REFERENCES jobs (id) ON DELETE CASCADE,
+    -- The attempt that published it.
+    attempt    bigint      NOT NULL CHECK (attempt >= 1),
     owner      text        NOT NULL,
     name       text        NOT NULL,
     payload    jsonb       NOT NULL,

@@ -1,75 +1,76 @@
 //! Apps: the fenced save, and reads.
 
-use projectengine_core::{App, AppId, Error, EventData, Fence, JobId, NewApp, Owner, Result};
+use projectengine_core::{
+    App, AppId, Error, EventData, Fence, JobEvent, JobId, NewApp, Owner, Result,
+};
 use sqlx::{PgPool, Row};
 
 use crate::error::map;
 use crate::jobs::RACE_RETRIES;
 use crate::rows::{self, big};
 
-// The fence check, the one-app-per-job check and the writes are one
-// statement; two saves racing past the NOT EXISTS meet the unique job_id.
-const SAVE: &str = concat!(
-    "WITH j AS (",
-    " UPDATE jobs SET last_seq = last_seq + jsonb_array_length($6), updated_at = now()",
-    " WHERE id = $1 AND status = 'running' AND attempt = $2",
-    "   AND NOT EXISTS (SELECT 1 FROM apps WHERE job_id = $1)",
-    " RETURNING id, owner, attempt, last_seq, updated_at",
-    "), a AS (",
-    " INSERT INTO apps (id, job_id, owner, name, payload, created_at)",
-    " SELECT $3, id, owner, $4, $5, updated_at FROM j",
-    "), ",
-    insert_events!("$6"),
-    " SELECT owner, last_seq, updated_at FROM j"
-);
+// One statement. `l` checks the fence and locks the job row, so saves of a
+// job are serialized and each sees the app the previous one committed; the
+// upsert replaces an earlier attempt's app (keeping its id) and does nothing
+// when this attempt published already, and then neither the job nor the log
+// changes. The `app` event is built here because a replaced app keeps its id.
+const SAVE: &str = "\
+WITH l AS ( \
+  SELECT id, owner FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2 \
+  FOR UPDATE \
+), a AS ( \
+  INSERT INTO apps (id, job_id, attempt, owner, name, payload, created_at) \
+  SELECT $3, l.id, $2, l.owner, $4, $5, now() FROM l \
+  ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner, \
+    name = EXCLUDED.name, payload = EXCLUDED.payload, created_at = EXCLUDED.created_at \
+  WHERE apps.attempt < EXCLUDED.attempt \
+  RETURNING * \
+), j AS ( \
+  UPDATE jobs SET last_seq = last_seq + 1, updated_at = now() \
+  FROM a WHERE jobs.id = a.job_id \
+  RETURNING jobs.id, jobs.attempt, jobs.last_seq, jobs.updated_at, a.id AS app_id \
+), e AS ( \
+  INSERT INTO job_events (job_id, seq, attempt, at, kind, data) \
+  SELECT id, last_seq, attempt, updated_at, 'app', \
+    jsonb_build_object('app_id', app_id, 'name', $4::text) \
+  FROM j \
+) \
+SELECT a.*, j.last_seq FROM a, j";
 
-// Why a save did nothing: the fence first, then an existing app.
+// Why a save did nothing: the fence first, then this attempt's app.
 const WHY_NOT: &str = "\
 SELECT status = 'running' AND attempt = $2 AS fenced, \
-       EXISTS (SELECT 1 FROM apps WHERE job_id = $1) AS has_app \
+       EXISTS (SELECT 1 FROM apps WHERE job_id = $1 AND attempt = $2) AS published \
 FROM jobs WHERE id = $1";
 
-/// Saves the job's App and appends the `app` event.
-pub(crate) async fn save(
-    pool: &PgPool,
-    fence: Fence,
-    new: NewApp,
-) -> Result<(App, Vec<projectengine_core::JobEvent>)> {
-    let id = AppId::new();
-    let events = vec![EventData::App {
-        app_id: id,
-        name: new.name.clone(),
-    }];
-    let encoded = rows::encode_events(&events)?;
+/// Saves the job's App (a later attempt's replaces an earlier one's) and
+/// appends the `app` event.
+pub(crate) async fn save(pool: &PgPool, fence: Fence, new: NewApp) -> Result<(App, Vec<JobEvent>)> {
     for _ in 0..RACE_RETRIES {
         let row = sqlx::query(SAVE)
             .bind(fence.job_id.0)
             .bind(big(fence.attempt))
-            .bind(id.0)
+            .bind(AppId::new().0)
             .bind(&new.name)
             .bind(&new.payload)
-            .bind(&encoded)
             .fetch_optional(pool)
             .await
             .map_err(map)?;
         if let Some(row) = row {
+            let app = rows::app(&row)?;
             let last_seq: i64 = row.try_get("last_seq").map_err(map)?;
             let last_seq =
                 u64::try_from(last_seq).map_err(|_| Error::internal("negative last_seq"))?;
-            let app = App {
-                id,
-                job_id: fence.job_id,
-                owner: Owner(row.try_get("owner").map_err(map)?),
-                name: new.name,
-                payload: new.payload,
-                created_at: row.try_get("updated_at").map_err(map)?,
+            let event = EventData::App {
+                app_id: app.id,
+                name: app.name.clone(),
             };
             let events = rows::appended(
                 fence.job_id,
                 fence.attempt,
                 last_seq,
                 app.created_at,
-                events,
+                vec![event],
             );
             return Ok((app, events));
         }
@@ -83,8 +84,10 @@ pub(crate) async fn save(
         if !why.try_get::<bool, _>("fenced").map_err(map)? {
             return Err(Error::StaleAttempt);
         }
-        if why.try_get::<bool, _>("has_app").map_err(map)? {
-            return Err(Error::conflict("this job already published its app"));
+        if why.try_get::<bool, _>("published").map_err(map)? {
+            return Err(Error::conflict(
+                "this attempt already published the job's app",
+            ));
         }
     }
     Err(Error::conflict("the job kept changing; try again"))

@@ -35,7 +35,6 @@ fn map_database(db: &dyn sqlx::error::DatabaseError) -> Error {
         ErrorKind::UniqueViolation => {
             return Error::conflict(match db.constraint() {
                 Some("jobs_pkey") => "a job with this id exists",
-                Some("apps_job_id_key") => "this job already published its app",
                 Some("apps_pkey") => "an app with this id exists",
                 _ => "a row with this key exists",
             })

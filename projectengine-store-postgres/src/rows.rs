@@ -108,6 +108,7 @@ pub(crate) fn app(row: &PgRow) -> Result<App> {
     Ok(App {
         id: AppId(get(row, "id")?),
         job_id: JobId(get(row, "job_id")?),
+        attempt: to_u32(get(row, "attempt")?, "attempt")?,
         owner: Owner(get(row, "owner")?),
         name: get(row, "name")?,
         payload: get(row, "payload")?,

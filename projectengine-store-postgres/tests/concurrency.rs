@@ -221,7 +221,7 @@ async fn a_heartbeat_and_a_recovery_never_both_win() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_saves_publish_one_app() {
+async fn concurrent_saves_of_an_attempt_publish_one_app() {
     let Some(store) = support::fresh(16).await else {
         return;
     };
@@ -245,7 +245,9 @@ async fn concurrent_saves_publish_one_app() {
     for r in join_all(saves).await {
         match r.expect("join") {
             Ok((app, _)) => saved.push(app),
-            Err(Error::Conflict(m)) => assert_eq!(m, "this job already published its app"),
+            Err(Error::Conflict(m)) => {
+                assert_eq!(m, "this attempt already published the job's app")
+            }
             Err(e) => panic!("unexpected {e}"),
         }
     }

@@ -379,6 +379,24 @@ async fn every_method_answers_like_the_memory_store() {
         job_id: j1,
         attempt: 2,
     };
+    s.same("a later attempt replaces the app", save(f1b, "todo v2"))
+        .await
+        .expect("save");
+    s.same("the older attempt cannot", save(f1, "old"))
+        .await
+        .ok();
+    let replaced = s.pg.app_by_job(j1).await.expect("by job").expect("saved");
+    assert_eq!(
+        (replaced.id, replaced.attempt),
+        (app.id, 2),
+        "same id, new attempt"
+    );
+    s.same("list the replaced app", |st| {
+        let owner = owner.clone();
+        async move { st.list_apps(&owner, None, 10).await }
+    })
+    .await
+    .expect("list apps");
     s.same("release", finish(f1b, Outcome::Released))
         .await
         .expect("release");
