@@ -53,6 +53,9 @@ const APPLY: &str = concat!(
     "   cancel_requested = cancel_requested AND $3 <> 'queued',",
     "   last_seq = last_seq + jsonb_array_length($9), updated_at = now()",
     " WHERE id = $1 AND status = 'running' AND attempt = $2",
+    // `Lost` needs the lease expired: checked under the lock, and again here.
+    "   AND (NOT $13 OR EXISTS (SELECT 1 FROM attempts x",
+    "     WHERE x.job_id = $1 AND x.number = $2 AND x.lease_expires_at <= now()))",
     " RETURNING *",
     "), a AS (",
     " UPDATE attempts SET status = $10, error_code = $11, error_message = $12,",
@@ -77,7 +80,8 @@ pub(crate) async fn finish(pool: &PgPool, fence: Fence, outcome: Outcome) -> Res
     let job = rows::job(&row)?;
     let now: DateTime<Utc> = row.try_get("db_now").map_err(map)?;
     let lease_expires_at: DateTime<Utc> = row.try_get("lease_expires_at").map_err(map)?;
-    if matches!(outcome, Outcome::Lost) && lease_expires_at > now {
+    let lost = matches!(outcome, Outcome::Lost);
+    if lost && lease_expires_at > now {
         return Err(Error::conflict("the attempt's lease has not expired"));
     }
     let plan = plan_finish(&job, &outcome, now);
@@ -96,10 +100,11 @@ pub(crate) async fn finish(pool: &PgPool, fence: Fence, outcome: Outcome) -> Res
         .bind(plan.attempt_status.as_str())
         .bind(attempt_error_code)
         .bind(attempt_error_message)
+        .bind(lost)
         .fetch_optional(&mut *tx)
         .await
         .map_err(map)?
-        .ok_or(Error::StaleAttempt)?;
+        .ok_or_else(|| Error::internal("the locked job did not take the finish"))?;
     tx.commit().await.map_err(map)?;
     let job = rows::job(&row)?;
     let events = rows::appended(

@@ -56,6 +56,12 @@ fn map_database(db: &dyn sqlx::error::DatabaseError) -> Error {
             Error::unavailable(format!("PostgreSQL: {}", db.message()))
         }
         "40001" | "40P01" => Error::unavailable(format!("PostgreSQL: {}", db.message())),
+        // data_exception: a value PostgreSQL cannot hold, such as a NUL
+        // character in text or JSON.
+        c if c.starts_with("22") => Error::invalid(
+            "value",
+            format!("PostgreSQL cannot store it: {}", db.message()),
+        ),
         // undefined_table: the schema is not migrated.
         "42P01" => Error::unavailable(format!(
             "PostgreSQL schema missing (run migrations): {}",
