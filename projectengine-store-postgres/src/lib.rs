@@ -62,7 +62,8 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects a pool with default settings to `url`
-    /// (`postgres://user:password@host:port/database?options`).
+    /// (`postgres://user:password@host:port/database?options`), waiting up to
+    /// 10 s for a first connection.
     ///
     /// Does not migrate: call [`PgStore::migrate`] once at startup (or run the
     /// server's `migrate` role).
