@@ -1,14 +1,19 @@
 //! Running one claimed attempt to its outcome.
 
-use std::sync::{Arc, Mutex};
+use std::any::Any;
+use std::pin::pin;
 
 use futures::FutureExt;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::callbacks::AttemptCallbacks;
 use super::WorkerConfig;
-use crate::{Claim, Engine, Error, ErrorKind, JobError, JobStatus, Outcome};
+use crate::{
+    Claim, Engine, Error, ErrorKind, Job, JobError, JobStatus, OrchestratorError, Outcome,
+    Registered,
+};
 
 /// Why an attempt was told to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,110 +47,17 @@ pub(crate) async fn run(
             return;
         };
         let token = CancellationToken::new();
-        let stop: Arc<Mutex<Option<Stop>>> = Arc::default();
-        let set_stop = {
-            let stop = stop.clone();
-            let token = token.clone();
-            move |why: Stop| {
-                let mut s = stop.lock().unwrap_or_else(|p| p.into_inner());
-                if s.is_none() {
-                    *s = Some(why);
-                }
-                token.cancel();
-            }
-        };
-        let callbacks = Arc::new(AttemptCallbacks::new(
-            engine.clone(),
-            fence,
-            token.clone(),
-            cfg.log_batch,
-        ));
-        let done = CancellationToken::new();
-
-        // Heartbeat: renew the lease, deliver cancel requests, notice a lost lease.
-        let heartbeat = {
-            let engine = engine.clone();
-            let done = done.clone();
-            let set_stop = set_stop.clone();
-            let (every, lease) = (cfg.heartbeat, cfg.lease);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = done.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                    match engine.store().heartbeat(fence, lease).await {
-                        Ok(hb) if hb.cancel_requested => set_stop(Stop::Cancel),
-                        Ok(_) => {}
-                        Err(Error::StaleAttempt) => {
-                            set_stop(Stop::Lost);
-                            return;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                    }
-                }
-            })
-        };
-        let flusher = {
-            let callbacks = callbacks.clone();
-            let done = done.clone();
-            let every = cfg.log_flush;
-            tokio::spawn(async move { callbacks.flush_periodically(every, done).await })
-        };
-        // Timeout and shutdown only ask the orchestrator to stop.
-        let watchdog = {
-            let done = done.clone();
-            let set_stop = set_stop.clone();
-            let timeout = job.timeout();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = done.cancelled() => {}
-                    _ = tokio::time::sleep(timeout) => set_stop(Stop::Timeout),
-                    _ = release.cancelled() => set_stop(Stop::Shutdown),
-                }
-            })
-        };
-
-        let mut task = {
-            let orchestrator = registered.orchestrator.clone();
-            let callbacks = callbacks.clone();
-            let job = job.clone();
-            tokio::spawn(
-                async move {
-                    std::panic::AssertUnwindSafe(orchestrator.run(&job, &*callbacks))
-                        .catch_unwind()
-                        .await
-                }
-                .in_current_span(),
-            )
-        };
-        let joined = tokio::select! {
-            r = &mut task => Some(r),
-            _ = token.cancelled() => {
-                // Give the orchestrator its grace to return, then abort it.
-                match tokio::time::timeout(cfg.cancel_grace, &mut task).await {
-                    Ok(r) => Some(r),
-                    Err(_) => {
-                        tracing::warn!("orchestrator ignored its cancellation; aborting it");
-                        task.abort();
-                        None
-                    }
-                }
-            }
-        };
-        done.cancel();
-        let _ = tokio::join!(heartbeat, flusher, watchdog);
-        let why = *stop.lock().unwrap_or_else(|p| p.into_inner());
+        let callbacks = AttemptCallbacks::new(engine.clone(), fence, token.clone(), cfg.log_batch);
+        let (joined, why) =
+            supervise(engine, cfg, &job, &registered, &callbacks, &token, &release).await;
         if why == Some(Stop::Lost) {
             tracing::warn!("attempt lost its lease; its outcome is not recorded");
             return;
         }
         let retry_in = Some(cfg.backoff.delay(fence.attempt));
         let result = match joined {
-            Some(Ok(Ok(r))) => Some(r),
-            Some(Ok(Err(panic))) => {
+            Some(Ok(r)) => Some(r),
+            Some(Err(panic)) => {
                 let msg = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
@@ -160,8 +72,8 @@ pub(crate) async fn run(
                 finish(engine, fence, outcome).await;
                 return;
             }
-            // The task was aborted: only after a stop.
-            Some(Err(_)) | None => None,
+            // Aborted after ignoring a stop for its grace period.
+            None => None,
         };
         let outcome = match (result, why) {
             (Some(Ok(())), _) => Outcome::Succeeded,
@@ -195,6 +107,67 @@ pub(crate) async fn run(
     }
     .instrument(span)
     .await
+}
+
+type RunResult = Result<Result<(), OrchestratorError>, Box<dyn Any + Send>>;
+
+/// Drives the orchestrator, and meanwhile renews the lease, flushes logs, and
+/// stops it on cancel, timeout, shutdown or a lost lease — all in this one task.
+/// Answers the orchestrator's result (`None` when it had to be dropped after
+/// ignoring a stop for `cancel_grace`) and why it was stopped.
+async fn supervise(
+    engine: &Engine,
+    cfg: &WorkerConfig,
+    job: &Job,
+    registered: &Registered,
+    callbacks: &AttemptCallbacks,
+    token: &CancellationToken,
+    release: &CancellationToken,
+) -> (Option<RunResult>, Option<Stop>) {
+    let fence = callbacks.fence();
+    let mut run = pin!(
+        std::panic::AssertUnwindSafe(registered.orchestrator.run(job, callbacks)).catch_unwind()
+    );
+    let now = Instant::now();
+    let mut heartbeat = interval_at(now + cfg.heartbeat, cfg.heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut flush = interval_at(now + cfg.log_flush, cfg.log_flush);
+    flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut deadline = pin!(tokio::time::sleep(job.timeout()));
+    let mut grace = pin!(tokio::time::sleep(std::time::Duration::MAX));
+    let mut why: Option<Stop> = None;
+    let stop = |reason: Stop,
+                why: &mut Option<Stop>,
+                grace: &mut std::pin::Pin<&mut tokio::time::Sleep>| {
+        if why.is_none() {
+            *why = Some(reason);
+            token.cancel();
+            grace.as_mut().reset(Instant::now() + cfg.cancel_grace);
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut run => return (Some(r), why),
+            _ = heartbeat.tick() => match engine.store().heartbeat(fence, cfg.lease).await {
+                Ok(hb) if hb.cancel_requested => stop(Stop::Cancel, &mut why, &mut grace),
+                Ok(_) => {}
+                Err(Error::StaleAttempt) => stop(Stop::Lost, &mut why, &mut grace),
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            },
+            _ = flush.tick() => {
+                if let Err(Error::StaleAttempt) = callbacks.flush().await {
+                    stop(Stop::Lost, &mut why, &mut grace);
+                }
+            }
+            _ = &mut deadline, if why.is_none() => stop(Stop::Timeout, &mut why, &mut grace),
+            _ = release.cancelled(), if why.is_none() => stop(Stop::Shutdown, &mut why, &mut grace),
+            _ = &mut grace, if why.is_some() => {
+                tracing::warn!("orchestrator ignored its cancellation; dropping it");
+                return (None, why);
+            }
+        }
+    }
 }
 
 async fn finish(engine: &Engine, fence: crate::Fence, outcome: Outcome) {

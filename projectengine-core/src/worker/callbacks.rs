@@ -1,7 +1,5 @@
 //! The [`JobCallbacks`] a worker hands to an orchestrator: persist, then publish.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -55,20 +53,9 @@ impl AttemptCallbacks {
         self.write(None).await
     }
 
-    /// Flushes buffered log lines every `every` until `stop` fires.
-    pub(crate) async fn flush_periodically(&self, every: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {
-                    if let Err(Error::StaleAttempt) = self.flush().await {
-                        return;
-                    }
-                }
-            }
-        }
+    /// The attempt these callbacks write for.
+    pub(crate) fn fence(&self) -> Fence {
+        self.fence
     }
 }
 

@@ -1,0 +1,86 @@
+//! Observing jobs without disturbing them: a notifier wrapper that timestamps
+//! the moment each job's `running` and terminal events are published (that is,
+//! after they were persisted).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use projectengine_core::{JobEvent, JobId, JobStatus, NotificationStream, Notifier, Result};
+use tokio::sync::Notify;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Times {
+    pub started: Option<Instant>,
+    pub finished: Option<(Instant, JobStatus)>,
+}
+
+#[derive(Debug)]
+pub struct Observer {
+    inner: Arc<dyn Notifier>,
+    times: Mutex<HashMap<JobId, Times>>,
+    finished: std::sync::atomic::AtomicUsize,
+    pub changed: Notify,
+}
+
+impl Observer {
+    pub fn new(inner: Arc<dyn Notifier>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            times: Mutex::new(HashMap::new()),
+            finished: Default::default(),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn finished(&self) -> usize {
+        self.finished.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn times(&self, id: JobId) -> Times {
+        self.times
+            .lock()
+            .map(|t| t.get(&id).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Notifier for Observer {
+    async fn publish(&self, events: &[JobEvent]) -> Result<()> {
+        let now = Instant::now();
+        let mut done = 0;
+        if let Ok(mut times) = self.times.lock() {
+            for e in events {
+                match e.status() {
+                    Some(JobStatus::Running) => {
+                        times
+                            .entry(e.job_id)
+                            .or_default()
+                            .started
+                            .get_or_insert(now);
+                    }
+                    Some(s) if s.is_terminal() => {
+                        let t = times.entry(e.job_id).or_default();
+                        if t.finished.is_none() {
+                            t.finished = Some((now, s));
+                            done += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if done > 0 {
+            self.finished
+                .fetch_add(done, std::sync::atomic::Ordering::SeqCst);
+            self.changed.notify_waiters();
+        }
+        self.inner.publish(events).await
+    }
+
+    async fn subscribe(&self, job_id: JobId) -> Result<NotificationStream> {
+        self.inner.subscribe(job_id).await
+    }
+}
