@@ -1,0 +1,137 @@
+//! Attempts: heartbeats, the end of an attempt, and the attempt history.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use projectengine_core::transition::plan_finish;
+use projectengine_core::{
+    Attempt, Changed, Error, Fence, Heartbeat, JobError, JobId, Outcome, Result,
+};
+use sqlx::{PgPool, Row};
+
+use crate::error::map;
+use crate::rows::{self, big};
+
+// The fence check and the lease write are one statement; the attempt row lock
+// orders it against `finish`, so a lease is never extended after the attempt
+// ended, and `Lost` never applies to a lease that was just extended.
+const HEARTBEAT: &str = "\
+UPDATE attempts a SET lease_expires_at = now() + $3 \
+FROM jobs j \
+WHERE a.job_id = $1 AND a.number = $2 AND a.status = 'running' \
+  AND j.id = a.job_id AND j.status = 'running' AND j.attempt = $2 \
+RETURNING a.lease_expires_at, j.cancel_requested";
+
+/// Extends the lease and reports a pending cancel.
+pub(crate) async fn heartbeat(pool: &PgPool, fence: Fence, lease: Duration) -> Result<Heartbeat> {
+    let row = sqlx::query(HEARTBEAT)
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .bind(rows::interval(lease))
+        .fetch_optional(pool)
+        .await
+        .map_err(map)?
+        .ok_or(Error::StaleAttempt)?;
+    Ok(Heartbeat {
+        cancel_requested: row.try_get("cancel_requested").map_err(map)?,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(map)?,
+    })
+}
+
+// Locks the job and its running attempt, if the fence names them.
+const LOCK: &str = "\
+SELECT j.*, a.lease_expires_at, now() AS db_now \
+FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = j.attempt \
+WHERE j.id = $1 AND j.status = 'running' AND j.attempt = $2 AND a.status = 'running' \
+FOR UPDATE OF j, a";
+
+// Applies a plan; conditional on the fence again, though the rows are locked.
+const APPLY: &str = concat!(
+    "WITH j AS (",
+    " UPDATE jobs SET status = $3, error_code = $4, error_message = $5, run_at = $6,",
+    "   attempts_used = $7, finished_at = $8,",
+    "   cancel_requested = cancel_requested AND $3 <> 'queued',",
+    "   last_seq = last_seq + jsonb_array_length($9), updated_at = now()",
+    " WHERE id = $1 AND status = 'running' AND attempt = $2",
+    // `Lost` needs the lease expired: checked under the lock, and again here.
+    "   AND (NOT $13 OR EXISTS (SELECT 1 FROM attempts x",
+    "     WHERE x.job_id = $1 AND x.number = $2 AND x.lease_expires_at <= now()))",
+    " RETURNING *",
+    "), a AS (",
+    " UPDATE attempts SET status = $10, error_code = $11, error_message = $12,",
+    "   finished_at = now()",
+    " WHERE job_id = $1 AND number = $2 AND status = 'running' AND EXISTS (SELECT 1 FROM j)",
+    "), ",
+    insert_events!("$9"),
+    " SELECT * FROM j"
+);
+
+/// Ends the attempt: one transaction that locks the job and its attempt,
+/// plans with the core's [`plan_finish`] at the database's `now()`, and writes.
+pub(crate) async fn finish(pool: &PgPool, fence: Fence, outcome: Outcome) -> Result<Changed> {
+    let mut tx = pool.begin().await.map_err(map)?;
+    let row = sqlx::query(LOCK)
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?
+        .ok_or(Error::StaleAttempt)?;
+    let job = rows::job(&row)?;
+    let now: DateTime<Utc> = row.try_get("db_now").map_err(map)?;
+    let lease_expires_at: DateTime<Utc> = row.try_get("lease_expires_at").map_err(map)?;
+    let lost = matches!(outcome, Outcome::Lost);
+    if lost && lease_expires_at > now {
+        return Err(Error::conflict("the attempt's lease has not expired"));
+    }
+    let plan = plan_finish(&job, &outcome, now);
+    let (job_error_code, job_error_message) = split(plan.job_error);
+    let (attempt_error_code, attempt_error_message) = split(plan.attempt_error);
+    let row = sqlx::query(APPLY)
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .bind(plan.job_status.as_str())
+        .bind(job_error_code)
+        .bind(job_error_message)
+        .bind(plan.run_at)
+        .bind(big(plan.attempts_used))
+        .bind(plan.finished_at)
+        .bind(rows::encode_events(&plan.events)?)
+        .bind(plan.attempt_status.as_str())
+        .bind(attempt_error_code)
+        .bind(attempt_error_message)
+        .bind(lost)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?
+        .ok_or_else(|| Error::internal("the locked job did not take the finish"))?;
+    tx.commit().await.map_err(map)?;
+    let job = rows::job(&row)?;
+    let events = rows::appended(
+        job.id,
+        job.attempt,
+        job.last_seq,
+        job.updated_at,
+        plan.events,
+    );
+    Ok(Changed { job, events })
+}
+
+fn split(error: Option<JobError>) -> (Option<String>, Option<String>) {
+    match error {
+        Some(e) => (Some(e.code), Some(e.message)),
+        None => (None, None),
+    }
+}
+
+/// The job's attempts, by number.
+pub(crate) async fn attempts(pool: &PgPool, id: JobId) -> Result<Vec<Attempt>> {
+    sqlx::query("SELECT * FROM attempts WHERE job_id = $1 ORDER BY number")
+        .bind(id.0)
+        .fetch_all(pool)
+        .await
+        .map_err(map)?
+        .iter()
+        .map(rows::attempt)
+        .collect()
+}

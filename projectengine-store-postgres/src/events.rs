@@ -1,0 +1,107 @@
+//! The event log: fenced appends with gap-free seqs, and reads after a seq.
+
+use projectengine_core::{Error, EventData, Fence, JobEvent, JobId, Result};
+use sqlx::{PgPool, Row};
+
+use crate::error::map;
+use crate::rows::{self, big};
+
+// The fence check, the seq assignment and the inserts are one statement: the
+// row lock the UPDATE takes on the job serializes concurrent appenders, and
+// each gets the seqs just below the `last_seq` it wrote.
+const APPEND: &str = concat!(
+    "WITH j AS (",
+    " UPDATE jobs SET last_seq = last_seq + jsonb_array_length($3),",
+    "   stage = COALESCE($4, stage), progress = COALESCE($5, progress), updated_at = now()",
+    " WHERE id = $1 AND status = 'running' AND attempt = $2",
+    " RETURNING id, attempt, last_seq, updated_at",
+    "), ",
+    insert_events!("$3"),
+    " SELECT last_seq, updated_at FROM j"
+);
+
+/// Appends an attempt's progress events in one statement.
+pub(crate) async fn append(
+    pool: &PgPool,
+    fence: Fence,
+    events: Vec<EventData>,
+) -> Result<Vec<JobEvent>> {
+    let mut stage = None;
+    let mut progress = None;
+    for data in &events {
+        match data {
+            EventData::Stage { stage: s } => stage = Some(s.as_str()),
+            EventData::Progress { progress: p } if *p <= 100 => progress = Some(i16::from(*p)),
+            EventData::Progress { .. } => {
+                return Err(Error::invalid("progress", "must be between 0 and 100"))
+            }
+            EventData::Step(_) | EventData::Log(_) | EventData::Error(_) => {}
+            other => {
+                return Err(Error::invalid(
+                    "events",
+                    format!("`{}` events cannot be appended by an attempt", other.kind()),
+                ))
+            }
+        }
+    }
+    if events.is_empty() {
+        return fenced(pool, fence).await.map(|()| vec![]);
+    }
+    let row = sqlx::query(APPEND)
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .bind(rows::encode_events(&events)?)
+        .bind(stage)
+        .bind(progress)
+        .fetch_optional(pool)
+        .await
+        .map_err(map)?
+        .ok_or(Error::StaleAttempt)?;
+    let last_seq: i64 = row.try_get("last_seq").map_err(map)?;
+    let at = row.try_get("updated_at").map_err(map)?;
+    let last_seq = u64::try_from(last_seq).map_err(|_| Error::internal("negative last_seq"))?;
+    Ok(rows::appended(
+        fence.job_id,
+        fence.attempt,
+        last_seq,
+        at,
+        events,
+    ))
+}
+
+/// `Ok` while `fence` names the job's running attempt, else `StaleAttempt`.
+async fn fenced(pool: &PgPool, fence: Fence) -> Result<()> {
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2")
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .fetch_optional(pool)
+        .await
+        .map_err(map)?
+        .map(|_| ())
+        .ok_or(Error::StaleAttempt)
+}
+
+/// Events with `seq > after`, ascending, at most `limit`.
+pub(crate) async fn list(
+    pool: &PgPool,
+    id: JobId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<JobEvent>> {
+    let Ok(after) = i64::try_from(after) else {
+        return Ok(vec![]);
+    };
+    sqlx::query(
+        "SELECT job_id, seq, attempt, at, kind, data FROM job_events \
+         WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(id.0)
+    .bind(after)
+    .bind(rows::limit(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(map)?
+    .iter()
+    .map(rows::event)
+    .collect()
+}

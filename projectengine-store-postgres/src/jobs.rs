@@ -1,0 +1,293 @@
+//! Jobs: create, read, list, claim, and the owner's cancel and retry.
+
+use std::time::Duration;
+
+use projectengine_core::{
+    Attempt, AttemptId, AttemptStatus, Changed, Claim, Error, EventData, Job, JobId, JobQuery,
+    JobStatus, NewJob, Owner, Result,
+};
+use sqlx::PgPool;
+
+use crate::error::map;
+use crate::rows::{self, big};
+
+/// How often a cancel or retry tries again when the job changed between its
+/// conditional write and the read that explains why the write did nothing.
+pub(crate) const RACE_RETRIES: usize = 8;
+
+const CREATE: &str = concat!(
+    "WITH j AS (",
+    " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
+    "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq)",
+    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1)",
+    " RETURNING *",
+    "), e AS (",
+    " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
+    " SELECT id, last_seq, attempt, updated_at, 'status',",
+    "   jsonb_build_object('status', 'queued', 'run_at', ",
+    rfc3339!("run_at"),
+    ")",
+    " FROM j",
+    ") SELECT * FROM j"
+);
+
+/// Creates a `queued` job and its first event in one statement.
+pub(crate) async fn create(pool: &PgPool, new: NewJob) -> Result<Changed> {
+    let timeout_ms =
+        i64::try_from(new.timeout_ms).map_err(|_| Error::invalid("timeout_ms", "is too large"))?;
+    let row = sqlx::query(CREATE)
+        .bind(new.id.0)
+        .bind(&new.owner.0)
+        .bind(&new.kind)
+        .bind(&new.queue)
+        .bind(&new.prompt)
+        .bind(&new.params)
+        .bind(new.priority)
+        .bind(big(new.max_attempts))
+        .bind(timeout_ms)
+        .bind(new.run_at)
+        .fetch_one(pool)
+        .await
+        .map_err(map)?;
+    let job = rows::job(&row)?;
+    let events = rows::appended(
+        job.id,
+        job.attempt,
+        job.last_seq,
+        job.updated_at,
+        vec![EventData::Status {
+            status: JobStatus::Queued,
+            error: None,
+            run_at: Some(job.run_at),
+        }],
+    );
+    Ok(Changed { job, events })
+}
+
+/// The job, if it exists.
+pub(crate) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>> {
+    sqlx::query("SELECT * FROM jobs WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await
+        .map_err(map)?
+        .map(|row| rows::job(&row))
+        .transpose()
+}
+
+/// One cursor page of an owner's jobs.
+pub(crate) async fn list(pool: &PgPool, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
+    let mut sql = String::from("SELECT * FROM jobs WHERE owner = $1");
+    let mut n = 1;
+    if query.cursor.is_some() {
+        n += 1;
+        let op = if query.newest_first { "<" } else { ">" };
+        sql.push_str(&format!(" AND id {op} ${n}"));
+    }
+    if query.status.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND status = ${n}"));
+    }
+    let order = if query.newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", n + 1));
+    let mut q = sqlx::query(&sql).bind(&owner.0);
+    if let Some(cursor) = query.cursor {
+        q = q.bind(cursor.0);
+    }
+    if let Some(status) = query.status {
+        q = q.bind(status.as_str());
+    }
+    q.bind(rows::limit(query.limit))
+        .fetch_all(pool)
+        .await
+        .map_err(map)?
+        .iter()
+        .map(rows::job)
+        .collect()
+}
+
+// SKIP LOCKED: a queued job whose row another transaction holds is being
+// claimed or cancelled right now, so it is not claimable by this caller.
+const CLAIM: &str = concat!(
+    "WITH c AS (",
+    " SELECT id FROM jobs WHERE id = $1 AND status = 'queued' AND run_at <= now()",
+    " FOR UPDATE SKIP LOCKED",
+    "), j AS (",
+    " UPDATE jobs SET status = 'running', attempt = attempt + 1,",
+    "   attempts_used = attempts_used + 1, started_at = now(), cancel_requested = false,",
+    "   last_seq = last_seq + jsonb_array_length($5), updated_at = now()",
+    " FROM c WHERE jobs.id = c.id",
+    " RETURNING jobs.*",
+    "), a AS (",
+    " INSERT INTO attempts (id, job_id, number, worker_id, status, lease_expires_at, started_at)",
+    " SELECT $2, id, attempt, $3, 'running', now() + $4, now() FROM j",
+    " RETURNING lease_expires_at",
+    "), ",
+    insert_events!("$5"),
+    " SELECT j.*, a.lease_expires_at FROM j, a"
+);
+
+/// Claims a queued, due job in one statement: job `running`, a new attempt,
+/// the `running` event.
+pub(crate) async fn claim(
+    pool: &PgPool,
+    id: JobId,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Option<Claim>> {
+    let running = vec![EventData::Status {
+        status: JobStatus::Running,
+        error: None,
+        run_at: None,
+    }];
+    let attempt_id = AttemptId::new();
+    let Some(row) = sqlx::query(CLAIM)
+        .bind(id.0)
+        .bind(attempt_id.0)
+        .bind(worker_id)
+        .bind(rows::interval(lease))
+        .bind(rows::encode_events(&running)?)
+        .fetch_optional(pool)
+        .await
+        .map_err(map)?
+    else {
+        return Ok(None);
+    };
+    let job = rows::job(&row)?;
+    let started_at = job.updated_at;
+    let attempt = Attempt {
+        id: attempt_id,
+        job_id: job.id,
+        number: job.attempt,
+        worker_id: worker_id.to_owned(),
+        status: AttemptStatus::Running,
+        lease_expires_at: sqlx::Row::try_get(&row, "lease_expires_at").map_err(map)?,
+        started_at,
+        finished_at: None,
+        error: None,
+    };
+    let events = rows::appended(job.id, job.attempt, job.last_seq, started_at, running);
+    Ok(Some(Claim {
+        job,
+        attempt,
+        events,
+    }))
+}
+
+// A queued job is cancelled at once; a running one is asked to stop. The
+// events are `$2` (cancelled) or `$3` (cancel requested), one each.
+const CANCEL: &str = concat!(
+    "WITH j AS (",
+    " UPDATE jobs SET",
+    "   status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,",
+    "   finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,",
+    "   cancel_requested = cancel_requested OR status = 'running',",
+    "   last_seq = last_seq + 1, updated_at = now()",
+    " WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND NOT cancel_requested))",
+    " RETURNING *",
+    "), ",
+    insert_events!("(CASE WHEN j.status = 'cancelled' THEN $2::jsonb ELSE $3::jsonb END)"),
+    " SELECT * FROM j"
+);
+
+/// The owner's cancel.
+pub(crate) async fn request_cancel(pool: &PgPool, id: JobId) -> Result<Changed> {
+    let cancelled = EventData::Status {
+        status: JobStatus::Cancelled,
+        error: None,
+        run_at: None,
+    };
+    let requested = EventData::CancelRequested;
+    let cancelled_json = rows::encode_events(std::slice::from_ref(&cancelled))?;
+    let requested_json = rows::encode_events(std::slice::from_ref(&requested))?;
+    for _ in 0..RACE_RETRIES {
+        let row = sqlx::query(CANCEL)
+            .bind(id.0)
+            .bind(&cancelled_json)
+            .bind(&requested_json)
+            .fetch_optional(pool)
+            .await
+            .map_err(map)?;
+        if let Some(row) = row {
+            let job = rows::job(&row)?;
+            let data = if job.status == JobStatus::Cancelled {
+                cancelled
+            } else {
+                requested
+            };
+            let events = rows::appended(
+                job.id,
+                job.attempt,
+                job.last_seq,
+                job.updated_at,
+                vec![data],
+            );
+            return Ok(Changed { job, events });
+        }
+        // The write did nothing: say why, from the job as it is now.
+        let job = get(pool, id).await?.ok_or(Error::not_found("job"))?;
+        match job.status {
+            JobStatus::Running if job.cancel_requested => {
+                return Ok(Changed {
+                    job,
+                    events: vec![],
+                })
+            }
+            JobStatus::Queued | JobStatus::Running => continue,
+            s => return Err(Error::conflict(format!("the job is already {s}"))),
+        }
+    }
+    Err(Error::conflict("the job kept changing; try again"))
+}
+
+const RETRY: &str = concat!(
+    "WITH j AS (",
+    " UPDATE jobs SET status = 'queued', attempts_used = 0, cancel_requested = false,",
+    "   error_code = NULL, error_message = NULL, finished_at = NULL, run_at = now(),",
+    "   last_seq = last_seq + 1, updated_at = now()",
+    " WHERE id = $1 AND status IN ('failed', 'cancelled')",
+    " RETURNING *",
+    "), e AS (",
+    " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
+    " SELECT id, last_seq, attempt, updated_at, 'status',",
+    "   jsonb_build_object('status', 'queued', 'run_at', ",
+    rfc3339!("run_at"),
+    ")",
+    " FROM j",
+    ") SELECT * FROM j"
+);
+
+/// The owner's retry of a failed or cancelled job.
+pub(crate) async fn retry(pool: &PgPool, id: JobId) -> Result<Changed> {
+    for _ in 0..RACE_RETRIES {
+        let row = sqlx::query(RETRY)
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await
+            .map_err(map)?;
+        if let Some(row) = row {
+            let job = rows::job(&row)?;
+            let queued = EventData::Status {
+                status: JobStatus::Queued,
+                error: None,
+                run_at: Some(job.run_at),
+            };
+            let events = rows::appended(
+                job.id,
+                job.attempt,
+                job.last_seq,
+                job.updated_at,
+                vec![queued],
+            );
+            return Ok(Changed { job, events });
+        }
+        let job = get(pool, id).await?.ok_or(Error::not_found("job"))?;
+        if !job.status.can_retry() {
+            return Err(Error::conflict(format!(
+                "only a failed or cancelled job can be retried; this one is {}",
+                job.status
+            )));
+        }
+    }
+    Err(Error::conflict("the job kept changing; try again"))
+}

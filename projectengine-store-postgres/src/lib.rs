@@ -1,0 +1,191 @@
+#![doc = include_str!("../README.md")]
+
+/// The CTE `e` that appends the events of the JSON array `$events` (see
+/// `rows::encode_events`) after the job row `j` a write returned: the write
+/// raised `j.last_seq` by the array's length, so the events take the seqs
+/// just below it. `j` must return `id`, `attempt`, `last_seq` and `updated_at`.
+macro_rules! insert_events {
+    ($events:literal) => {
+        concat!(
+            "e AS (INSERT INTO job_events (job_id, seq, attempt, at, kind, data) ",
+            "SELECT j.id, j.last_seq - jsonb_array_length(",
+            $events,
+            ") + t.ord, j.attempt, j.updated_at, t.ev ->> 'type', t.ev -> 'data' ",
+            "FROM j, jsonb_array_elements(",
+            $events,
+            ") WITH ORDINALITY AS t(ev, ord))"
+        )
+    };
+}
+
+/// SQL that renders the timestamptz `$ts` as an RFC 3339 UTC string, as serde
+/// writes a `DateTime<Utc>` into event data.
+macro_rules! rfc3339 {
+    ($ts:literal) => {
+        concat!(
+            "to_char(",
+            $ts,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+    };
+}
+
+mod apps;
+mod attempts;
+mod error;
+mod events;
+mod jobs;
+mod recovery;
+mod rows;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use projectengine_core::{
+    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
+    JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// The migrations this crate embeds, in `migrations/`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A [`Store`] on PostgreSQL (15 or later).
+///
+/// Cheap to clone: clones share one connection pool. Every state change is one
+/// conditional statement, or one transaction whose writes are conditional; see
+/// the crate documentation.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects a pool with default settings to `url`
+    /// (`postgres://user:password@host:port/database?options`), waiting up to
+    /// 10 s for a first connection.
+    ///
+    /// Does not migrate: call [`PgStore::migrate`] once at startup (or run the
+    /// server's `migrate` role).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(error::map)?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// A store on an existing pool: its size, timeouts and connection options
+    /// (TLS, `search_path`, …) are the caller's.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations that are not applied yet.
+    ///
+    /// Idempotent, and safe when several processes migrate at once: the
+    /// migrator holds a PostgreSQL advisory lock while it works, on a
+    /// connection of its own that is closed afterwards, so the lock never
+    /// outlives the call, even when a migration fails.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(error::map)?;
+        // `run_direct`, not `run`: `run`'s future is not `Send` for every
+        // lifetime (sqlx's "Acquire is not general enough"), and this one must
+        // be spawnable.
+        let applied = MIGRATOR.run_direct(&mut *conn).await;
+        // Closing ends the session, which releases the advisory lock whatever
+        // the outcome; a close failure only means the session is gone already.
+        let _ = conn.close().await;
+        applied.map_err(|e| error::map(sqlx::Error::Migrate(Box::new(e))))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_job(&self, job: NewJob) -> Result<Changed> {
+        jobs::create(&self.pool, job).await
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        jobs::get(&self.pool, id).await
+    }
+
+    async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
+        jobs::list(&self.pool, owner, query).await
+    }
+
+    async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
+        jobs::claim(&self.pool, id, worker_id, lease).await
+    }
+
+    async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
+        events::append(&self.pool, fence, events).await
+    }
+
+    async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
+        attempts::heartbeat(&self.pool, fence, lease).await
+    }
+
+    async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
+        attempts::finish(&self.pool, fence, outcome).await
+    }
+
+    async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
+        apps::save(&self.pool, fence, app).await
+    }
+
+    async fn request_cancel(&self, id: JobId) -> Result<Changed> {
+        jobs::request_cancel(&self.pool, id).await
+    }
+
+    async fn retry(&self, id: JobId) -> Result<Changed> {
+        jobs::retry(&self.pool, id).await
+    }
+
+    async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
+        events::list(&self.pool, id, after, limit).await
+    }
+
+    async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        attempts::attempts(&self.pool, id).await
+    }
+
+    async fn get_app(&self, id: AppId) -> Result<Option<App>> {
+        apps::get(&self.pool, id).await
+    }
+
+    async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>> {
+        apps::by_job(&self.pool, job_id).await
+    }
+
+    async fn list_apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Vec<App>> {
+        apps::list(&self.pool, owner, cursor, limit).await
+    }
+
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>> {
+        recovery::expired_leases(&self.pool, limit).await
+    }
+
+    async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
+        recovery::due_jobs(&self.pool, overdue, limit).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(error::map)?;
+        Ok(())
+    }
+}
