@@ -12,9 +12,10 @@ use crate::{Job, JobCallbacks, LogLevel, NewApp, Orchestrator, OrchestratorError
 ///
 /// A job's `params` may override the settings: `{"steps": 3, "delay_ms": 10,
 /// "fail": "retryable" | "fatal", "panic": true, "fail_attempts": 2,
-/// "ignore_cancel": true}` — `fail` and `panic` make it fail on purpose (only in
+/// "ignore_cancel": true, "log_lines": 3}` — `fail` and `panic` make it fail on purpose (only in
 /// the first `fail_attempts` attempts when that is given), for tests and demos of
-/// retries; `ignore_cancel` makes it sleep through its cancellation.
+/// retries; `ignore_cancel` makes it sleep through its cancellation;
+/// `log_lines` logs that many lines before each step.
 #[derive(Clone, Debug)]
 pub struct StubOrchestrator {
     /// Steps per job.
@@ -75,6 +76,11 @@ impl Orchestrator for StubOrchestrator {
             _ => {}
         }
         let ignore_cancel = p.get("ignore_cancel").and_then(|v| v.as_bool()) == Some(true);
+        let log_lines = p
+            .get("log_lines")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+            .min(1000);
         for i in 1..=steps {
             if ignore_cancel {
                 tokio::time::sleep(delay).await;
@@ -86,6 +92,10 @@ impl Orchestrator for StubOrchestrator {
             }
             if cb.cancellation().is_cancelled() && !ignore_cancel {
                 return Err(OrchestratorError::cancelled());
+            }
+            for l in 0..log_lines {
+                cb.log(LogLevel::Debug, &format!("step {i}, line {l}"))
+                    .await?;
             }
             cb.step(Step::completed(format!("step {i} of {steps}")))
                 .await?;

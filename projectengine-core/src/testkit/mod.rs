@@ -17,7 +17,10 @@
 pub mod notifier;
 pub mod queue;
 pub mod scenarios;
+mod slow;
 pub mod store;
+
+pub use slow::SlowStore;
 
 use std::time::Duration;
 
@@ -146,6 +149,7 @@ macro_rules! engine_suite {
             check_lost_worker_is_recovered,
             check_graceful_shutdown_releases,
             check_cursor_pages_through_engine,
+            check_logs_and_steps_with_a_slow_store,
         );
     };
 }

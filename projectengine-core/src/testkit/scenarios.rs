@@ -595,3 +595,43 @@ pub async fn check_cursor_pages_through_engine(backends: Backends) {
     assert_eq!(pages, 3);
     assert_eq!(seen, ids);
 }
+
+/// Buffered logs, steps and the periodic log flush interleave without
+/// stalling the attempt when every store write really waits (the flush must
+/// never wait for a write the orchestrator has in flight).
+pub async fn check_logs_and_steps_with_a_slow_store(backends: Backends) {
+    let (store, queue, notifier) = backends;
+    let slow: Arc<dyn Store> = Arc::new(super::SlowStore::new(store, Duration::from_millis(3)));
+    let h = Harness::new((slow, queue, notifier), 40, Duration::from_millis(1));
+    let worker = Worker::new(
+        h.engine.clone(),
+        WorkerConfig {
+            log_flush: Duration::from_millis(2),
+            heartbeat: Duration::from_millis(20),
+            lease: Duration::from_millis(1500),
+            ..fast_worker()
+        },
+    )
+    .spawn();
+    let job = h.submit(json!({"log_lines": 2})).await;
+    let events = h.watch_all(job.id, 0).await;
+    assert_gap_free(&events, 1);
+    assert_eq!(
+        statuses(&events),
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Succeeded]
+    );
+    let logs = events
+        .iter()
+        .filter(|e| matches!(e.data, EventData::Log(_)))
+        .count();
+    assert_eq!(logs, 80, "every log line persisted");
+    assert_eq!(
+        h.engine
+            .attempts(&h.owner, job.id)
+            .await
+            .expect("attempts")
+            .len(),
+        1
+    );
+    worker.shutdown().await;
+}

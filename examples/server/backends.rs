@@ -1,0 +1,81 @@
+//! Choosing the backends from the configuration: PostgreSQL or memory for the
+//! store, Redis or memory for the queue and the notifier.
+
+use std::sync::Arc;
+
+use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use projectengine_core::{Notifier, Queue, Store};
+use projectengine_queue_redis::{RedisConfig, RedisNotifier, RedisQueue};
+use projectengine_store_postgres::PgStore;
+
+use crate::config::Config;
+
+/// The three backends, and whether they survive a restart.
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub notifier: Arc<dyn Notifier>,
+    pub pg: Option<PgStore>,
+    pub redis_notifier: Option<RedisNotifier>,
+}
+
+impl Backends {
+    /// Connects to what the configuration names. With `migrate`, applies the
+    /// store's migrations first (every role but `web` does).
+    pub async fn connect(config: &Config, migrate: bool) -> Result<Self, String> {
+        let (store, pg): (Arc<dyn Store>, _) = match &config.database_url {
+            Some(url) => {
+                let pg = PgStore::connect(url)
+                    .await
+                    .map_err(|e| format!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
+                if migrate {
+                    pg.migrate()
+                        .await
+                        .map_err(|e| format!("DATABASE_URL: migrations failed: {e}"))?;
+                }
+                (Arc::new(pg.clone()), Some(pg))
+            }
+            None => (Arc::new(MemoryStore::new()), None),
+        };
+        let (queue, notifier, redis_notifier): (Arc<dyn Queue>, Arc<dyn Notifier>, _) =
+            match &config.redis_url {
+                Some(url) => {
+                    let rc = RedisConfig::new(url.clone()).with_prefix(config.redis_prefix.clone());
+                    let queue = RedisQueue::connect(&rc)
+                        .await
+                        .map_err(|e| format!("REDIS_URL: cannot connect to Redis: {e}"))?;
+                    let notifier = RedisNotifier::connect(&rc)
+                        .await
+                        .map_err(|e| format!("REDIS_URL: cannot connect to Redis: {e}"))?;
+                    (Arc::new(queue), Arc::new(notifier.clone()), Some(notifier))
+                }
+                None => (
+                    Arc::new(MemoryQueue::default()),
+                    Arc::new(MemoryNotifier::default()),
+                    None,
+                ),
+            };
+        Ok(Self {
+            store,
+            queue,
+            notifier,
+            pg,
+            redis_notifier,
+        })
+    }
+
+    /// A line saying what is durable and what is not.
+    pub fn describe(&self) -> String {
+        let store = if self.pg.is_some() {
+            "PostgreSQL"
+        } else {
+            "memory (NOT durable: jobs vanish on exit)"
+        };
+        let queue = if self.redis_notifier.is_some() {
+            "Redis"
+        } else {
+            "memory (single process: web and worker must share this process)"
+        };
+        format!("store: {store}; queue and notifier: {queue}")
+    }
+}

@@ -1,0 +1,98 @@
+//! [`SlowStore`]: any store, with latency added to the calls an attempt makes,
+//! so that the worker's concurrency is exercised with calls that really pend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{
+    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
+    JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+};
+
+/// Wraps a store and sleeps `delay` before each write of a running attempt
+/// (append, heartbeat, save_app, finish).
+#[derive(Debug)]
+pub struct SlowStore {
+    inner: Arc<dyn Store>,
+    delay: Duration,
+}
+
+impl SlowStore {
+    /// `inner`, `delay` slower on an attempt's writes.
+    pub fn new(inner: Arc<dyn Store>, delay: Duration) -> Self {
+        Self { inner, delay }
+    }
+
+    async fn pause(&self) {
+        tokio::time::sleep(self.delay).await;
+    }
+}
+
+#[async_trait]
+impl Store for SlowStore {
+    async fn create_job(&self, job: NewJob) -> Result<Changed> {
+        self.inner.create_job(job).await
+    }
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        self.inner.get_job(id).await
+    }
+    async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
+        self.inner.list_jobs(owner, query).await
+    }
+    async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
+        self.inner.claim(id, worker_id, lease).await
+    }
+    async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
+        self.pause().await;
+        self.inner.append(fence, events).await
+    }
+    async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
+        self.pause().await;
+        self.inner.heartbeat(fence, lease).await
+    }
+    async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
+        self.pause().await;
+        self.inner.finish(fence, outcome).await
+    }
+    async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
+        self.pause().await;
+        self.inner.save_app(fence, app).await
+    }
+    async fn request_cancel(&self, id: JobId) -> Result<Changed> {
+        self.inner.request_cancel(id).await
+    }
+    async fn retry(&self, id: JobId) -> Result<Changed> {
+        self.inner.retry(id).await
+    }
+    async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
+        self.inner.events(id, after, limit).await
+    }
+    async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        self.inner.attempts(id).await
+    }
+    async fn get_app(&self, id: AppId) -> Result<Option<App>> {
+        self.inner.get_app(id).await
+    }
+    async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>> {
+        self.inner.app_by_job(job_id).await
+    }
+    async fn list_apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Vec<App>> {
+        self.inner.list_apps(owner, cursor, limit).await
+    }
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>> {
+        self.inner.expired_leases(limit).await
+    }
+    async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
+        self.inner.due_jobs(overdue, limit).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}

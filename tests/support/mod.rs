@@ -1,0 +1,260 @@
+//! Running the real server binary and talking to it over real sockets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The HS256 secret every test server is started with.
+pub const SECRET: &str = "end-to-end-test-secret-0123456789";
+
+/// A development token for `sub`, signed with [`SECRET`].
+pub fn token(sub: &str) -> String {
+    projectengine_http::JwtAuth::hs256(SECRET)
+        .and_then(|a| a.mint(sub, Duration::from_secs(3600)))
+        .expect("mint a token")
+}
+
+/// The example server, built by `cargo test` next to this test binary.
+pub fn server_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let bin = dir.join("examples").join("server");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the examples first (cargo test builds them)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Starts `server <role>` with `env` on top of fast test settings. For roles
+    /// that serve HTTP, waits for the "listening on" line and records the address.
+    pub fn start(role: &str, env: &[(&str, String)]) -> Server {
+        let mut cmd = Command::new(server_bin());
+        cmd.arg(role)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PROJECTENGINE_BIND", "127.0.0.1:0")
+            .env("PROJECTENGINE_JWT_SECRET", SECRET)
+            .env("PROJECTENGINE_HEARTBEAT", "200ms")
+            .env("PROJECTENGINE_LEASE", "1s")
+            .env("PROJECTENGINE_RECOVERY_EVERY", "300ms")
+            .env("PROJECTENGINE_SHUTDOWN_GRACE", "2s")
+            .env("PROJECTENGINE_STUB_STEPS", "5")
+            .env("PROJECTENGINE_STUB_DELAY", "50ms")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = if role == "worker" {
+            None
+        } else {
+            let addr = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server printed its address");
+            Some(addr.parse().expect("an address"))
+        };
+        Server { child, addr }
+    }
+
+    /// The HTTP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("this role serves HTTP")
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh TCP connection: (status, JSON body or Null).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").expect("a response");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Watches a job over a real WebSocket from `after`, collecting events until
+/// the server closes the socket (after the terminal event), or `take` events.
+pub async fn ws_watch(
+    addr: SocketAddr,
+    job_id: &str,
+    after: u64,
+    token: &str,
+    take: Option<usize>,
+) -> Vec<Value> {
+    let url = format!("ws://{addr}/ws/jobs/{job_id}/?after={after}");
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket upgrade");
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("events in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                events.push(serde_json::from_str(&t).expect("JSON event"));
+                if take.is_some_and(|n| events.len() >= n) {
+                    let _ = ws.close(None).await;
+                    return events;
+                }
+            }
+            Some(Ok(Message::Ping(p))) => {
+                let _ = ws.send(Message::Pong(p)).await;
+            }
+            Some(Ok(Message::Close(_))) | None => return events,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("websocket error: {e}"),
+        }
+    }
+}
+
+/// The seqs of events, asserting they are exactly `from..from+n`.
+pub fn assert_seqs(events: &[Value], from: u64) {
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    let expected: Vec<u64> = (from..from + seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "each seq once, in order");
+}
+
+/// Polls a job over REST until its status is `status`.
+pub async fn wait_status(
+    addr: SocketAddr,
+    token: &str,
+    job_id: &str,
+    status: &str,
+    limit: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (code, body) = http(
+            addr,
+            "GET",
+            &format!("/api/jobs/{job_id}/"),
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        let job = if body.get("job").is_some() {
+            body["job"].clone()
+        } else {
+            body.clone()
+        };
+        if job["status"] == status {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never became {status}: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
