@@ -156,7 +156,7 @@ async fn supervise(
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             },
             _ = flush.tick() => {
-                if let Err(Error::StaleAttempt) = callbacks.flush().await {
+                if let Err(Error::StaleAttempt) = callbacks.flush_if_idle().await {
                     stop(Stop::Lost, &mut why, &mut grace);
                 }
             }

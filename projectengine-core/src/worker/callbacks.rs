@@ -1,7 +1,7 @@
 //! The [`JobCallbacks`] a worker hands to an orchestrator: persist, then publish.
 
 use async_trait::async_trait;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -36,7 +36,15 @@ impl AttemptCallbacks {
 
     /// Persists the buffered lines and `extra` in one append, then publishes them.
     async fn write(&self, extra: Option<EventData>) -> Result<()> {
-        let mut pending = self.pending.lock().await;
+        let pending = self.pending.lock().await;
+        self.write_locked(pending, extra).await
+    }
+
+    async fn write_locked(
+        &self,
+        mut pending: MutexGuard<'_, Vec<EventData>>,
+        extra: Option<EventData>,
+    ) -> Result<()> {
         let mut batch = std::mem::take(&mut *pending);
         batch.extend(extra);
         if batch.is_empty() {
@@ -51,6 +59,16 @@ impl AttemptCallbacks {
     /// Flushes buffered log lines.
     pub(crate) async fn flush(&self) -> Result<()> {
         self.write(None).await
+    }
+
+    /// Flushes buffered log lines unless a write is under way, which takes
+    /// them anyway. The supervisor must not wait for that write: it is the
+    /// orchestrator's future, which the supervisor itself polls.
+    pub(crate) async fn flush_if_idle(&self) -> Result<()> {
+        match self.pending.try_lock() {
+            Ok(pending) => self.write_locked(pending, None).await,
+            Err(_) => Ok(()),
+        }
     }
 
     /// The attempt these callbacks write for.
