@@ -36,14 +36,22 @@ impl Orchestrator for AppBuilder {
             .prompt
             .split_whitespace()
             .take(8)
-            .map(|w| format!("src/{}.rs", w.to_lowercase().replace(|c: char| !c.is_alphanumeric(), "")))
+            .map(|w| {
+                format!(
+                    "src/{}.rs",
+                    w.to_lowercase().replace(|c: char| !c.is_alphanumeric(), "")
+                )
+            })
             .collect();
-        cb.log(LogLevel::Info, &format!("planned {} files", files.len())).await?;
+        cb.log(LogLevel::Info, &format!("planned {} files", files.len()))
+            .await?;
 
         // A transient failure (a model endpoint timing out, say): the worker retries
         // the job with backoff while attempts remain.
         if job.params.get("flaky").and_then(Value::as_bool) == Some(true) && cb.attempt() == 1 {
-            return Err(OrchestratorError::retryable("the code model timed out; trying again"));
+            return Err(OrchestratorError::retryable(
+                "the code model timed out; trying again",
+            ));
         }
 
         cb.stage("GENERATING").await?;
@@ -55,9 +63,14 @@ impl Orchestrator for AppBuilder {
                 // Cancel, timeout, shutdown: stop promptly.
                 _ = cb.cancellation().cancelled() => return Err(OrchestratorError::cancelled()),
             }
-            out.insert(file.clone(), json!(format!("// {file}\npub fn run() {{}}\n")));
-            cb.step(Step::completed(format!("write {file}")).detail(json!({ "bytes": 24 }))).await?;
-            cb.progress(((i + 1) * 90 / files.len().max(1)) as u8).await?;
+            out.insert(
+                file.clone(),
+                json!(format!("// {file}\npub fn run() {{}}\n")),
+            );
+            cb.step(Step::completed(format!("write {file}")).detail(json!({ "bytes": 24 })))
+                .await?;
+            cb.progress(((i + 1) * 90 / files.len().max(1)) as u8)
+                .await?;
         }
 
         cb.stage("PUBLISHING").await?;
@@ -82,15 +95,27 @@ async fn main() -> projectengine_core::Result<()> {
     let worker = Worker::new(engine.clone(), WorkerConfig::default()).spawn();
     let owner = Owner::new("demo");
     let job = engine
-        .submit(&owner, Submit::new("todo list with tags").params(json!({ "flaky": true })))
+        .submit(
+            &owner,
+            Submit::new("todo list with tags").params(json!({ "flaky": true })),
+        )
         .await?;
     let mut events = engine.watch(&owner, job.id, 0).await?;
     while let Some(event) = events.next().await {
         let event = event?;
-        println!("{:>3} {:<16} {}", event.seq, event.data.kind(), serde_json::to_string(&event.data).unwrap_or_default());
+        println!(
+            "{:>3} {:<16} {}",
+            event.seq,
+            event.data.kind(),
+            serde_json::to_string(&event.data).unwrap_or_default()
+        );
     }
     let app = engine.app_by_job(&owner, job.id).await?;
-    println!("app {}: {}", app.id, app.payload["files"].as_object().map_or(0, |f| f.len()));
+    println!(
+        "app {}: {}",
+        app.id,
+        app.payload["files"].as_object().map_or(0, |f| f.len())
+    );
     worker.shutdown().await;
     Ok(())
 }

@@ -10,12 +10,18 @@ mod workloads;
 
 use std::process::ExitCode;
 
+/// The command line.
 #[derive(Clone, Debug)]
 pub struct Args {
+    /// `w1` or `w2`.
     pub workload: String,
+    /// `memory` or `pg-redis`.
     pub backend: String,
+    /// Jobs (the workload's default when absent).
     pub n: Option<usize>,
+    /// Steps per job.
     pub k: u32,
+    /// Attempts a worker runs at once.
     pub concurrency: usize,
 }
 

@@ -1,0 +1,151 @@
+//! Authentication: the [`Authenticator`] trait an application implements (or
+//! takes [`JwtAuth`] for), and the extractor handlers use.
+
+mod jwt;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use projectengine_core::Owner;
+
+pub use jwt::{JwtAuth, JwtConfigError};
+
+use crate::error::ApiError;
+use crate::ApiState;
+
+/// Why a request could not be authenticated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No credentials were presented.
+    #[error("missing bearer token")]
+    Missing,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The credentials are not acceptable (bad signature, wrong algorithm or
+    /// key, not yet valid, wrong issuer or audience, malformed …).
+    #[error("invalid token: {0}")]
+    Invalid(Cow<'static, str>),
+    /// The authenticator's own backend cannot be reached (answered with 503).
+    #[error("authentication unavailable: {0}")]
+    Unavailable(Cow<'static, str>),
+}
+
+impl AuthError {
+    /// Shorthand for [`AuthError::Invalid`].
+    pub fn invalid(reason: impl Into<Cow<'static, str>>) -> Self {
+        AuthError::Invalid(reason.into())
+    }
+}
+
+/// Turns a request, or a bare token, into the [`Owner`] it speaks for.
+///
+/// # Contract
+/// - [`authenticate_token`](Authenticator::authenticate_token) checks a bearer
+///   token; it is what the WebSocket route calls when the token came as a
+///   subprotocol or a `?token=` parameter.
+/// - [`authenticate`](Authenticator::authenticate) checks a request; the default
+///   reads `Authorization: Bearer <token>`. Override it for cookies, API keys or
+///   a gateway's headers.
+/// - Failures are [`AuthError`]s: every variant but `Unavailable` is answered
+///   with 401 and `WWW-Authenticate: Bearer`.
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Authenticates a bearer token.
+    async fn authenticate_token(&self, token: &str) -> Result<Owner, AuthError>;
+
+    /// Authenticates a request (by default, its `Authorization: Bearer` header).
+    async fn authenticate(&self, parts: &Parts) -> Result<Owner, AuthError> {
+        let token = bearer_token(&parts.headers)?.ok_or(AuthError::Missing)?;
+        self.authenticate_token(token).await
+    }
+}
+
+#[async_trait]
+impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
+    async fn authenticate_token(&self, token: &str) -> Result<Owner, AuthError> {
+        (**self).authenticate_token(token).await
+    }
+
+    async fn authenticate(&self, parts: &Parts) -> Result<Owner, AuthError> {
+        (**self).authenticate(parts).await
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header: `Ok(None)` without
+/// the header, an error when it is present but not a bearer token.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::invalid("the Authorization header is not text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| AuthError::invalid("expected `Authorization: Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::invalid("expected the Bearer scheme"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(Some(token))
+}
+
+/// The owner of a streaming request (WebSocket or SSE), whose client may not be
+/// able to set headers. The token is looked for, in order, in the
+/// `Authorization` header, in a `Sec-WebSocket-Protocol: bearer, <token>` pair
+/// (when `subprotocol` is allowed), and in `?token=`; without any, the
+/// authenticator's own scheme decides.
+pub(crate) async fn stream_owner(
+    auth: &dyn Authenticator,
+    parts: &Parts,
+    query_token: Option<&str>,
+    subprotocol: bool,
+) -> Result<Owner, AuthError> {
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        return auth.authenticate(parts).await;
+    }
+    if subprotocol {
+        if let Some(token) = protocol_token(&parts.headers) {
+            return auth.authenticate_token(token).await;
+        }
+    }
+    match query_token {
+        Some(token) if !token.is_empty() => auth.authenticate_token(token).await,
+        _ => auth.authenticate(parts).await,
+    }
+}
+
+/// The token of a `Sec-WebSocket-Protocol: bearer, <token>` pair.
+fn protocol_token(headers: &HeaderMap) -> Option<&str> {
+    let mut items = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    items.find(|p| p.eq_ignore_ascii_case("bearer"))?;
+    items.next().filter(|t| !t.is_empty())
+}
+
+/// The authenticated owner of a request: the extractor every protected handler
+/// takes first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated(pub Owner);
+
+impl FromRequestParts<ApiState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let owner = state.authenticator().authenticate(parts).await?;
+        Ok(Authenticated(owner))
+    }
+}

@@ -1,0 +1,492 @@
+//! What goes over the wire: request and response bodies and query strings,
+//! with their OpenAPI schemas. Core types stay free of HTTP concerns; these
+//! mirror them.
+
+use chrono::{DateTime, Utc};
+use projectengine_core::{
+    App, AppId, Attempt, AttemptStatus, EventData, Job, JobError, JobEvent, JobId, JobStatus, Page,
+    StepStatus,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+/// A job submission.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// What to do (1 byte to 32 KiB).
+    #[schema(example = "build me a todo app")]
+    pub prompt: String,
+    /// Orchestrator kind; the default kind when absent. Must be registered.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Parameters for the orchestrator: a JSON object.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Map<String, Value>>,
+    /// Higher runs first (default 0).
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Attempts allowed (default 3).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Per-attempt timeout in seconds (default 3600).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// Not before this time (RFC 3339).
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatusName {
+    /// Waiting for a worker.
+    Queued,
+    /// An attempt is running.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by its owner.
+    Cancelled,
+}
+
+/// How an attempt ended, or that it is running.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatusName {
+    /// Holds the job's lease.
+    Running,
+    /// Succeeded.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Cancelled, or released by a worker shutting down.
+    Cancelled,
+    /// Ran past the job's timeout.
+    TimedOut,
+    /// Its worker was lost.
+    Lost,
+}
+
+/// Where a step is.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatusName {
+    /// Begun.
+    Started,
+    /// Done.
+    Completed,
+    /// Failed.
+    Failed,
+}
+
+/// An error recorded on a job or an attempt.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct JobErrorDto {
+    /// Stable code, e.g. `timeout`, `orchestrator_error`, `lost`.
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+impl From<JobError> for JobErrorDto {
+    fn from(e: JobError) -> Self {
+        Self {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// A job.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct JobDto {
+    /// Its id (UUID v7).
+    #[schema(value_type = String, format = Uuid)]
+    pub id: JobId,
+    /// Orchestrator kind.
+    pub kind: String,
+    /// What to do.
+    pub prompt: String,
+    /// Parameters.
+    #[schema(value_type = Object)]
+    pub params: Value,
+    /// Current status.
+    #[schema(value_type = JobStatusName)]
+    pub status: JobStatus,
+    /// Current stage, free text.
+    pub stage: Option<String>,
+    /// Progress, 0–100.
+    pub progress: u8,
+    /// Priority.
+    pub priority: i32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Per-attempt timeout in seconds.
+    pub timeout_s: u64,
+    /// Not run before this time.
+    pub run_at: DateTime<Utc>,
+    /// Number of the latest attempt (0 before the first).
+    pub attempt: u32,
+    /// Attempts that counted against `max_attempts`.
+    pub attempts_used: u32,
+    /// A cancel was asked for and not yet honoured.
+    pub cancel_requested: bool,
+    /// Why it failed, or why its last attempt failed.
+    pub error: Option<JobErrorDto>,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// Latest attempt started at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Seq of its latest event: pass it as `after` to stream only what follows.
+    pub last_seq: u64,
+}
+
+impl From<Job> for JobDto {
+    fn from(j: Job) -> Self {
+        Self {
+            id: j.id,
+            timeout_s: j.timeout_ms / 1000,
+            kind: j.kind,
+            prompt: j.prompt,
+            params: j.params,
+            status: j.status,
+            stage: j.stage,
+            progress: j.progress,
+            priority: j.priority,
+            max_attempts: j.max_attempts,
+            run_at: j.run_at,
+            attempt: j.attempt,
+            attempts_used: j.attempts_used,
+            cancel_requested: j.cancel_requested,
+            error: j.error.map(Into::into),
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            updated_at: j.updated_at,
+            last_seq: j.last_seq,
+        }
+    }
+}
+
+/// A step the orchestrator reported, from the job's event log.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StepDto {
+    /// Seq of the event that reported it.
+    pub seq: u64,
+    /// The attempt it belongs to.
+    pub attempt: u32,
+    /// When it was reported.
+    pub at: DateTime<Utc>,
+    /// What the step is.
+    pub name: String,
+    /// Where it is.
+    #[schema(value_type = StepStatusName)]
+    pub status: StepStatus,
+    /// Anything shown with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+impl StepDto {
+    /// The step of a `step` event.
+    pub fn from_event(ev: &JobEvent) -> Option<Self> {
+        match &ev.data {
+            EventData::Step(step) => Some(Self {
+                seq: ev.seq,
+                attempt: ev.attempt,
+                at: ev.at,
+                name: step.name.clone(),
+                status: step.status,
+                detail: step.detail.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One execution of a job.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AttemptDto {
+    /// 1, 2, …
+    pub number: u32,
+    /// Its status.
+    #[schema(value_type = AttemptStatusName)]
+    pub status: AttemptStatus,
+    /// Started at.
+    pub started_at: DateTime<Utc>,
+    /// Ended at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<JobErrorDto>,
+}
+
+impl From<Attempt> for AttemptDto {
+    fn from(a: Attempt) -> Self {
+        Self {
+            number: a.number,
+            status: a.status,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            error: a.error.map(Into::into),
+        }
+    }
+}
+
+/// A job with its steps, in order, and its attempts.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    /// The job.
+    #[serde(flatten)]
+    pub job: JobDto,
+    /// Its steps, in seq order.
+    pub steps: Vec<StepDto>,
+    /// Its attempts, by number.
+    pub attempts: Vec<AttemptDto>,
+}
+
+/// One entry of a job's event log: `{job_id, seq, attempt, at, type, data}`,
+/// the same on REST, WebSocket and SSE.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EventDto {
+    /// The job.
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: JobId,
+    /// 1, 2, 3 … per job, without gaps.
+    pub seq: u64,
+    /// The attempt it belongs to (0 outside any attempt).
+    pub attempt: u32,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// `status`, `stage`, `step`, `progress`, `log`, `app`, `error` or `cancel_requested`.
+    #[serde(rename = "type")]
+    #[schema(example = "step")]
+    pub kind: String,
+    /// The payload of the kind (absent for `cancel_requested`).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+}
+
+impl From<&JobEvent> for EventDto {
+    fn from(ev: &JobEvent) -> Self {
+        // The payload exactly as the core serializes it (adjacently tagged).
+        let data = serde_json::to_value(&ev.data)
+            .ok()
+            .and_then(|mut v| v.get_mut("data").map(Value::take))
+            .unwrap_or(Value::Null);
+        Self {
+            job_id: ev.job_id,
+            seq: ev.seq,
+            attempt: ev.attempt,
+            at: ev.at,
+            kind: ev.data.kind().to_owned(),
+            data,
+        }
+    }
+}
+
+/// A page of a job's events.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// Events in seq order.
+    pub items: Vec<EventDto>,
+    /// Pass as `after` to read on: the seq of the last item (or the `after` given
+    /// when there were none).
+    pub next_after: u64,
+}
+
+/// A page of jobs.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs, in cursor order.
+    pub items: Vec<JobDto>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<Page<Job>> for JobPage {
+    fn from(p: Page<Job>) -> Self {
+        Self {
+            items: p.items.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor,
+        }
+    }
+}
+
+/// An App: the structured result a job published.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AppDto {
+    /// Its id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: AppId,
+    /// The job that produced it.
+    #[schema(value_type = String, format = Uuid)]
+    pub job_id: JobId,
+    /// Display name.
+    pub name: String,
+    /// The artifact.
+    pub payload: Value,
+    /// Published at.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<App> for AppDto {
+    fn from(a: App) -> Self {
+        Self {
+            id: a.id,
+            job_id: a.job_id,
+            name: a.name,
+            payload: a.payload,
+            created_at: a.created_at,
+        }
+    }
+}
+
+/// A page of apps.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AppPage {
+    /// The apps, oldest first.
+    pub items: Vec<AppDto>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<Page<App>> for AppPage {
+    fn from(p: Page<App>) -> Self {
+        Self {
+            items: p.items.into_iter().map(Into::into).collect(),
+            next_cursor: p.next_cursor,
+        }
+    }
+}
+
+/// Listing order.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Oldest first (default).
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// `GET /api/jobs/` parameters.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub cursor: Option<JobId>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatusName>)]
+    pub status: Option<JobStatus>,
+    /// `asc` (default) or `desc`.
+    #[param(value_type = Option<Order>)]
+    pub order: Option<Order>,
+}
+
+/// `GET /api/apps/` parameters.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAppsQuery {
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub cursor: Option<AppId>,
+}
+
+/// `GET /api/jobs/{id}/events/` parameters.
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events with a greater seq (default 0: from the start).
+    pub after: Option<u64>,
+    /// At most this many, 1–500 (default 50).
+    pub limit: Option<usize>,
+}
+
+/// Parameters of the live streams (WebSocket and SSE).
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Resume after this seq (default 0). For SSE, `Last-Event-ID` wins.
+    pub after: Option<u64>,
+    /// The bearer token, for clients that cannot set headers.
+    pub token: Option<String>,
+}
+
+/// The answer of `/health` and `/ready`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HealthDto {
+    /// `ok`, or `unavailable`.
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use projectengine_core::{
+        AppId, EventData, JobError, JobEvent, JobId, JobStatus, LogLevel, LogLine, Step,
+    };
+    use serde_json::json;
+
+    use super::EventDto;
+
+    /// The wire form is the core's serde form of [`JobEvent`], for every kind.
+    #[test]
+    fn event_dto_is_the_core_serde_form() {
+        let kinds = vec![
+            EventData::Status {
+                status: JobStatus::Failed,
+                error: Some(JobError::new("x", "y")),
+                run_at: None,
+            },
+            EventData::Status {
+                status: JobStatus::Queued,
+                error: None,
+                run_at: Some(Utc::now()),
+            },
+            EventData::Stage {
+                stage: "PLANNING".into(),
+            },
+            EventData::Step(Step::started("write").detail(json!({"file": "a.rs"}))),
+            EventData::Progress { progress: 40 },
+            EventData::Log(LogLine {
+                level: LogLevel::Warn,
+                message: "hm".into(),
+            }),
+            EventData::App {
+                app_id: AppId::new(),
+                name: "app".into(),
+            },
+            EventData::Error(JobError::new("timeout", "too long")),
+            EventData::CancelRequested,
+        ];
+        for (i, data) in kinds.into_iter().enumerate() {
+            let ev = JobEvent {
+                job_id: JobId::new(),
+                seq: i as u64 + 1,
+                attempt: 2,
+                at: Utc::now(),
+                data,
+            };
+            let core = serde_json::to_value(&ev).unwrap();
+            let dto = serde_json::to_value(EventDto::from(&ev)).unwrap();
+            assert_eq!(dto, core);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The OpenAPI 3.1 document, generated from the handlers and DTOs, served at
+//! `/openapi.json`, and a self-contained docs page at `/docs`.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{apps, health, jobs, sse, ws};
+
+/// The API's OpenAPI description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "projectEngine API",
+        description = "Long-running, observable jobs: submit, watch live, resume, read the result."
+    ),
+    paths(
+        jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
+        sse::stream, ws::watch,
+        apps::list, apps::detail, apps::by_job,
+        health::health, health::ready, health::metrics, openapi_json, docs,
+    ),
+    components(schemas(crate::dto::EventDto, crate::error::ErrorBody)),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "jobs", description = "Submit, read, cancel and retry jobs; read their event log"),
+        (name = "streams", description = "A job's events live, over WebSocket or Server-Sent Events"),
+        (name = "apps", description = "The Apps jobs published"),
+        (name = "health", description = "Liveness, readiness and metrics (no auth)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer` (JWT) security scheme the operations refer to.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as served: the generated one.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// This document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+pub(crate) async fn openapi_json() -> impl IntoResponse {
+    match openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => crate::error::ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+/// A page that fetches `/openapi.json` and lists the operations.
+#[utoipa::path(
+    get, path = "/docs", tag = "health",
+    responses((status = 200, description = "An HTML page", content_type = "text/html", body = String))
+)]
+pub(crate) async fn docs() -> Html<&'static str> {
+    Html(DOCS_PAGE)
+}
+
+const DOCS_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>projectEngine API</title>
+<style>
+ body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; color: #222; }
+ h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
+ .op { margin: .6rem 0; padding: .5rem .8rem; border-left: 4px solid #888; background: #f7f7f7; }
+ .m { display: inline-block; min-width: 4.5rem; font-weight: bold; font-family: monospace; }
+ .get { border-color: #2a7ae2; } .post { border-color: #2e9e44; } .delete { border-color: #c33; }
+ code { font-family: monospace; }
+ .lock { color: #a60; font-size: .85em; margin-left: .5rem; }
+ .muted { color: #666; font-size: .9em; }
+</style>
+</head>
+<body>
+<h1 id="title">projectEngine API</h1>
+<p id="desc" class="muted">Loading <code>openapi.json</code>…</p>
+<div id="ops"></div>
+<script>
+(async () => {
+  const url = location.pathname.replace(/\/docs\/?$/, "/openapi.json");
+  const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text) e.textContent = text; return e; };
+  try {
+    const spec = await (await fetch(url)).json();
+    document.getElementById("title").textContent = spec.info.title + " " + spec.info.version;
+    document.getElementById("desc").textContent = (spec.info.description || "") + " OpenAPI " + spec.openapi + ": " + url;
+    const byTag = {};
+    for (const [path, item] of Object.entries(spec.paths)) {
+      for (const [method, op] of Object.entries(item)) {
+        const tag = (op.tags && op.tags[0]) || "other";
+        (byTag[tag] = byTag[tag] || []).push({ path, method, op });
+      }
+    }
+    const ops = document.getElementById("ops");
+    for (const [tag, list] of Object.entries(byTag)) {
+      ops.appendChild(el("h2", null, tag));
+      for (const { path, method, op } of list) {
+        const d = el("div", "op " + method);
+        d.appendChild(el("span", "m", method.toUpperCase()));
+        d.appendChild(el("code", null, path));
+        if (op.security && op.security.length) d.appendChild(el("span", "lock", "bearer"));
+        d.appendChild(el("div", null, op.summary || op.description || ""));
+        const codes = Object.keys(op.responses || {}).join(", ");
+        d.appendChild(el("div", "muted", "responses: " + codes));
+        ops.appendChild(d);
+      }
+    }
+  } catch (e) {
+    document.getElementById("desc").textContent = "Could not load " + url + ": " + e;
+  }
+})();
+</script>
+</body>
+</html>
+"#;

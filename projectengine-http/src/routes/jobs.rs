@@ -1,0 +1,218 @@
+//! `/api/jobs/…`: submit, list, read, cancel, retry, and the event log.
+
+use std::time::Duration;
+
+use axum::extract::{OriginalUri, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use projectengine_core::{JobId, JobQuery, Submit};
+use serde_json::Value;
+
+use super::both;
+use crate::auth::Authenticated;
+use crate::dto::{
+    CreateJob, EventDto, EventPage, EventsQuery, JobDetail, JobDto, JobPage, ListJobsQuery, Order,
+    StepDto,
+};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, PathId};
+use crate::ApiState;
+
+/// The job routes, each with and without its trailing slash.
+pub(crate) fn routes() -> Router<ApiState> {
+    let r = Router::new();
+    let r = both(r, "/api/jobs/", post(create).get(list));
+    let r = both(r, "/api/jobs/{id}/", get(detail));
+    let r = both(r, "/api/jobs/{id}/cancel/", post(cancel));
+    let r = both(r, "/api/jobs/{id}/retry/", post(retry));
+    both(r, "/api/jobs/{id}/events/", get(events))
+}
+
+/// Submits a job.
+#[utoipa::path(
+    post, path = "/api/jobs/", tag = "jobs",
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "Created", body = JobDto,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `field`)", body = ErrorBody),
+        (status = 429, description = "Too many queued jobs for this owner", body = ErrorBody),
+        (status = 503, description = "A backend is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<ApiState>,
+    Authenticated(owner): Authenticated,
+    OriginalUri(uri): OriginalUri,
+    ApiJson(req): ApiJson<CreateJob>,
+) -> ApiResult<Response> {
+    crate::limits::check_queued(state.engine(), &owner, state.config().max_queued_per_owner)
+        .await?;
+    let submit = Submit {
+        prompt: req.prompt,
+        kind: req.kind,
+        params: req.params.map(Value::Object),
+        priority: req.priority,
+        max_attempts: req.max_attempts,
+        timeout: req.timeout_s.map(Duration::from_secs),
+        run_at: req.run_at,
+    };
+    let job = state
+        .engine()
+        .submit(&owner, submit)
+        .await
+        .map_err(|e| ApiError::from(e).rename_field("timeout", "timeout_s"))?;
+    tracing::Span::current().record("job_id", tracing::field::display(job.id));
+    state.metrics().job_submitted(&job.kind);
+    let location = format!("{}/{}/", uri.path().trim_end_matches('/'), job.id);
+    let mut res = (StatusCode::CREATED, Json(JobDto::from(job))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// Lists the caller's jobs, a cursor page at a time.
+#[utoipa::path(
+    get, path = "/api/jobs/", tag = "jobs",
+    params(ListJobsQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "A parameter is invalid (named in `field`)", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<ApiState>,
+    Authenticated(owner): Authenticated,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
+) -> ApiResult<Json<JobPage>> {
+    let query = JobQuery {
+        status: q.status,
+        cursor: q.cursor,
+        limit: q.limit.unwrap_or(0),
+        newest_first: q.order == Some(Order::Desc),
+    };
+    let page = state.engine().list(&owner, query).await?;
+    Ok(Json(page.into()))
+}
+
+/// Reads a job, with its steps in order and its attempts.
+#[utoipa::path(
+    get, path = "/api/jobs/{id}/", tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = JobDetail),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job (or not yours)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn detail(
+    State(state): State<ApiState>,
+    Authenticated(owner): Authenticated,
+    PathId(id): PathId<JobId>,
+) -> ApiResult<Json<JobDetail>> {
+    let engine = state.engine();
+    let job = engine.get(&owner, id).await?;
+    let page = engine.limits().max_page.max(1);
+    let mut steps = Vec::new();
+    let mut after = 0;
+    loop {
+        let events = engine.events(&owner, id, after, page).await?;
+        steps.extend(events.iter().filter_map(StepDto::from_event));
+        match events.last() {
+            Some(last) if events.len() >= page => after = last.seq,
+            _ => break,
+        }
+    }
+    let attempts = engine.attempts(&owner, id).await?;
+    Ok(Json(JobDetail {
+        job: job.into(),
+        steps,
+        attempts: attempts.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Cancels a job: a queued one at once, a running one within a heartbeat.
+#[utoipa::path(
+    post, path = "/api/jobs/{id}/cancel/", tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "The job id")),
+    responses(
+        (status = 200, description = "The job after the request", body = JobDto),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job (or not yours)", body = ErrorBody),
+        (status = 409, description = "The job has finished", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Authenticated(owner): Authenticated,
+    PathId(id): PathId<JobId>,
+) -> ApiResult<Json<JobDto>> {
+    let job = state.engine().cancel(&owner, id).await?;
+    Ok(Json(job.into()))
+}
+
+/// Starts a failed or cancelled job again, with a fresh attempt budget.
+#[utoipa::path(
+    post, path = "/api/jobs/{id}/retry/", tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "The job id")),
+    responses(
+        (status = 200, description = "The job, queued again", body = JobDto),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job (or not yours)", body = ErrorBody),
+        (status = 409, description = "The job is not failed or cancelled", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry(
+    State(state): State<ApiState>,
+    Authenticated(owner): Authenticated,
+    PathId(id): PathId<JobId>,
+) -> ApiResult<Json<JobDto>> {
+    let job = state.engine().retry(&owner, id).await?;
+    Ok(Json(job.into()))
+}
+
+/// Reads a job's event log after a seq.
+#[utoipa::path(
+    get, path = "/api/jobs/{id}/events/", tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "The job id"), EventsQuery),
+    responses(
+        (status = 200, description = "Events in seq order", body = EventPage),
+        (status = 400, description = "A parameter is invalid", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such job (or not yours)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn events(
+    State(state): State<ApiState>,
+    Authenticated(owner): Authenticated,
+    PathId(id): PathId<JobId>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventPage>> {
+    let engine = state.engine();
+    let after = q.after.unwrap_or(0);
+    let job = engine.get(&owner, id).await?;
+    let events = engine
+        .events(&owner, id, after, q.limit.unwrap_or(0))
+        .await?;
+    state.metrics().observe(&job.kind, &events);
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(Json(EventPage {
+        items: events.iter().map(EventDto::from).collect(),
+        next_after,
+    }))
+}

@@ -1,0 +1,244 @@
+//! The notifier beyond the conformance kit: one subscriber connection per
+//! process, reconnects with `Lagged`, unsubscribing, batching, shutdown, and
+//! an engine watch that stays gap-free across a killed subscriber connection.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{event, TestRedis};
+use futures::StreamExt;
+use projectengine_core::memory::MemoryStore;
+use projectengine_core::testkit::scenarios::{assert_gap_free, fast_worker};
+use projectengine_core::{
+    Engine, JobId, JobStatus, Notification, NotificationStream, Notifier, Owner, Registry,
+    StubOrchestrator, Submit, Worker,
+};
+use projectengine_queue_redis::{RedisConfig, RedisNotifier};
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn next(sub: &mut NotificationStream) -> Notification {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a notification in time")
+        .expect("the stream goes on")
+}
+
+async fn pubsub_numsub(r: &TestRedis, job: JobId) -> i64 {
+    let mut admin = r.admin.clone();
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("{}:events:{job}", r.prefix()))
+        .query_async(&mut admin)
+        .await
+        .expect("PUBSUB NUMSUB");
+    n
+}
+
+/// Polls `f` until it holds, for up to `WAIT`.
+async fn eventually<F, Fut>(what: &str, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < WAIT, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_subscriber_connection_serves_every_watched_job() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let jobs: Vec<JobId> = (0..20).map(|_| JobId::new()).collect();
+    let mut subs = Vec::new();
+    for job in &jobs {
+        subs.push(n.subscribe(*job).await.expect("subscribe"));
+        subs.push(n.subscribe(*job).await.expect("subscribe twice"));
+    }
+    for job in &jobs {
+        assert_eq!(
+            pubsub_numsub(&r, *job).await,
+            1,
+            "one Redis subscription per job"
+        );
+    }
+    let events: Vec<_> = jobs.iter().map(|j| event(*j, 1)).collect();
+    n.publish(&events).await.expect("publish");
+    for (i, sub) in subs.iter_mut().enumerate() {
+        match next(sub).await {
+            Notification::Event(e) => assert_eq!(e, events[i / 2]),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The killed connection is the only one of its kind.
+    assert_eq!(r.kill(Some("subscriber")).await, 1);
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn subscribers_hear_lagged_after_a_reconnect_and_then_events_again() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let job = JobId::new();
+    let mut sub = n.subscribe(job).await.expect("subscribe");
+    let e1 = event(job, 1);
+    n.publish(std::slice::from_ref(&e1)).await.expect("publish");
+    assert_eq!(next(&mut sub).await, Notification::Event(e1));
+    assert_eq!(r.kill(Some("subscriber")).await, 1);
+    assert_eq!(
+        next(&mut sub).await,
+        Notification::Lagged,
+        "told after the reconnect"
+    );
+    // Resubscribed before `Lagged` was sent: this one arrives live.
+    let e2 = event(job, 2);
+    n.publish(std::slice::from_ref(&e2)).await.expect("publish");
+    assert_eq!(next(&mut sub).await, Notification::Event(e2));
+    assert_eq!(pubsub_numsub(&r, job).await, 1);
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_last_stream_dropped_unsubscribes() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let job = JobId::new();
+    let a = n.subscribe(job).await.expect("subscribe");
+    let b = n.subscribe(job).await.expect("subscribe");
+    assert_eq!(pubsub_numsub(&r, job).await, 1);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pubsub_numsub(&r, job).await, 1, "b still watches");
+    drop(b);
+    eventually("unsubscribed", || async {
+        pubsub_numsub(&r, job).await == 0
+    })
+    .await;
+    // And a new subscription works again.
+    let mut c = n.subscribe(job).await.expect("subscribe");
+    let e = event(job, 1);
+    n.publish(std::slice::from_ref(&e)).await.expect("publish");
+    assert_eq!(next(&mut c).await, Notification::Event(e));
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_costs_one_publish_per_job() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let (a, b) = (JobId::new(), JobId::new());
+    let mut sub_a = n.subscribe(a).await.expect("subscribe");
+    let client = redis::Client::open(r.url.as_str()).expect("url");
+    let monitor = client.get_async_monitor().await.expect("MONITOR");
+    let mut lines = monitor.into_on_message::<String>();
+    let batch = vec![event(a, 1), event(a, 2), event(a, 3)];
+    n.publish(&batch).await.expect("publish");
+    n.publish(&[event(a, 4), event(b, 1), event(b, 2)])
+        .await
+        .expect("publish");
+    let mut publishes = 0;
+    let mut seen_b = false;
+    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(300), lines.next()).await
+    {
+        if line.contains("\"PUBLISH\"") && line.contains(r.prefix()) {
+            publishes += 1;
+            seen_b |= line.contains(&b.to_string());
+        }
+    }
+    assert_eq!(publishes, 3, "one PUBLISH per job and call");
+    assert!(seen_b);
+    for seq in 1..=4 {
+        match next(&mut sub_a).await {
+            Notification::Event(e) => assert_eq!((e.job_id, e.seq), (a, seq)),
+            other => panic!("{other:?}"),
+        }
+    }
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn streams_end_when_the_notifier_shuts_down() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let mut sub = n.subscribe(JobId::new()).await.expect("subscribe");
+    n.shutdown();
+    let end = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("ends in time");
+    assert_eq!(end, None);
+    match n.subscribe(JobId::new()).await {
+        Err(e) => assert_eq!(e.code(), "unavailable"),
+        Ok(_) => panic!("subscribed to a notifier that was shut down"),
+    }
+    // Dropping the last clone does the same.
+    let n = r.notifier().await;
+    let mut sub = n.subscribe(JobId::new()).await.expect("subscribe");
+    drop(n);
+    let end = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("ends in time");
+    assert_eq!(end, None);
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_unavailable() {
+    let err = RedisNotifier::connect(&RedisConfig::new("redis://127.0.0.1:1"))
+        .await
+        .expect_err("nothing listens there");
+    assert_eq!(err.code(), "unavailable");
+}
+
+/// End to end: a watcher keeps receiving seq 1..n exactly once while the
+/// notifier's subscriber connection is killed twice mid-job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_stays_gap_free_across_killed_subscriber_connections() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let store = Arc::new(MemoryStore::new());
+    let notifier = Arc::new(r.notifier().await);
+    let queue = Arc::new(r.queue().await);
+    let registry =
+        Registry::new().register("stub", StubOrchestrator::new(40, Duration::from_millis(25)));
+    let engine = Engine::new(store, queue, notifier, registry);
+    let worker = Worker::new(engine.clone(), fast_worker()).spawn();
+    let owner = Owner::new("alice");
+    let job = engine
+        .submit(&owner, Submit::new("watch me"))
+        .await
+        .expect("submit");
+    let watch = engine.watch(&owner, job.id, 0).await.expect("watch");
+    let collector = tokio::spawn(watch.map(|e| e.expect("event")).collect::<Vec<_>>());
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(r.kill(Some("subscriber")).await, 1);
+    }
+    let events = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .expect("the job finished in time")
+        .expect("collector");
+    assert_gap_free(&events, 1);
+    let job = engine.get(&owner, job.id).await.expect("get");
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(events.len() as u64, job.last_seq, "every event, once");
+    assert!(events.len() > 40, "{} events", events.len());
+    worker.shutdown().await;
+    r.cleanup().await;
+}
