@@ -112,7 +112,7 @@ pub async fn fresh(connections: u32) -> Option<TestStore> {
 
 /// A fresh store as the conformance suites take it.
 pub async fn fresh_dyn() -> Option<Arc<dyn Store>> {
-    Some(Arc::new(fresh(16).await?) as Arc<dyn Store>)
+    Some(Arc::new(fresh(8).await?) as Arc<dyn Store>)
 }
 
 /// A [`PgStore`] that drops its schema when it is dropped.
