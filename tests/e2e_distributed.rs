@@ -66,7 +66,7 @@ async fn web_and_worker_processes_work_together() {
     };
     migrate(&env);
     let web = Server::start("web", &env);
-    let _worker = Server::start("worker", &env);
+    let worker = Server::start("worker", &env);
     let addr = web.addr();
     let t = token("alice");
     let (status, job) = http(
@@ -96,6 +96,27 @@ async fn web_and_worker_processes_work_together() {
     assert_eq!(status, 200, "{app}");
     let (status, _) = http(addr, "GET", "/ready", None, None).await;
     assert_eq!(status, 200);
+    // The worker counts the attempt it ran on its own /metrics.
+    let metrics = metrics_text(worker.addr()).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"projectengine_jobs_finished_total{kind="stub",status="succeeded"} 1"#),
+        "{metrics}"
+    );
+}
+
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

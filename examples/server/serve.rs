@@ -145,46 +145,47 @@ pub async fn run(role: Role, config: Config) -> Result<(), Failure> {
     let stop = CancellationToken::new();
     let worker = work.then(|| Worker::new(engine.clone(), worker_config(&config)).spawn());
 
-    let server = if web {
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .map_err(|e| {
-                Failure::Config(format!(
-                    "invalid configuration: PROJECTENGINE_BIND: cannot listen on {}: {e}",
-                    config.bind
-                ))
-            })?;
-        let addr = listener.local_addr().map_err(|e| rt(e.to_string()))?;
-        let mut http = HttpConfig::default();
-        http.body_limit = config.max_body_bytes;
-        let state = ApiState::with_config(engine.clone(), auth.clone(), http);
-        let router = projectengine_http::router_with(state.clone());
+    // Every role serves HTTP: `web` and `all` the whole API, `worker` its
+    // health, readiness and metrics (its attempts are counted there).
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| {
+            Failure::Config(format!(
+                "invalid configuration: PROJECTENGINE_BIND: cannot listen on {}: {e}",
+                config.bind
+            ))
+        })?;
+    let addr = listener.local_addr().map_err(|e| rt(e.to_string()))?;
+    let mut http = HttpConfig::default();
+    http.body_limit = config.max_body_bytes;
+    let state = ApiState::with_config(engine.clone(), auth.clone(), http);
+    let router = if web {
         greet(&config, &auth, addr);
-        // Upgraded connections are not waited for by axum: close them ourselves.
-        let streams = state.shutdown_token();
-        let shutdown = stop.clone();
-        Some(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    shutdown.cancelled().await;
-                    streams.cancel();
-                })
-                .await
-        }))
+        projectengine_http::router_with(state.clone())
     } else {
-        None
+        println!("worker health and metrics on http://{addr}/metrics");
+        projectengine_http::instrument(projectengine_http::health_routes(state.clone()))
     };
+    // Upgraded connections are not waited for by axum: close them ourselves.
+    let streams = state.shutdown_token();
+    let shutdown = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                streams.cancel();
+            })
+            .await
+    });
 
     signal().await;
     tracing::info!("shutting down: no new requests or jobs; draining");
     stop.cancel();
-    if let Some(server) = server {
-        match tokio::time::timeout(Duration::from_secs(10), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server task failed"),
-            Err(_) => tracing::warn!("open connections did not close in 10 s"),
-        }
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server task failed"),
+        Err(_) => tracing::warn!("open connections did not close in 10 s"),
     }
     if let Some(worker) = worker {
         worker.shutdown().await;

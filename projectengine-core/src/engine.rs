@@ -129,7 +129,17 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// Sees every event an [`Engine`] publishes — that is, every event persisted
+/// through this process: submissions, cancels and retries of its web side, and
+/// the attempts its workers run — with the kind of the event's job. For metrics
+/// and audit trails; it is called inline, so it must be quick and never block.
+pub trait EventObserver: Send + Sync + 'static {
+    /// Called once per published batch, after it was persisted.
+    fn observe(&self, kind: &str, events: &[JobEvent]);
+}
+
 struct Inner {
+    observers: std::sync::RwLock<Vec<Arc<dyn EventObserver>>>,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     notifier: Arc<dyn Notifier>,
@@ -170,6 +180,7 @@ impl Engine {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                observers: Default::default(),
                 store,
                 queue,
                 notifier,
@@ -321,7 +332,7 @@ impl Engine {
     pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
         let new = self.validate(owner, req)?;
         let changed = self.inner.store.create_job(new).await?;
-        self.publish(&changed.events).await;
+        self.publish(&changed.job.kind, &changed.events).await;
         self.wake(&changed.job).await;
         Ok(changed.job)
     }
@@ -355,7 +366,7 @@ impl Engine {
     pub async fn cancel(&self, owner: &Owner, id: JobId) -> Result<Job> {
         self.get(owner, id).await?;
         let changed = self.inner.store.request_cancel(id).await?;
-        self.publish(&changed.events).await;
+        self.publish(&changed.job.kind, &changed.events).await;
         Ok(changed.job)
     }
 
@@ -363,7 +374,7 @@ impl Engine {
     pub async fn retry(&self, owner: &Owner, id: JobId) -> Result<Job> {
         self.get(owner, id).await?;
         let changed = self.inner.store.retry(id).await?;
-        self.publish(&changed.events).await;
+        self.publish(&changed.job.kind, &changed.events).await;
         self.wake(&changed.job).await;
         Ok(changed.job)
     }
@@ -454,11 +465,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Publishes persisted events; a notifier failure is logged, not returned,
-    /// because watchers catch up from the store.
-    pub async fn publish(&self, events: &[JobEvent]) {
+    /// Registers an observer of every event this engine publishes.
+    pub fn add_observer(&self, observer: Arc<dyn EventObserver>) {
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
+    }
+
+    /// Publishes persisted events of a job of `kind` to the notifier and the
+    /// observers; a notifier failure is logged, not returned, because watchers
+    /// catch up from the store.
+    pub async fn publish(&self, kind: &str, events: &[JobEvent]) {
         if events.is_empty() {
             return;
+        }
+        for observer in self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            observer.observe(kind, events);
         }
         if let Err(e) = self.inner.notifier.publish(events).await {
             tracing::warn!(error = %e, job_id = %events[0].job_id, "publishing events failed; watchers will read them from the store");

@@ -1,11 +1,13 @@
 //! Prometheus metrics, one recorder per router (never the global one, so any
 //! number of routers can live in one process).
 //!
-//! What the HTTP layer can know honestly:
-//! - submissions it accepted (exact);
-//! - terminal statuses and attempt durations in the events it serves (REST
-//!   listings, WebSocket and SSE streams), each event counted once per
-//!   process however many clients watch it;
+//! Every figure is this process's own, the usual Prometheus way (sum across
+//! instances for the fleet):
+//! - submissions it accepted;
+//! - terminal statuses, running attempts and attempt durations, from every
+//!   event its [`Engine`] publishes (an [`EventObserver`] registered by
+//!   [`Metrics::new`]): the attempts its own workers run, and the cancels of
+//!   queued jobs it accepted. A worker process serves them on its own `/metrics`;
 //! - queue depth, read from the queue at scrape time;
 //! - its own open WebSockets and SSE streams.
 
@@ -17,7 +19,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use projectengine_core::{Engine, JobEvent, JobId, JobStatus};
+use projectengine_core::{Engine, EventObserver, JobEvent, JobId, JobStatus};
 
 const SUBMITTED: &str = "projectengine_jobs_submitted_total";
 const FINISHED: &str = "projectengine_jobs_finished_total";
@@ -115,6 +117,7 @@ impl Metrics {
         for kind in engine.registry().kinds() {
             this.kind(kind);
         }
+        engine.add_observer(Arc::new(this.clone()));
         this
     }
 
@@ -124,7 +127,9 @@ impl Metrics {
     }
 
     /// Counts what `events` of a job of `kind` show: terminal statuses and
-    /// attempt durations. Each (job, seq) is counted once per process.
+    /// attempt durations. Each (job, seq) is counted once per process. Called
+    /// for every event the engine publishes; call it yourself only for events
+    /// that did not go through this process's engine.
     pub fn observe(&self, kind: &str, events: &[JobEvent]) {
         if events.is_empty() {
             return;
@@ -327,4 +332,10 @@ fn describe(r: &PrometheusRecorder) {
         None,
         help("Server-sent event streams open on this process."),
     );
+}
+
+impl EventObserver for Metrics {
+    fn observe(&self, kind: &str, events: &[JobEvent]) {
+        Metrics::observe(self, kind, events);
+    }
 }

@@ -44,8 +44,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `server <role>` with `env` on top of fast test settings. For roles
-    /// that serve HTTP, waits for the "listening on" line and records the address.
+    /// Starts `server <role>` with `env` on top of fast test settings; waits for
+    /// the line announcing its HTTP address and records it.
     pub fn start(role: &str, env: &[(&str, String)]) -> Server {
         let mut cmd = Command::new(server_bin());
         cmd.arg(role)
@@ -72,7 +72,7 @@ impl Server {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if !sent {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                    if let Some(rest) = line.split(" on http://").nth(1) {
                         let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                         let _ = tx.send(addr);
                         sent = true;
@@ -80,20 +80,20 @@ impl Server {
                 }
             }
         });
-        let addr = if role == "worker" {
-            None
-        } else {
-            let addr = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the server printed its address");
-            Some(addr.parse().expect("an address"))
-        };
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server printed its address");
+        let addr = Some(
+            addr.trim_end_matches("/metrics")
+                .parse()
+                .expect("an address"),
+        );
         Server { child, addr }
     }
 
     /// The HTTP address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr.expect("this role serves HTTP")
+        self.addr.expect("the server announced its address")
     }
 
     /// Kills the process at once (SIGKILL).

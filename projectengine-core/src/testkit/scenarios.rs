@@ -505,7 +505,7 @@ pub async fn check_lost_worker_is_recovered(backends: Backends) {
         .expect("claim")
         .expect("claimable");
     h.engine.queue().ack(&delivery).await.expect("ack");
-    h.engine.publish(&claim.events).await;
+    h.engine.publish(&claim.job.kind, &claim.events).await;
     let worker = h.worker();
     let events = h.watch_all(job.id, 0).await;
     assert_gap_free(&events, 1);

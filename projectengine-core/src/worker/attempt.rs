@@ -47,7 +47,13 @@ pub(crate) async fn run(
             return;
         };
         let token = CancellationToken::new();
-        let callbacks = AttemptCallbacks::new(engine.clone(), fence, token.clone(), cfg.log_batch);
+        let callbacks = AttemptCallbacks::new(
+            engine.clone(),
+            &job.kind,
+            fence,
+            token.clone(),
+            cfg.log_batch,
+        );
         let (joined, why) =
             supervise(engine, cfg, &job, &registered, &callbacks, &token, &release).await;
         if why == Some(Stop::Lost) {
@@ -174,7 +180,7 @@ async fn finish(engine: &Engine, fence: crate::Fence, outcome: Outcome) {
     match engine.store().finish(fence, outcome).await {
         Ok(changed) => {
             tracing::debug!(status = %changed.job.status, "attempt finished");
-            engine.publish(&changed.events).await;
+            engine.publish(&changed.job.kind, &changed.events).await;
             if changed.job.status == JobStatus::Queued {
                 engine.wake(&changed.job).await;
             }

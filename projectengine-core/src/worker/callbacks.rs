@@ -12,6 +12,7 @@ use crate::{
 /// next write, so a step after some logs costs one store round trip.
 pub(crate) struct AttemptCallbacks {
     engine: Engine,
+    kind: String,
     fence: Fence,
     token: CancellationToken,
     pending: Mutex<Vec<EventData>>,
@@ -21,12 +22,14 @@ pub(crate) struct AttemptCallbacks {
 impl AttemptCallbacks {
     pub(crate) fn new(
         engine: Engine,
+        kind: &str,
         fence: Fence,
         token: CancellationToken,
         max_pending: usize,
     ) -> Self {
         Self {
             engine,
+            kind: kind.to_owned(),
             fence,
             token,
             pending: Mutex::new(Vec::new()),
@@ -52,7 +55,7 @@ impl AttemptCallbacks {
         }
         let events = self.engine.store().append(self.fence, batch).await?;
         drop(pending);
-        self.engine.publish(&events).await;
+        self.engine.publish(&self.kind, &events).await;
         Ok(())
     }
 
@@ -117,7 +120,7 @@ impl JobCallbacks for AttemptCallbacks {
     async fn publish_app(&self, app: NewApp) -> Result<App> {
         self.flush().await?;
         let (app, events) = self.engine.store().save_app(self.fence, app).await?;
-        self.engine.publish(&events).await;
+        self.engine.publish(&self.kind, &events).await;
         Ok(app)
     }
 

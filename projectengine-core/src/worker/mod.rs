@@ -202,7 +202,7 @@ impl Worker {
                     // found not claimable: harmless.
                     tracing::debug!(error = %e, "ack failed");
                 }
-                self.engine.publish(&claim.events).await;
+                self.engine.publish(&claim.job.kind, &claim.events).await;
                 attempt::run(&self.engine, &self.config, claim, release).await;
             }
             Ok(None) => {

@@ -25,7 +25,7 @@ pub async fn recover_once(engine: &Engine, overdue: Duration) -> Result<Recovery
             Ok(changed) => {
                 report.lost += 1;
                 tracing::warn!(job_id = %fence.job_id, attempt = fence.attempt, status = %changed.job.status, "attempt lost: its lease expired");
-                engine.publish(&changed.events).await;
+                engine.publish(&changed.job.kind, &changed.events).await;
                 if changed.job.status == crate::JobStatus::Queued {
                     engine.wake(&changed.job).await;
                 }

@@ -205,11 +205,9 @@ pub async fn events(
 ) -> ApiResult<Json<EventPage>> {
     let engine = state.engine();
     let after = q.after.unwrap_or(0);
-    let job = engine.get(&owner, id).await?;
     let events = engine
         .events(&owner, id, after, q.limit.unwrap_or(0))
         .await?;
-    state.metrics().observe(&job.kind, &events);
     let next_after = events.last().map_or(after, |e| e.seq);
     Ok(Json(EventPage {
         items: events.iter().map(EventDto::from).collect(),

@@ -78,7 +78,7 @@ pub async fn stream(State(state): State<ApiState>, req: Request) -> ApiResult<Re
         .take_until(state.shutdown_token().cancelled_owned())
         .boxed();
     let open = (state.metrics().sse_opened(), slot);
-    let body = sse_events(events, state.clone(), job.kind, open);
+    let body = sse_events(events, state.clone(), open);
     Ok(Sse::new(body)
         .keep_alive(KeepAlive::new().interval(state.config().sse_keep_alive))
         .into_response())
@@ -88,16 +88,14 @@ pub async fn stream(State(state): State<ApiState>, req: Request) -> ApiResult<Re
 fn sse_events(
     events: EventStream,
     state: ApiState,
-    kind: String,
     open: (OpenGuard, StreamSlot),
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(
-        (Some(events), state, kind, open),
-        |(events, state, kind, open)| async move {
+        (Some(events), state, open),
+        |(events, state, open)| async move {
             let mut events = events?;
             let event = match events.next().await? {
                 Ok(ev) => {
-                    state.metrics().observe(&kind, std::slice::from_ref(&ev));
                     let json = serde_json::to_string(&EventDto::from(&ev))
                         .unwrap_or_else(|_| "{}".to_owned());
                     Event::default().id(ev.seq.to_string()).data(json)
@@ -107,10 +105,10 @@ fn sse_events(
                     let body = ApiError::from(e).body();
                     let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned());
                     let ev = Event::default().event("error").data(json);
-                    return Some((Ok(ev), (None, state, kind, open)));
+                    return Some((Ok(ev), (None, state, open)));
                 }
             };
-            Some((Ok(event), (Some(events), state, kind, open)))
+            Some((Ok(event), (Some(events), state, open)))
         },
     )
 }

@@ -88,7 +88,6 @@ pub async fn watch(State(state): State<ApiState>, req: Request) -> ApiResult<Res
             let conn = Connection {
                 socket,
                 state: state.clone(),
-                kind: job.kind,
             };
             conn.run(events).await;
         }
@@ -99,7 +98,6 @@ pub async fn watch(State(state): State<ApiState>, req: Request) -> ApiResult<Res
 struct Connection {
     socket: WebSocket,
     state: ApiState,
-    kind: String,
 }
 
 impl Connection {
@@ -188,9 +186,6 @@ impl Connection {
     }
 
     async fn send_event(&mut self, ev: &JobEvent, limit: Duration) -> Sent {
-        self.state
-            .metrics()
-            .observe(&self.kind, std::slice::from_ref(ev));
         let text = match serde_json::to_string(&EventDto::from(ev)) {
             Ok(t) => t,
             Err(e) => {
