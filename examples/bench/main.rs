@@ -1,9 +1,17 @@
 //! The benchmark program: the workloads of WORKLOADS.md, in a release build.
 //!
-//! `cargo run --release --example bench -- <w1|w2> --backend <memory|pg-redis> [--n N] [--k K] [--concurrency C]`
+//! `cargo run --release --example bench -- <w1|w2|w3|w4> --backend <memory|pg-redis> [--n N] [--k K] [--concurrency C]`
+//!
+//! W3 also takes `--watchers W` (WebSocket clients per job) and `--step-ms MS`
+//! (the pause before each step); W4 takes `--duration S` and `--client
+//! auto|wrk|builtin`. `--redis-monitor 1` counts Redis commands per job with
+//! MONITOR, split into top-level ones and ones run inside scripts (it slows
+//! Redis down: use it for the counts, not for the timings).
 //!
 //! Prints a human table and one JSON line per run.
 
+mod backends;
+mod http;
 mod observe;
 mod report;
 mod workloads;
@@ -13,29 +21,45 @@ use std::process::ExitCode;
 /// The command line.
 #[derive(Clone, Debug)]
 pub struct Args {
-    /// `w1` or `w2`.
+    /// `w1`, `w2`, `w3` or `w4`.
     pub workload: String,
     /// `memory` or `pg-redis`.
     pub backend: String,
     /// Jobs (the workload's default when absent).
     pub n: Option<usize>,
-    /// Steps per job.
-    pub k: u32,
-    /// Attempts a worker runs at once.
-    pub concurrency: usize,
+    /// Steps per job (the workload's default when absent).
+    pub k: Option<u32>,
+    /// Attempts a worker runs at once (the workload's default when absent).
+    pub concurrency: Option<usize>,
+    /// W3: WebSocket clients per job.
+    pub watchers: usize,
+    /// W3: pause before each step, in ms.
+    pub step_ms: u64,
+    /// W4: seconds of load.
+    pub duration: f64,
+    /// W4: `auto` (wrk when installed), `wrk` or `builtin`.
+    pub client: String,
+    /// Count Redis commands with MONITOR.
+    pub redis_monitor: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let workload = it.next().ok_or(
-        "usage: bench <w1|w2> [--backend memory|pg-redis] [--n N] [--k K] [--concurrency C]",
+        "usage: bench <w1|w2|w3|w4> [--backend memory|pg-redis] [--n N] [--k K] [--concurrency C] \
+         [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
     )?;
     let mut args = Args {
         workload,
         backend: "memory".into(),
         n: None,
-        k: 5,
-        concurrency: 16,
+        k: None,
+        concurrency: None,
+        watchers: 10,
+        step_ms: 50,
+        duration: 20.0,
+        client: "auto".into(),
+        redis_monitor: false,
     };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -47,8 +71,17 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--backend" => args.backend = value.clone(),
             "--n" => args.n = Some(num()?),
-            "--k" => args.k = num()? as u32,
-            "--concurrency" => args.concurrency = num()?.max(1),
+            "--k" => args.k = Some(num()? as u32),
+            "--concurrency" => args.concurrency = Some(num()?.max(1)),
+            "--watchers" => args.watchers = num()?,
+            "--step-ms" => args.step_ms = num()? as u64,
+            "--duration" => {
+                args.duration = value
+                    .parse::<f64>()
+                    .map_err(|_| format!("{flag}: `{value}` is not a number"))?
+            }
+            "--client" => args.client = value.clone(),
+            "--redis-monitor" => args.redis_monitor = num()? != 0,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }

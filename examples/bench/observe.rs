@@ -21,21 +21,39 @@ pub struct Observer {
     inner: Arc<dyn Notifier>,
     times: Mutex<HashMap<JobId, Times>>,
     finished: std::sync::atomic::AtomicUsize,
+    events: std::sync::atomic::AtomicUsize,
     pub changed: Notify,
+    /// When set, the publish time of every event, by (job, seq).
+    published: Option<Mutex<HashMap<(JobId, u64), Instant>>>,
 }
 
 impl Observer {
-    pub fn new(inner: Arc<dyn Notifier>) -> Arc<Self> {
+    pub fn new(inner: Arc<dyn Notifier>, record_events: bool) -> Arc<Self> {
         Arc::new(Self {
             inner,
             times: Mutex::new(HashMap::new()),
             finished: Default::default(),
+            events: Default::default(),
             changed: Notify::new(),
+            published: record_events.then(|| Mutex::new(HashMap::new())),
         })
+    }
+
+    /// The publish times of every event (when recorded).
+    pub fn published(&self) -> HashMap<(JobId, u64), Instant> {
+        self.published
+            .as_ref()
+            .and_then(|m| m.lock().ok().map(|m| m.clone()))
+            .unwrap_or_default()
     }
 
     pub fn finished(&self) -> usize {
         self.finished.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Events published so far.
+    pub fn events(&self) -> usize {
+        self.events.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn times(&self, id: JobId) -> Times {
@@ -50,6 +68,13 @@ impl Observer {
 impl Notifier for Observer {
     async fn publish(&self, events: &[JobEvent]) -> Result<()> {
         let now = Instant::now();
+        self.events
+            .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+        if let Some(Ok(mut p)) = self.published.as_ref().map(|m| m.lock()) {
+            for e in events {
+                p.entry((e.job_id, e.seq)).or_insert(now);
+            }
+        }
         let mut done = 0;
         if let Ok(mut times) = self.times.lock() {
             for e in events {

@@ -1,86 +1,143 @@
-//! W1 (drain throughput) and W2 (latency).
+//! W1 (drain throughput) and W2 (latency); the setup and teardown every
+//! workload shares.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::{
-    Engine, JobStatus, Notifier, Owner, Queue, Registry, Store, StubOrchestrator, Submit, Worker,
-    WorkerConfig,
+    Engine, JobStatus, Owner, Registry, StubOrchestrator, Submit, Worker, WorkerConfig,
+    WorkerHandle,
 };
+use serde_json::json;
 
+use crate::backends::{self, Backends};
 use crate::observe::Observer;
 use crate::report::{peak_rss_mb, percentile, Report};
 use crate::Args;
 
-type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Arc<dyn Notifier>);
+/// A run's engine, observer and backends; the worker once spawned.
+pub struct Setup {
+    pub engine: Engine,
+    pub observer: Arc<Observer>,
+    pub worker: Option<WorkerHandle>,
+    pub backends: Backends,
+    pub k: u32,
+    pub concurrency: usize,
+}
 
-async fn backends(name: &str) -> Result<Backends, String> {
-    match name {
-        "memory" => Ok((
-            Arc::new(MemoryStore::new()),
-            Arc::new(MemoryQueue::default()),
-            Arc::new(MemoryNotifier::default()),
-        )),
-        other => Err(format!("unknown backend `{other}` (memory)")),
+impl Setup {
+    /// Starts the worker (W3 starts it only once its clients are connected).
+    pub fn spawn_worker(&mut self) {
+        if self.worker.is_none() {
+            let worker = Worker::new(
+                self.engine.clone(),
+                WorkerConfig {
+                    concurrency: self.concurrency,
+                    ..WorkerConfig::default()
+                },
+            )
+            .spawn();
+            self.worker = Some(worker);
+        }
+    }
+
+    pub async fn stop_worker(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await;
+        }
+    }
+
+    /// Stops the worker, drops the database and deletes the Redis keys.
+    async fn teardown(mut self) -> Result<(), String> {
+        self.stop_worker().await;
+        if let Some(r) = self.backends.redis.as_mut() {
+            r.cleanup().await?;
+        }
+        if let Some(pg) = &self.backends.pg {
+            pg.drop_database().await?;
+        }
+        Ok(())
     }
 }
 
-struct Setup {
-    engine: Engine,
-    observer: Arc<Observer>,
-    worker: projectengine_core::WorkerHandle,
-}
-
-async fn setup(args: &Args) -> Result<Setup, String> {
-    let (store, queue, notifier) = backends(&args.backend).await?;
-    let observer = Observer::new(notifier);
+async fn setup(args: &Args, k: u32, concurrency: usize, step: Duration) -> Result<Setup, String> {
+    let backends = backends::connect(&args.backend, args.redis_monitor).await?;
+    let observer = Observer::new(backends.notifier.clone(), args.workload == "w3");
     let stub = StubOrchestrator {
-        steps: args.k,
-        delay: Duration::ZERO,
+        steps: k,
+        delay: step,
         app_bytes: 1024,
     };
     let registry = Registry::new().register("bench", stub);
-    let engine = Engine::new(store, queue, observer.clone(), registry);
-    let worker = Worker::new(
-        engine.clone(),
-        WorkerConfig {
-            concurrency: args.concurrency,
-            ..WorkerConfig::default()
-        },
-    )
-    .spawn();
+    let engine = Engine::new(
+        backends.store.clone(),
+        backends.queue.clone(),
+        observer.clone(),
+        registry,
+    );
     Ok(Setup {
         engine,
         observer,
-        worker,
+        worker: None,
+        backends,
+        k,
+        concurrency,
     })
 }
 
 pub async fn run(args: &Args) -> Result<Report, String> {
-    match args.workload.as_str() {
-        "w1" => w1(args).await,
-        "w2" => w2(args).await,
-        other => Err(format!("unknown workload `{other}` (w1, w2)")),
-    }
+    // The workload's defaults (WORKLOADS.md).
+    let (k, concurrency, step) = match args.workload.as_str() {
+        "w1" | "w2" | "w4" => (args.k.unwrap_or(5), args.concurrency.unwrap_or(16), 0),
+        "w3" => (
+            args.k.unwrap_or(20),
+            args.concurrency.unwrap_or(100),
+            args.step_ms,
+        ),
+        other => return Err(format!("unknown workload `{other}` (w1, w2, w3, w4)")),
+    };
+    let mut s = setup(args, k, concurrency, Duration::from_millis(step)).await?;
+    let result = match args.workload.as_str() {
+        "w1" => w1(args, &mut s).await,
+        "w2" => w2(args, &mut s).await,
+        "w3" => crate::http::w3(args, &mut s).await,
+        _ => crate::http::w4(args, &mut s).await,
+    };
+    let cleanup = s.teardown().await;
+    let r = result?;
+    cleanup?;
+    Ok(r)
 }
 
-fn report(args: &Args, name: &str, n: usize) -> Report {
+pub fn report(args: &Args, s: &Setup, n: usize) -> Report {
     Report {
-        workload: name.into(),
+        workload: args.workload.clone(),
         backend: args.backend.clone(),
         n,
-        k: args.k,
-        concurrency: args.concurrency,
+        k: s.k,
+        concurrency: s.concurrency,
         fields: Vec::new(),
     }
 }
 
 /// W1: N jobs submitted as fast as one producer can while workers run; jobs/s
-/// from the first submit to the last job observed `succeeded`.
-async fn w1(args: &Args) -> Result<Report, String> {
+/// from the first submit to the last job observed `succeeded`. On pg-redis,
+/// PostgreSQL transactions and Redis commands per job.
+async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
     let n = args.n.unwrap_or(2000);
-    let s = setup(args).await?;
+    s.spawn_worker();
+    let other_clients = match s.backends.redis.as_mut() {
+        Some(r) => Some(r.other_clients().await?),
+        None => None,
+    };
+    let xact_before = match &s.backends.pg {
+        Some(pg) => Some(pg.xact_commit().await?),
+        None => None,
+    };
+    let redis_before = match s.backends.redis.as_mut() {
+        Some(r) => Some((r.command_stats().await?, r.monitor_counts())),
+        None => None,
+    };
     let owner = Owner::new("bench");
     let start = Instant::now();
     let mut ids = Vec::with_capacity(n);
@@ -95,24 +152,67 @@ async fn w1(args: &Args) -> Result<Report, String> {
     let submitted = start.elapsed();
     wait_all(&s.observer, n, Duration::from_secs(600)).await?;
     let wall = start.elapsed();
+    let peak = peak_rss_mb();
     let failed = ids
         .iter()
         .filter(|id| s.observer.times(**id).finished.map(|f| f.1) != Some(JobStatus::Succeeded))
         .count();
-    s.worker.shutdown().await;
-    let mut r = report(args, "w1", n);
+    let redis_after = match s.backends.redis.as_mut() {
+        Some(r) => Some((r.command_stats().await?, r.monitor_counts())),
+        None => None,
+    };
+    s.stop_worker().await;
+    let xact_after = match &s.backends.pg {
+        Some(pg) => {
+            pg.close().await;
+            Some(pg.xact_commit().await?)
+        }
+        None => None,
+    };
+    let events = s.observer.events();
+    let mut r = report(args, s, n);
     r.set("wall_s", round(wall.as_secs_f64(), 3));
     r.set("jobs_per_s", round(n as f64 / wall.as_secs_f64(), 1));
     r.set("submit_s", round(submitted.as_secs_f64(), 3));
+    r.set("jobs_succeeded", n - failed);
     r.set("not_succeeded", failed);
-    r.set("peak_rss_mb", peak_rss_mb());
+    r.set("events", events);
+    r.set("peak_rss_mb", peak);
+    if let (Some(b), Some(a)) = (xact_before, xact_after) {
+        r.set("pg_xacts", a - b);
+        r.set("pg_xacts_per_job", round((a - b) as f64 / n as f64, 2));
+    }
+    if let (Some((b, mb)), Some((a, ma))) = (redis_before, redis_after) {
+        let mut per_cmd = a.since(&b);
+        // The first INFO is counted in the second snapshot.
+        if let Some(v) = per_cmd.get_mut("info") {
+            *v -= 1;
+        }
+        per_cmd.retain(|_, v| *v > 0);
+        let total: u64 = per_cmd.values().sum();
+        let evalsha = per_cmd.get("evalsha").copied().unwrap_or(0)
+            + per_cmd.get("eval").copied().unwrap_or(0);
+        r.set("redis_cmds", total);
+        r.set("redis_cmds_per_job", round(total as f64 / n as f64, 2));
+        r.set("redis_scripts_per_job", round(evalsha as f64 / n as f64, 2));
+        if let (Some((bt, bs)), Some((at, as_))) = (mb, ma) {
+            let (top, inner) = (at - bt, as_ - bs);
+            r.set("redis_toplevel_per_job", round(top as f64 / n as f64, 2));
+            r.set(
+                "redis_in_scripts_per_job",
+                round(inner as f64 / n as f64, 2),
+            );
+        }
+        r.set("redis_by_command", json!(per_cmd));
+        r.set("redis_other_clients", other_clients);
+    }
     Ok(r)
 }
 
 /// W2: idle workers; jobs submitted one at a time, each awaited before the next.
-async fn w2(args: &Args) -> Result<Report, String> {
+async fn w2(args: &Args, s: &mut Setup) -> Result<Report, String> {
     let n = args.n.unwrap_or(300);
-    let s = setup(args).await?;
+    s.spawn_worker();
     let owner = Owner::new("bench");
     let (mut to_start, mut to_done) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let start = Instant::now();
@@ -134,11 +234,12 @@ async fn w2(args: &Args) -> Result<Report, String> {
         to_done.push((done - t0).as_secs_f64() * 1000.0);
     }
     let wall = start.elapsed();
-    s.worker.shutdown().await;
     to_start.sort_by(f64::total_cmp);
     to_done.sort_by(f64::total_cmp);
-    let mut r = report(args, "w2", n);
+    let mut r = report(args, s, n);
     r.set("wall_s", round(wall.as_secs_f64(), 3));
+    r.set("jobs_succeeded", to_done.len());
+    r.set("events", s.observer.events());
     r.set("start_p50_ms", percentile(&to_start, 50.0));
     r.set("start_p95_ms", percentile(&to_start, 95.0));
     r.set("start_p99_ms", percentile(&to_start, 99.0));
@@ -149,7 +250,7 @@ async fn w2(args: &Args) -> Result<Report, String> {
     Ok(r)
 }
 
-async fn wait_all(observer: &Observer, n: usize, limit: Duration) -> Result<(), String> {
+pub async fn wait_all(observer: &Observer, n: usize, limit: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let notified = observer.changed.notified();
@@ -167,7 +268,7 @@ async fn wait_all(observer: &Observer, n: usize, limit: Duration) -> Result<(), 
     }
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x * p).round() / p
 }
