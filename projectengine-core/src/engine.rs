@@ -113,7 +113,8 @@ impl Default for Limits {
             default_max_attempts: 3,
             timeout: Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600),
             default_timeout: Duration::from_secs(3600),
-            max_schedule_ahead: Duration::from_secs(365 * 24 * 3600),
+            // Any date an RFC 3339 timestamp can hold; tighten it if you need to.
+            max_schedule_ahead: Duration::from_secs(10_000 * 365 * 24 * 3600),
             max_page: 500,
         }
     }

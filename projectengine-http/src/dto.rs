@@ -15,8 +15,13 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    /// What to do (1 byte to 32 KiB).
-    #[schema(example = "build me a todo app")]
+    /// What to do (1 byte to 32 KiB of UTF-8, not only whitespace).
+    #[schema(
+        example = "build me a todo app",
+        min_length = 1,
+        max_length = 32768,
+        pattern = "\\S"
+    )]
     pub prompt: String,
     /// Orchestrator kind; the default kind when absent. Must be registered.
     #[serde(default)]
@@ -25,14 +30,17 @@ pub struct CreateJob {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub params: Option<Map<String, Value>>,
-    /// Higher runs first (default 0).
-    #[serde(default)]
+    /// Higher runs first, −100 to 100 (default 0).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
-    /// Attempts allowed (default 3).
-    #[serde(default)]
+    /// Attempts allowed, 1 to 100 (default 3).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
-    /// Per-attempt timeout in seconds (default 3600).
-    #[serde(default)]
+    /// Per-attempt timeout in seconds, 1 to 604800 (default 3600).
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub timeout_s: Option<u64>,
     /// Not before this time (RFC 3339).
     #[serde(default)]
@@ -384,7 +392,8 @@ pub enum Order {
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
-    /// Page size, 1–500 (default 50).
+    /// Page size, 1–500 (default 50; 0 means the default; more is taken as 500).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     #[param(value_type = Option<String>, format = Uuid)]
@@ -401,7 +410,8 @@ pub struct ListJobsQuery {
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListAppsQuery {
-    /// Page size, 1–500 (default 50).
+    /// Page size, 1–500 (default 50; 0 means the default; more is taken as 500).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     #[param(value_type = Option<String>, format = Uuid)]
@@ -413,8 +423,10 @@ pub struct ListAppsQuery {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events with a greater seq (default 0: from the start).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
-    /// At most this many, 1–500 (default 50).
+    /// At most this many, 1–500 (default 50; 0 means the default; more is taken as 500).
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
 }
 
@@ -423,6 +435,7 @@ pub struct EventsQuery {
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Resume after this seq (default 0). For SSE, `Last-Event-ID` wins.
+    #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
     /// The bearer token, for clients that cannot set headers.
     pub token: Option<String>,
@@ -489,4 +502,43 @@ mod tests {
             assert_eq!(dto, core);
         }
     }
+}
+
+/// One Server-Sent Events message of `GET /api/jobs/{id}/stream/` (for the
+/// documentation: the stream is `text/event-stream`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SseMessage {
+    /// The event's seq: send it back as `Last-Event-ID` to resume.
+    pub id: String,
+    /// An [`EventDto`] as JSON (or `{"error": …}` in a final `error` event).
+    pub data: String,
+    /// `message`, or `error` for the last message of a stream the store could not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
+/// An optional whole number, also when written with a zero fraction (`66.0`),
+/// as JSON Schema's `integer` allows.
+fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let n: i128 = if let Some(i) = n.as_i64() {
+        i.into()
+    } else if let Some(u) = n.as_u64() {
+        u.into()
+    } else {
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e18 => f as i128,
+            _ => return Err(D::Error::custom("must be a whole number")),
+        }
+    };
+    T::try_from(n)
+        .map(Some)
+        .map_err(|_| D::Error::custom("is out of range"))
 }

@@ -1,12 +1,13 @@
 //! The OpenAPI 3.1 document, generated from the handlers and DTOs, served at
 //! `/openapi.json`, and a self-contained docs page at `/docs`.
 
-use axum::http::header;
+use axum::extract::State;
 use axum::response::{Html, IntoResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{apps, health, jobs, sse, ws};
+use crate::state::ApiState;
 
 /// The API's OpenAPI description.
 #[derive(OpenApi)]
@@ -21,7 +22,7 @@ use crate::routes::{apps, health, jobs, sse, ws};
         apps::list, apps::detail, apps::by_job,
         health::health, health::ready, health::metrics, openapi_json, docs,
     ),
-    components(schemas(crate::dto::EventDto, crate::error::ErrorBody)),
+    components(schemas(crate::dto::EventDto, crate::dto::Order, crate::dto::SseMessage, crate::error::ErrorBody)),
     modifiers(&BearerScheme),
     tags(
         (name = "jobs", description = "Submit, read, cancel and retry jobs; read their event log"),
@@ -60,11 +61,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     get, path = "/openapi.json", tag = "health",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
 )]
-pub(crate) async fn openapi_json() -> impl IntoResponse {
-    match openapi().to_json() {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => crate::error::ApiError::internal(e.to_string()).into_response(),
+pub(crate) async fn openapi_json(State(state): State<ApiState>) -> impl IntoResponse {
+    let mut doc = match serde_json::to_value(openapi()) {
+        Ok(doc) => doc,
+        Err(e) => return crate::error::ApiError::internal(e.to_string()).into_response(),
+    };
+    // The kinds this deployment runs: the only values `kind` accepts.
+    if let Some(kind) = doc.pointer_mut("/components/schemas/CreateJob/properties/kind") {
+        let mut kinds: Vec<serde_json::Value> = state
+            .engine()
+            .registry()
+            .kinds()
+            .map(|k| serde_json::Value::String(k.to_owned()))
+            .collect();
+        kinds.push(serde_json::Value::Null);
+        kind["enum"] = serde_json::Value::Array(kinds);
     }
+    axum::Json(doc).into_response()
 }
 
 /// A page that fetches `/openapi.json` and lists the operations.

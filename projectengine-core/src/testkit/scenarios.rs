@@ -229,7 +229,7 @@ pub async fn check_submit_validation(backends: Backends) {
         (Submit::new("ok").max_attempts(0), "max_attempts"),
         (Submit::new("ok").timeout(Duration::ZERO), "timeout"),
         (
-            Submit::new("ok").run_at(Utc::now() + chrono::Duration::days(10_000)),
+            Submit::new("ok").run_at(Utc::now() + chrono::Duration::days(365 * 20_000)),
             "run_at",
         ),
     ];

@@ -149,6 +149,7 @@ pub async fn detail(
     params(("id" = String, Path, format = Uuid, description = "The job id")),
     responses(
         (status = 200, description = "The job after the request", body = JobDto),
+        (status = 400, description = "Bad id", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such job (or not yours)", body = ErrorBody),
         (status = 409, description = "The job has finished", body = ErrorBody),
@@ -170,6 +171,7 @@ pub async fn cancel(
     params(("id" = String, Path, format = Uuid, description = "The job id")),
     responses(
         (status = 200, description = "The job, queued again", body = JobDto),
+        (status = 400, description = "Bad id", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 404, description = "No such job (or not yours)", body = ErrorBody),
         (status = 409, description = "The job is not failed or cancelled", body = ErrorBody),

@@ -14,7 +14,7 @@ use projectengine_core::{EventStream, JobId};
 
 use super::both;
 use crate::auth::stream_owner;
-use crate::dto::{EventDto, StreamQuery};
+use crate::dto::{EventDto, SseMessage, StreamQuery};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiQuery, PathId};
 use crate::limits::StreamSlot;
@@ -38,11 +38,11 @@ pub(crate) fn routes() -> Router<ApiState> {
     get, path = "/api/jobs/{id}/stream/", tag = "streams",
     params(
         ("id" = String, Path, format = Uuid, description = "The job id"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (wins over `after`)"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, minimum = 0, description = "Resume after this seq (wins over `after`)"),
         StreamQuery,
     ),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = EventDto),
+        (status = 200, description = "An event stream: each message has `id` = the seq and `data` = an `EventDto` as JSON", content_type = "text/event-stream", body = SseMessage),
         (status = 204, description = "The job has finished and nothing follows `after`"),
         (status = 400, description = "A parameter is invalid", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
@@ -61,6 +61,8 @@ pub async fn stream(State(state): State<ApiState>, req: Request) -> ApiResult<Re
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
+            // Seqs are int64 wherever they are stored.
+            .filter(|seq| i64::try_from(*seq).is_ok())
             .ok_or_else(|| ApiError::bad_param("Last-Event-ID", "must be a seq (an integer)"))?,
         None => q.after.unwrap_or(0),
     };
