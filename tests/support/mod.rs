@@ -418,3 +418,5 @@ pub async fn watch_to_end(addr: SocketAddr, job_id: &str, token: &str, limit: Du
     }
     w
 }
+
+pub mod chaos;
