@@ -41,5 +41,5 @@ async fn w5_short_kills_lose_nothing() {
     assert_eq!(r.kills, 4, "{r:?}");
     // The kills hit running jobs, and each came back.
     assert!(r.orphaned > 0, "no kill hit a running job: {r:?}");
-    assert!(r.max_recovery < Duration::from_secs(10), "{r:?}");
+    assert!(r.max_recovery < Duration::from_secs(30), "{r:?}");
 }
