@@ -7,57 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{assert_seqs, http, token, wait_status, ws_watch, Server};
-
-/// A fresh database and Redis prefix for one test; `None` (skipped) when a
-/// service is absent and not required.
-async fn deployment() -> Option<Vec<(&'static str, String)>> {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    use sqlx::Connection;
-    let mut conn = match sqlx::PgConnection::connect(&url).await {
-        Ok(c) => c,
-        Err(e) => {
-            projectengine_core::testkit::service_missing("PostgreSQL", &url, &e);
-            return None;
-        }
-    };
-    if let Err(e) = tokio::net::TcpStream::connect(
-        redis
-            .trim_start_matches("redis://")
-            .split('/')
-            .next()
-            .unwrap_or(""),
-    )
-    .await
-    {
-        projectengine_core::testkit::service_missing("Redis", &redis, &e);
-        return None;
-    }
-    let db = format!("e2e_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut conn)
-        .await
-        .expect("create a database");
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    Some(vec![
-        ("DATABASE_URL", format!("{base}/{db}")),
-        ("REDIS_URL", redis),
-        ("PROJECTENGINE_REDIS_PREFIX", db),
-    ])
-}
-
-fn migrate(env: &[(&str, String)]) {
-    let status = std::process::Command::new(support::server_bin())
-        .arg("migrate")
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("PROJECTENGINE_JWT_SECRET", support::SECRET)
-        .status()
-        .expect("run migrate");
-    assert!(status.success(), "migrate: {status:?}");
-}
+use support::{assert_seqs, deployment, http, migrate, token, wait_status, ws_watch, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_and_worker_processes_work_together() {

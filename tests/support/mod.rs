@@ -24,8 +24,12 @@ pub fn token(sub: &str) -> String {
         .expect("mint a token")
 }
 
-/// The example server, built by `cargo test` next to this test binary.
+/// The example server, built by `cargo test` next to this test binary
+/// (`PROJECTENGINE_SERVER_BIN` names another one).
 pub fn server_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("PROJECTENGINE_SERVER_BIN") {
+        return bin.into();
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
     let bin = dir.join("examples").join("server");
@@ -100,6 +104,20 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends a signal such as `STOP` or `CONT` with `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig}: {status:?}");
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -258,3 +276,147 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A fresh database and Redis prefix for one test; `None` (skipped) when a
+/// service is absent and not required.
+pub async fn deployment() -> Option<Vec<(&'static str, String)>> {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    use sqlx::Connection;
+    let mut conn = match sqlx::PgConnection::connect(&url).await {
+        Ok(c) => c,
+        Err(e) => {
+            projectengine_core::testkit::service_missing("PostgreSQL", &url, &e);
+            return None;
+        }
+    };
+    if let Err(e) = tokio::net::TcpStream::connect(
+        redis
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or(""),
+    )
+    .await
+    {
+        projectengine_core::testkit::service_missing("Redis", &redis, &e);
+        return None;
+    }
+    let db = format!("e2e_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut conn)
+        .await
+        .expect("create a database");
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    Some(vec![
+        ("DATABASE_URL", format!("{base}/{db}")),
+        ("REDIS_URL", redis),
+        ("PROJECTENGINE_REDIS_PREFIX", db),
+    ])
+}
+
+pub fn migrate(env: &[(&str, String)]) {
+    let status = std::process::Command::new(server_bin())
+        .arg("migrate")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("PROJECTENGINE_JWT_SECRET", SECRET)
+        .status()
+        .expect("run migrate");
+    assert!(status.success(), "migrate: {status:?}");
+}
+
+/// What one watcher saw of a job, across any number of reconnects.
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// Every event received, in order, with the moment it arrived.
+    pub events: Vec<(Value, std::time::Instant)>,
+    /// WebSocket connections opened.
+    pub connections: u32,
+    /// Whether a terminal status event arrived.
+    pub done: bool,
+}
+
+impl Watched {
+    /// The events alone.
+    pub fn values(&self) -> Vec<Value> {
+        self.events.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// (seqs received more than once, seqs missing below the highest seen).
+    pub fn seq_faults(&self) -> (usize, usize) {
+        let mut seen = std::collections::BTreeMap::<u64, usize>::new();
+        for (e, _) in &self.events {
+            *seen.entry(e["seq"].as_u64().unwrap_or(0)).or_default() += 1;
+        }
+        let dups = seen.values().map(|n| n - 1).sum();
+        let max = seen.keys().next_back().copied().unwrap_or(0);
+        let missing = (1..=max).filter(|s| !seen.contains_key(s)).count();
+        (dups, missing)
+    }
+
+    /// The terminal status, if one arrived.
+    pub fn final_status(&self) -> Option<String> {
+        self.events
+            .iter()
+            .rev()
+            .find(|(e, _)| is_terminal(e))
+            .and_then(|(e, _)| e["data"]["status"].as_str().map(str::to_owned))
+    }
+}
+
+/// Whether `event` is a terminal status event.
+pub fn is_terminal(event: &Value) -> bool {
+    event["type"] == "status"
+        && matches!(
+            event["data"]["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+}
+
+/// Watches a job over a real WebSocket until its terminal event, reconnecting
+/// after the last seq received whenever the connection fails or ends early
+/// (a restart of a process or of PostgreSQL); gives up after `limit`.
+pub async fn watch_to_end(addr: SocketAddr, job_id: &str, token: &str, limit: Duration) -> Watched {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut w = Watched::default();
+    while tokio::time::Instant::now() < deadline && !w.done {
+        let after = w
+            .events
+            .iter()
+            .filter_map(|(e, _)| e["seq"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let url = format!("ws://{addr}/ws/jobs/{job_id}/?after={after}");
+        let mut req = url.into_client_request().expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let connect =
+            tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(req)).await;
+        let Ok(Ok((mut ws, _))) = connect else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        w.connections += 1;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+            match msg {
+                Message::Text(t) => {
+                    let event: Value = serde_json::from_str(&t).expect("JSON event");
+                    w.done |= is_terminal(&event);
+                    w.events.push((event, std::time::Instant::now()));
+                }
+                Message::Ping(p) => {
+                    let _ = ws.send(Message::Pong(p)).await;
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    }
+    w
+}
+
+pub mod chaos;
