@@ -7,7 +7,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{assert_seqs, deployment, http, migrate, token, wait_status, ws_watch, Server};
+use support::{
+    assert_seqs, deployment, get_text, http, migrate, submit, token, wait_events, wait_status,
+    ws_watch, Server,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_and_worker_processes_work_together() {
@@ -19,16 +22,7 @@ async fn web_and_worker_processes_work_together() {
     let worker = Server::start("worker", &env);
     let addr = web.addr();
     let t = token("alice");
-    let (status, job) = http(
-        addr,
-        "POST",
-        "/api/jobs/",
-        Some(&t),
-        Some(&json!({"prompt": "two processes"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("id").to_owned();
+    let id = submit(addr, &t, &json!({"prompt": "two processes"})).await;
     let events = ws_watch(addr, &id, 0, &t, None).await;
     assert_seqs(&events, 1);
     assert_eq!(
@@ -47,26 +41,13 @@ async fn web_and_worker_processes_work_together() {
     let (status, _) = http(addr, "GET", "/ready", None, None).await;
     assert_eq!(status, 200);
     // The worker counts the attempt it ran on its own /metrics.
-    let metrics = metrics_text(worker.addr()).await;
+    let metrics = get_text(worker.addr(), "/metrics").await;
     assert!(
         metrics
             .lines()
             .any(|l| l == r#"projectengine_jobs_finished_total{kind="stub",status="succeeded"} 1"#),
         "{metrics}"
     );
-}
-
-async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,9 +61,7 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_watcher_misses_nothing() {
     let addr = web.addr();
     let t = token("alice");
     let body = json!({"prompt": "survive", "params": {"steps": 30, "delay_ms": 50}});
-    let (status, job) = http(addr, "POST", "/api/jobs/", Some(&t), Some(&body)).await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("id").to_owned();
+    let id = submit(addr, &t, &body).await;
     let watcher = {
         let (id, t) = (id.clone(), t.clone());
         tokio::spawn(async move {
@@ -94,28 +73,10 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_watcher_misses_nothing() {
         })
     };
     // Let it make some steps, then kill the worker outright.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, page) = http(
-            addr,
-            "GET",
-            &format!("/api/jobs/{id}/events/?after=0&limit=500"),
-            Some(&t),
-            None,
-        )
-        .await;
-        if page["items"]
-            .as_array()
-            .is_some_and(|a| a.iter().filter(|e| e["type"] == "step").count() >= 4)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the job never made progress"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_events(addr, &t, &id, "four steps", |evs| {
+        evs.iter().filter(|e| e["type"] == "step").count() >= 4
+    })
+    .await;
     worker.kill();
     let _replacement = Server::start("worker", &env);
     let events = tokio::time::timeout(Duration::from_secs(60), watcher)

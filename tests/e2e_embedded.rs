@@ -6,23 +6,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{assert_seqs, http, token, wait_status, ws_watch, Server};
+use support::{assert_seqs, http, submit, token, wait_status, ws_watch, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_to_its_app_over_http_and_websocket() {
     let server = Server::start("all", &[]);
     let addr = server.addr();
     let t = token("alice");
-    let (status, job) = http(
-        addr,
-        "POST",
-        "/api/jobs/",
-        Some(&t),
-        Some(&json!({"prompt": "a todo app"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("job id").to_owned();
+    let id = submit(addr, &t, &json!({"prompt": "a todo app"})).await;
     let events = ws_watch(addr, &id, 0, &t, None).await;
     assert_seqs(&events, 1);
     let last = events.last().expect("events");
@@ -66,9 +57,7 @@ async fn a_running_job_is_cancelled_within_two_heartbeats() {
     let addr = server.addr();
     let t = token("alice");
     let body = json!({"prompt": "long", "params": {"steps": 200, "delay_ms": 50}});
-    let (status, job) = http(addr, "POST", "/api/jobs/", Some(&t), Some(&body)).await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("job id").to_owned();
+    let id = submit(addr, &t, &body).await;
     wait_status(addr, &t, &id, "running", Duration::from_secs(30)).await;
     let asked = Instant::now();
     let (status, body) = http(

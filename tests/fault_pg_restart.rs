@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{assert_seqs, deployment, http, migrate, token, wait_status, watch_to_end, Server};
+use support::{
+    assert_seqs, deployment, http, migrate, submit, token, wait_status, watch_to_end, Server,
+};
 
 /// The local cluster's version, when `pg_ctlcluster` can manage it.
 fn cluster() -> Option<String> {
@@ -60,9 +62,7 @@ async fn jobs_survive_a_postgresql_restart() {
     let mut ids = Vec::new();
     for i in 0..4 {
         let body = json!({"prompt": format!("pg {i}"), "params": {"steps": 60, "delay_ms": 50}});
-        let (status, job) = http(addr, "POST", "/api/jobs/", Some(&t), Some(&body)).await;
-        assert_eq!(status, 201, "{job}");
-        ids.push(job["id"].as_str().expect("id").to_owned());
+        ids.push(submit(addr, &t, &body).await);
     }
     let watchers: Vec<_> = ids
         .iter()

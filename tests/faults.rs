@@ -6,38 +6,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{assert_seqs, deployment, http, migrate, token, wait_status, watch_to_end, Server};
-
-/// The events of a job over REST (one page).
-async fn events(addr: std::net::SocketAddr, t: &str, id: &str) -> Vec<Value> {
-    let (_, page) = http(
-        addr,
-        "GET",
-        &format!("/api/jobs/{id}/events/?after=0&limit=500"),
-        Some(t),
-        None,
-    )
-    .await;
-    page["items"].as_array().cloned().unwrap_or_default()
-}
-
-/// Polls the job's events until `done` holds for them.
-async fn wait_events(
-    addr: std::net::SocketAddr,
-    t: &str,
-    id: &str,
-    what: &str,
-    done: impl Fn(&[Value]) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if done(&events(addr, t, id).await) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::{
+    assert_seqs, deployment, events, http, migrate, submit, token, wait_events, wait_status,
+    watch_to_end, Server,
+};
 
 fn running_attempts(events: &[Value]) -> Vec<u64> {
     events
@@ -58,9 +30,7 @@ async fn a_worker_paused_past_its_lease_and_resumed_cannot_write() {
     let addr = web.addr();
     let t = token("alice");
     let body = json!({"prompt": "frozen", "params": {"steps": 40, "delay_ms": 50}});
-    let (status, job) = http(addr, "POST", "/api/jobs/", Some(&t), Some(&body)).await;
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("id").to_owned();
+    let id = submit(addr, &t, &body).await;
     let watcher = {
         let (id, t) = (id.clone(), t.clone());
         tokio::spawn(async move { watch_to_end(addr, &id, &t, Duration::from_secs(60)).await })

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{deployment, http, migrate, token, watch_to_end, Server};
+use super::{deployment, http, migrate, submit, token, watch_to_end, Server};
 
 /// The shape of one run.
 #[derive(Clone, Debug)]
@@ -93,9 +93,7 @@ pub async fn run(c: &Chaos) -> Option<Report> {
             "params": {"steps": c.steps, "delay_ms": c.delay_ms},
             "max_attempts": c.kills as u32 + 2,
         });
-        let (status, job) = http(addr, "POST", "/api/jobs/", Some(&t), Some(&body)).await;
-        assert_eq!(status, 201, "{job}");
-        let id = job["id"].as_str().expect("id").to_owned();
+        let id = submit(addr, &t, &body).await;
         let (wid, wt, limit) = (id.clone(), t.clone(), c.limit);
         watchers.push(tokio::spawn(async move {
             watch_to_end(addr, &wid, &wt, limit).await

@@ -420,3 +420,45 @@ pub async fn watch_to_end(addr: SocketAddr, job_id: &str, token: &str, limit: Du
 }
 
 pub mod chaos;
+
+/// Submits a job over REST, asserting 201; answers its id.
+pub async fn submit(addr: SocketAddr, token: &str, body: &Value) -> String {
+    let (status, job) = http(addr, "POST", "/api/jobs/", Some(token), Some(body)).await;
+    assert_eq!(status, 201, "{job}");
+    job["id"].as_str().expect("job id").to_owned()
+}
+
+/// A job's stored events over REST (the first 500).
+pub async fn events(addr: SocketAddr, token: &str, job_id: &str) -> Vec<Value> {
+    let path = format!("/api/jobs/{job_id}/events/?after=0&limit=500");
+    let (_, page) = http(addr, "GET", &path, Some(token), None).await;
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Polls a job's events until `done` holds for them (at most 30 s).
+pub async fn wait_events(
+    addr: SocketAddr,
+    token: &str,
+    job_id: &str,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if done(&events(addr, token, job_id).await) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An unauthenticated GET answered as text (e.g. `/metrics`).
+pub async fn get_text(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.expect("read");
+    out
+}
