@@ -5,58 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures::executor::block_on;
 use futures::StreamExt;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::testkit::scenarios::fast_worker;
+use projectengine_core::testkit::{MockNotifier, MockStore};
 use projectengine_core::*;
-
-mockall::mock! {
-    pub Store {}
-    #[async_trait]
-    impl Store for Store {
-        async fn create_job(&self, job: NewJob) -> Result<Changed>;
-        async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
-        async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>>;
-        async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>>;
-        async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>>;
-        async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat>;
-        async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed>;
-        async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)>;
-        async fn request_cancel(&self, id: JobId) -> Result<Changed>;
-        async fn retry(&self, id: JobId) -> Result<Changed>;
-        async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>>;
-        async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
-        async fn get_app(&self, id: AppId) -> Result<Option<App>>;
-        async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>>;
-        async fn list_apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Vec<App>>;
-        async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>>;
-        async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>>;
-        async fn ping(&self) -> Result<()>;
-    }
-}
-
-mockall::mock! {
-    pub Notifier {}
-    #[async_trait]
-    impl Notifier for Notifier {
-        async fn publish(&self, events: &[JobEvent]) -> Result<()>;
-        async fn subscribe(&self, job_id: JobId) -> Result<NotificationStream>;
-    }
-}
-
-impl std::fmt::Debug for MockStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MockStore")
-    }
-}
-
-impl std::fmt::Debug for MockNotifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MockNotifier")
-    }
-}
 
 /// A mock store that does what the in-memory store does, except where a test
 /// overrides a method. (The in-memory store never awaits, so `block_on` is safe.)

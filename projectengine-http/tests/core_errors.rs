@@ -2,8 +2,6 @@
 //! A mocked store produces the faults a real one cannot on demand.
 
 mod common;
-#[path = "common/mock_store.rs"]
-mod mock_store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +9,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use mock_store::MockStore;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue};
+use projectengine_core::testkit::MockStore;
 use projectengine_core::*;
 use projectengine_http::{router, JwtAuth};
 use serde_json::Value;

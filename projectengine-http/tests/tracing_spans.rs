@@ -3,8 +3,6 @@
 //! spans and events; the tests run on one thread, where it is the default.
 
 mod common;
-#[path = "common/mock_store.rs"]
-mod mock_store;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -15,8 +13,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::TestApp;
-use mock_store::MockStore;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue};
+use projectengine_core::testkit::MockStore;
 use projectengine_core::{Engine, Error, Registry, StubOrchestrator};
 use projectengine_http::{router, JwtAuth};
 use serde_json::json;

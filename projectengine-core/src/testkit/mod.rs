@@ -14,12 +14,14 @@
 //!
 //! Queues under test must have a visibility timeout of [`QUEUE_VISIBILITY_TIMEOUT`].
 
+mod mock;
 pub mod notifier;
 pub mod queue;
 pub mod scenarios;
 mod slow;
 pub mod store;
 
+pub use mock::{MockNotifier, MockStore};
 pub use slow::SlowStore;
 
 use std::time::Duration;

@@ -1,11 +1,19 @@
-//! A mocked [`Store`], for faults a real one cannot produce on demand.
+//! mockall mocks of the backend traits, for the failure paths a real backend
+//! cannot produce on demand (a store failing mid-attempt, a notifier that is down).
+//! Behaviour is tested on the real backends, through the suites.
+#![allow(missing_docs)]
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use projectengine_core::*;
+
+use crate::{
+    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
+    JobQuery, NewApp, NewJob, NotificationStream, Notifier, Outcome, Owner, Result, Store,
+};
 
 mockall::mock! {
+    /// A mocked [`Store`].
     pub Store {}
     #[async_trait]
     impl Store for Store {
@@ -30,8 +38,24 @@ mockall::mock! {
     }
 }
 
+mockall::mock! {
+    /// A mocked [`Notifier`].
+    pub Notifier {}
+    #[async_trait]
+    impl Notifier for Notifier {
+        async fn publish(&self, events: &[JobEvent]) -> Result<()>;
+        async fn subscribe(&self, job_id: JobId) -> Result<NotificationStream>;
+    }
+}
+
 impl std::fmt::Debug for MockStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MockStore")
+    }
+}
+
+impl std::fmt::Debug for MockNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MockNotifier")
     }
 }
