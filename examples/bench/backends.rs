@@ -13,7 +13,7 @@ use std::time::Duration;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::{Notifier, Queue, Store};
 use projectengine_queue_redis::{RedisConfig, RedisNotifier, RedisQueue};
-use projectengine_store_postgres::PgStore;
+use projectengine_store_postgres::{GroupCommit, PgStore};
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -43,7 +43,7 @@ pub struct RedisRun {
     monitor: Option<Monitor>,
 }
 
-pub async fn connect(name: &str, monitor: bool) -> Result<Backends, String> {
+pub async fn connect(name: &str, monitor: bool, group: GroupCommit) -> Result<Backends, String> {
     match name {
         "memory" => Ok(Backends {
             store: Arc::new(MemoryStore::new()),
@@ -52,12 +52,12 @@ pub async fn connect(name: &str, monitor: bool) -> Result<Backends, String> {
             pg: None,
             redis: None,
         }),
-        "pg-redis" => pg_redis(monitor).await,
+        "pg-redis" => pg_redis(monitor, group).await,
         other => Err(format!("unknown backend `{other}` (memory, pg-redis)")),
     }
 }
 
-async fn pg_redis(monitor: bool) -> Result<Backends, String> {
+async fn pg_redis(monitor: bool, group: GroupCommit) -> Result<Backends, String> {
     let admin_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
@@ -85,6 +85,7 @@ async fn pg_redis(monitor: bool) -> Result<Backends, String> {
     let store = PgStore::connect(&url)
         .await
         .map_err(|e| format!("PgStore::connect: {e}"))?;
+    let store = PgStore::with_group_commit(store.pool().clone(), group);
     let pg = PgRun {
         admin_url,
         db,

@@ -2,7 +2,10 @@
 //!
 //! `cargo run --release --example bench -- <w1|w2|w3|w4> --backend <memory|pg-redis> [--n N] [--k K] [--concurrency C]`
 //!
-//! W3 also takes `--watchers W` (WebSocket clients per job) and `--step-ms MS`
+//! pg-redis takes `--pg-writers W` and `--pg-batch B`: the PgStore's group
+//! commit (default 2 writers, 64 writes per transaction; `--pg-writers 0`
+//! gives each write its own transaction). W1 takes `--inflight F`: the producer keeps up to F submits in flight
+//! (default 64; 1 submits one at a time). W3 also takes `--watchers W` (WebSocket clients per job) and `--step-ms MS`
 //! (the pause before each step); W4 takes `--duration S` and `--client
 //! auto|wrk|builtin`. `--redis-monitor 1` counts Redis commands per job with
 //! MONITOR, split into top-level ones and ones run inside scripts (it slows
@@ -31,6 +34,10 @@ pub struct Args {
     pub k: Option<u32>,
     /// Attempts a worker runs at once (the workload's default when absent).
     pub concurrency: Option<usize>,
+    /// pg-redis: the PgStore's group commit.
+    pub group_commit: projectengine_store_postgres::GroupCommit,
+    /// W1: submits the producer keeps in flight.
+    pub inflight: usize,
     /// W3: WebSocket clients per job.
     pub watchers: usize,
     /// W3: pause before each step, in ms.
@@ -47,7 +54,7 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let workload = it.next().ok_or(
         "usage: bench <w1|w2|w3|w4> [--backend memory|pg-redis] [--n N] [--k K] [--concurrency C] \
-         [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
+         [--inflight F] [--pg-writers W] [--pg-batch B] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
     )?;
     let mut args = Args {
         workload,
@@ -55,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
         n: None,
         k: None,
         concurrency: None,
+        inflight: 64,
+        group_commit: Default::default(),
         watchers: 10,
         step_ms: 50,
         duration: 20.0,
@@ -73,6 +82,9 @@ fn parse_args() -> Result<Args, String> {
             "--n" => args.n = Some(num()?),
             "--k" => args.k = Some(num()? as u32),
             "--concurrency" => args.concurrency = Some(num()?.max(1)),
+            "--inflight" => args.inflight = num()?.max(1),
+            "--pg-writers" => args.group_commit.writers = num()?,
+            "--pg-batch" => args.group_commit.max_batch = num()?.max(1),
             "--watchers" => args.watchers = num()?,
             "--step-ms" => args.step_ms = num()? as u64,
             "--duration" => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use projectengine_core::{
     Engine, JobStatus, Owner, Registry, StubOrchestrator, Submit, Worker, WorkerConfig,
     WorkerHandle,
@@ -61,7 +62,7 @@ impl Setup {
 }
 
 async fn setup(args: &Args, k: u32, concurrency: usize, step: Duration) -> Result<Setup, String> {
-    let backends = backends::connect(&args.backend, args.redis_monitor).await?;
+    let backends = backends::connect(&args.backend, args.redis_monitor, args.group_commit).await?;
     let observer = Observer::new(backends.notifier.clone(), args.workload == "w3");
     let stub = StubOrchestrator {
         steps: k,
@@ -123,6 +124,10 @@ pub fn report(args: &Args, s: &Setup, n: usize) -> Report {
 /// W1: N jobs submitted as fast as one producer can while workers run; jobs/s
 /// from the first submit to the last job observed `succeeded`. On pg-redis,
 /// PostgreSQL transactions and Redis commands per job.
+///
+/// The producer is one task that keeps up to `--inflight` submits in flight
+/// (each an `Engine::submit`, answered once the job is durable), as a client
+/// with many jobs to send would; `--inflight 1` waits for each in turn.
 async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
     let n = args.n.unwrap_or(2000);
     s.spawn_worker();
@@ -140,15 +145,19 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
     };
     let owner = Owner::new("bench");
     let start = Instant::now();
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let job = s
-            .engine
-            .submit(&owner, Submit::new(format!("job {i}")))
-            .await
-            .map_err(|e| format!("submit: {e}"))?;
-        ids.push(job.id);
-    }
+    let engine = &s.engine;
+    let owner = &owner;
+    let ids: Vec<_> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            engine
+                .submit(owner, Submit::new(format!("job {i}")))
+                .await
+                .map(|job| job.id)
+                .map_err(|e| format!("submit: {e}"))
+        })
+        .buffer_unordered(args.inflight)
+        .try_collect()
+        .await?;
     let submitted = start.elapsed();
     wait_all(&s.observer, n, Duration::from_secs(600)).await?;
     let wall = start.elapsed();
@@ -174,6 +183,7 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
     r.set("wall_s", round(wall.as_secs_f64(), 3));
     r.set("jobs_per_s", round(n as f64 / wall.as_secs_f64(), 1));
     r.set("submit_s", round(submitted.as_secs_f64(), 3));
+    r.set("inflight", args.inflight);
     r.set("jobs_succeeded", n - failed);
     r.set("not_succeeded", failed);
     r.set("events", events);

@@ -80,6 +80,17 @@ impl Submit {
     }
 }
 
+/// A job with its whole event log and its attempts, from [`Engine::detail`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobDetail {
+    /// The job.
+    pub job: Job,
+    /// Its events, by seq.
+    pub events: Vec<JobEvent>,
+    /// Its attempts, by number.
+    pub attempts: Vec<Attempt>,
+}
+
 /// Validation bounds and defaults for submissions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
@@ -333,8 +344,11 @@ impl Engine {
     pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
         let new = self.validate(owner, req)?;
         let changed = self.inner.store.create_job(new).await?;
-        self.publish(&changed.job.kind, &changed.events).await;
-        self.wake(&changed.job).await;
+        // Independent: watchers order events by seq whatever arrives first.
+        tokio::join!(
+            self.publish(&changed.job.kind, &changed.events),
+            self.wake(&changed.job)
+        );
         Ok(changed.job)
     }
 
@@ -393,6 +407,32 @@ impl Engine {
             .store
             .events(id, after, self.page_size(limit))
             .await
+    }
+
+    /// The owner's job with its whole event log and its attempts: one owner
+    /// check, then the log and the attempts read side by side.
+    pub async fn detail(&self, owner: &Owner, id: JobId) -> Result<JobDetail> {
+        let job = self.get(owner, id).await?;
+        let store = &self.inner.store;
+        let page = self.inner.limits.max_page.max(1);
+        let events = async {
+            let mut all = Vec::new();
+            loop {
+                let after = all.last().map_or(0, |e: &JobEvent| e.seq);
+                let events = store.events(id, after, page).await?;
+                let more = events.len() >= page;
+                all.extend(events);
+                if !more {
+                    return Ok::<_, Error>(all);
+                }
+            }
+        };
+        let (events, attempts) = tokio::join!(events, store.attempts(id));
+        Ok(JobDetail {
+            job,
+            events: events?,
+            attempts: attempts?,
+        })
     }
 
     /// The job's attempts.

@@ -13,7 +13,7 @@ use crate::{App, Error, Job, LogLevel, NewApp, Result, Step};
 /// Runs one attempt of a job.
 ///
 /// # Contract
-/// - Report through `callbacks`; each call is persisted before it is published.
+/// - Report through `callbacks`; each report is persisted before it is published.
 /// - Honour `callbacks.cancellation()`: when it fires (owner's cancel, timeout,
 ///   worker shutdown, lost lease), return soon, e.g. with [`OrchestratorError::cancelled`].
 ///   An orchestrator that does not is aborted after a grace period.
@@ -30,8 +30,17 @@ pub trait Orchestrator: Send + Sync + 'static {
 
 /// What an orchestrator can do while it runs.
 ///
-/// Every call is fenced by the attempt: once the attempt lost its lease, calls
-/// fail with [`Error::StaleAttempt`].
+/// Reports (stage, step, progress, log) are written behind the orchestrator:
+/// a call checks its input, queues the report and returns, and the worker
+/// writes the queue in the order reported — everything reported while a write
+/// is in flight goes into the next one — and publishes each report once it is
+/// durable. [`JobCallbacks::publish_app`] waits until every earlier report is
+/// written, and so does the end of the attempt: a run that returns `Ok(())`
+/// succeeds only once all its reports are stored.
+///
+/// Every write is fenced by the attempt. Once a write failed — the attempt
+/// lost its lease ([`Error::StaleAttempt`]), or the store failed — every later
+/// call answers that error, and nothing more of the attempt is written.
 #[async_trait]
 pub trait JobCallbacks: Send + Sync {
     /// Enters a stage (free text, e.g. `PLANNING`).

@@ -3,7 +3,7 @@
 use projectengine_core::{
     App, AppId, Error, EventData, Fence, JobEvent, JobId, NewApp, Owner, Result,
 };
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::map;
 use crate::jobs::RACE_RETRIES;
@@ -45,7 +45,11 @@ FROM jobs WHERE id = $1";
 
 /// Saves the job's App (a later attempt's replaces an earlier one's) and
 /// appends the `app` event.
-pub(crate) async fn save(pool: &PgPool, fence: Fence, new: NewApp) -> Result<(App, Vec<JobEvent>)> {
+pub(crate) async fn save(
+    conn: &mut PgConnection,
+    fence: Fence,
+    new: &NewApp,
+) -> Result<(App, Vec<JobEvent>)> {
     for _ in 0..RACE_RETRIES {
         let row = sqlx::query(SAVE)
             .bind(fence.job_id.0)
@@ -53,7 +57,7 @@ pub(crate) async fn save(pool: &PgPool, fence: Fence, new: NewApp) -> Result<(Ap
             .bind(AppId::new().0)
             .bind(&new.name)
             .bind(&new.payload)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(map)?;
         if let Some(row) = row {
@@ -77,7 +81,7 @@ pub(crate) async fn save(pool: &PgPool, fence: Fence, new: NewApp) -> Result<(Ap
         let why = sqlx::query(WHY_NOT)
             .bind(fence.job_id.0)
             .bind(big(fence.attempt))
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(map)?
             .ok_or(Error::StaleAttempt)?;

@@ -7,7 +7,7 @@ use projectengine_core::transition::plan_finish;
 use projectengine_core::{
     Attempt, Changed, Error, Fence, Heartbeat, JobError, JobId, Outcome, Result,
 };
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::map;
 use crate::rows::{self, big};
@@ -66,14 +66,18 @@ const APPLY: &str = concat!(
     " SELECT * FROM j"
 );
 
-/// Ends the attempt: one transaction that locks the job and its attempt,
-/// plans with the core's [`plan_finish`] at the database's `now()`, and writes.
-pub(crate) async fn finish(pool: &PgPool, fence: Fence, outcome: Outcome) -> Result<Changed> {
-    let mut tx = pool.begin().await.map_err(map)?;
+/// Ends the attempt: locks the job and its attempt, plans with the core's
+/// [`plan_finish`] at the database's `now()`, and writes. Two statements: the
+/// caller runs them in a transaction.
+pub(crate) async fn finish(
+    conn: &mut PgConnection,
+    fence: Fence,
+    outcome: &Outcome,
+) -> Result<Changed> {
     let row = sqlx::query(LOCK)
         .bind(fence.job_id.0)
         .bind(big(fence.attempt))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map)?
         .ok_or(Error::StaleAttempt)?;
@@ -84,7 +88,7 @@ pub(crate) async fn finish(pool: &PgPool, fence: Fence, outcome: Outcome) -> Res
     if lost && lease_expires_at > now {
         return Err(Error::conflict("the attempt's lease has not expired"));
     }
-    let plan = plan_finish(&job, &outcome, now);
+    let plan = plan_finish(&job, outcome, now);
     let (job_error_code, job_error_message) = split(plan.job_error);
     let (attempt_error_code, attempt_error_message) = split(plan.attempt_error);
     let row = sqlx::query(APPLY)
@@ -101,11 +105,10 @@ pub(crate) async fn finish(pool: &PgPool, fence: Fence, outcome: Outcome) -> Res
         .bind(attempt_error_code)
         .bind(attempt_error_message)
         .bind(lost)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map)?
         .ok_or_else(|| Error::internal("the locked job did not take the finish"))?;
-    tx.commit().await.map_err(map)?;
     let job = rows::job(&row)?;
     let events = rows::appended(
         job.id,

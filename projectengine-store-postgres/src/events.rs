@@ -1,7 +1,7 @@
 //! The event log: fenced appends with gap-free seqs, and reads after a seq.
 
 use projectengine_core::{Error, EventData, Fence, JobEvent, JobId, Result};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::map;
 use crate::rows::{self, big};
@@ -20,22 +20,18 @@ const APPEND: &str = concat!(
     " SELECT last_seq, updated_at FROM j"
 );
 
-/// Appends an attempt's progress events in one statement.
-pub(crate) async fn append(
-    pool: &PgPool,
-    fence: Fence,
-    events: Vec<EventData>,
-) -> Result<Vec<JobEvent>> {
-    let mut stage = None;
-    let mut progress = None;
-    for data in &events {
+/// Refuses what an attempt may not append, before anything is written.
+pub(crate) fn check(events: &[EventData]) -> Result<()> {
+    for data in events {
         match data {
-            EventData::Stage { stage: s } => stage = Some(s.as_str()),
-            EventData::Progress { progress: p } if *p <= 100 => progress = Some(i16::from(*p)),
-            EventData::Progress { .. } => {
+            EventData::Progress { progress: p } if *p > 100 => {
                 return Err(Error::invalid("progress", "must be between 0 and 100"))
             }
-            EventData::Step(_) | EventData::Log(_) | EventData::Error(_) => {}
+            EventData::Stage { .. }
+            | EventData::Progress { .. }
+            | EventData::Step(_)
+            | EventData::Log(_)
+            | EventData::Error(_) => {}
             other => {
                 return Err(Error::invalid(
                     "events",
@@ -44,16 +40,35 @@ pub(crate) async fn append(
             }
         }
     }
+    Ok(())
+}
+
+/// Appends an attempt's progress events in one statement.
+pub(crate) async fn append(
+    conn: &mut PgConnection,
+    fence: Fence,
+    events: &[EventData],
+) -> Result<Vec<JobEvent>> {
+    check(events)?;
+    let mut stage = None;
+    let mut progress = None;
+    for data in events {
+        match data {
+            EventData::Stage { stage: s } => stage = Some(s.as_str()),
+            EventData::Progress { progress: p } => progress = Some(i16::from(*p)),
+            _ => {}
+        }
+    }
     if events.is_empty() {
-        return fenced(pool, fence).await.map(|()| vec![]);
+        return fenced(conn, fence).await.map(|()| vec![]);
     }
     let row = sqlx::query(APPEND)
         .bind(fence.job_id.0)
         .bind(big(fence.attempt))
-        .bind(rows::encode_events(&events)?)
+        .bind(rows::encode_events(events)?)
         .bind(stage)
         .bind(progress)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map)?
         .ok_or(Error::StaleAttempt)?;
@@ -65,16 +80,16 @@ pub(crate) async fn append(
         fence.attempt,
         last_seq,
         at,
-        events,
+        events.to_vec(),
     ))
 }
 
 /// `Ok` while `fence` names the job's running attempt, else `StaleAttempt`.
-async fn fenced(pool: &PgPool, fence: Fence) -> Result<()> {
+async fn fenced(conn: &mut PgConnection, fence: Fence) -> Result<()> {
     sqlx::query("SELECT 1 FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2")
         .bind(fence.job_id.0)
         .bind(big(fence.attempt))
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await
         .map_err(map)?
         .map(|_| ())

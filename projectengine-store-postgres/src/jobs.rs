@@ -6,7 +6,7 @@ use projectengine_core::{
     Attempt, AttemptId, AttemptStatus, Changed, Claim, Error, EventData, Job, JobId, JobQuery,
     JobStatus, NewJob, Owner, Result,
 };
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::map;
 use crate::rows::{self, big};
@@ -32,7 +32,7 @@ const CREATE: &str = concat!(
 );
 
 /// Creates a `queued` job and its first event in one statement.
-pub(crate) async fn create(pool: &PgPool, new: NewJob) -> Result<Changed> {
+pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Changed> {
     let timeout_ms =
         i64::try_from(new.timeout_ms).map_err(|_| Error::invalid("timeout_ms", "is too large"))?;
     let row = sqlx::query(CREATE)
@@ -46,7 +46,7 @@ pub(crate) async fn create(pool: &PgPool, new: NewJob) -> Result<Changed> {
         .bind(big(new.max_attempts))
         .bind(timeout_ms)
         .bind(new.run_at)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await
         .map_err(map)?;
     let job = rows::job(&row)?;
@@ -130,7 +130,7 @@ const CLAIM: &str = concat!(
 /// Claims a queued, due job in one statement: job `running`, a new attempt,
 /// the `running` event.
 pub(crate) async fn claim(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     id: JobId,
     worker_id: &str,
     lease: Duration,
@@ -147,7 +147,7 @@ pub(crate) async fn claim(
         .bind(worker_id)
         .bind(rows::interval(lease))
         .bind(rows::encode_events(&running)?)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await
         .map_err(map)?
     else {

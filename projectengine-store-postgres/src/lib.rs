@@ -34,10 +34,12 @@ mod apps;
 mod attempts;
 mod error;
 mod events;
+mod group;
 mod jobs;
 mod recovery;
 mod rows;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,17 +49,22 @@ use projectengine_core::{
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+pub use group::GroupCommit;
+use group::{Done, Op, Writes};
+
 /// The migrations this crate embeds, in `migrations/`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A [`Store`] on PostgreSQL (15 or later).
 ///
-/// Cheap to clone: clones share one connection pool. Every state change is one
-/// conditional statement, or one transaction whose writes are conditional; see
-/// the crate documentation.
+/// Cheap to clone: clones share one connection pool and one set of writers.
+/// Every state change is one conditional statement, or one transaction whose
+/// writes are conditional; concurrent attempt writes share transactions
+/// ([`GroupCommit`]). See the crate documentation.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    writes: Arc<Writes>,
 }
 
 impl PgStore {
@@ -78,8 +85,24 @@ impl PgStore {
 
     /// A store on an existing pool: its size, timeouts and connection options
     /// (TLS, `search_path`, …) are the caller's.
+    ///
+    /// Concurrent writes are grouped with [`GroupCommit::default`].
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self::with_group_commit(pool, GroupCommit::default())
+    }
+
+    /// A store on an existing pool that groups concurrent writes as `config`
+    /// says ([`GroupCommit::off`]: a transaction per write).
+    pub fn with_group_commit(pool: PgPool, config: GroupCommit) -> Self {
+        Self {
+            writes: Arc::new(Writes::new(pool.clone(), config)),
+            pool,
+        }
+    }
+
+    /// How this store groups concurrent writes.
+    pub fn group_commit(&self) -> GroupCommit {
+        self.writes.config()
     }
 
     /// The connection pool.
@@ -109,7 +132,10 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn create_job(&self, job: NewJob) -> Result<Changed> {
-        jobs::create(&self.pool, job).await
+        match self.writes.run(Op::Create(job)).await? {
+            Done::Changed(changed) => Ok(changed),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
@@ -121,11 +147,23 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
-        jobs::claim(&self.pool, id, worker_id, lease).await
+        let op = Op::Claim {
+            id,
+            worker_id: worker_id.to_owned(),
+            lease,
+        };
+        match self.writes.run(op).await? {
+            Done::Claim(claim) => Ok(claim),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
-        events::append(&self.pool, fence, events).await
+        events::check(&events)?;
+        match self.writes.run(Op::Append { fence, events }).await? {
+            Done::Events(events) => Ok(events),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
@@ -133,11 +171,17 @@ impl Store for PgStore {
     }
 
     async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
-        attempts::finish(&self.pool, fence, outcome).await
+        match self.writes.run(Op::Finish { fence, outcome }).await? {
+            Done::Changed(changed) => Ok(changed),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
-        apps::save(&self.pool, fence, app).await
+        match self.writes.run(Op::SaveApp { fence, app }).await? {
+            Done::App(app, events) => Ok((app, events)),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn request_cancel(&self, id: JobId) -> Result<Changed> {
@@ -188,4 +232,9 @@ impl Store for PgStore {
             .map_err(error::map)?;
         Ok(())
     }
+}
+
+/// A write answered with another write's kind of answer: a bug of this crate.
+fn unexpected() -> projectengine_core::Error {
+    projectengine_core::Error::internal("a write got an answer of the wrong kind")
 }

@@ -106,9 +106,22 @@ pub(crate) async fn run(
                 retry_in,
             },
         };
-        if let Err(e) = callbacks.flush().await {
-            tracing::debug!(error = %e, "final log flush failed");
-        }
+        let outcome = match callbacks.flush().await {
+            Ok(()) => outcome,
+            Err(Error::StaleAttempt) => {
+                tracing::warn!("attempt lost its lease; its outcome is not recorded");
+                return;
+            }
+            // Reports are missing from the log: not a success to record.
+            Err(e) if outcome == Outcome::Succeeded => Outcome::Failed {
+                error: JobError::new("reports_not_saved", e.to_string()),
+                retry_in,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "the attempt's last reports could not be saved");
+                outcome
+            }
+        };
         finish(engine, fence, outcome).await;
     }
     .instrument(span)
@@ -162,7 +175,7 @@ async fn supervise(
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
             },
             _ = flush.tick() => {
-                if let Err(Error::StaleAttempt) = callbacks.flush_if_idle().await {
+                if let Err(Error::StaleAttempt) = callbacks.flush_soon() {
                     stop(Stop::Lost, &mut why, &mut grace);
                 }
             }

@@ -1,22 +1,78 @@
 //! The [`JobCallbacks`] a worker hands to an orchestrator: persist, then publish.
+//!
+//! Reports are written behind: a call queues its event and returns, and one
+//! flusher per attempt writes what is queued — everything reported while the
+//! previous write was in flight goes in the next — then publishes it. So an
+//! orchestrator never waits for a commit to report its next step, every event
+//! is durable before it is published, and the attempt's events keep the order
+//! in which they were reported. [`JobCallbacks::publish_app`] and the end of
+//! the attempt wait until everything reported before them is written.
+//!
+//! A write that fails stops the attempt's writes: the calls that follow
+//! answer its error ([`Error::StaleAttempt`] once the attempt lost its lease).
+
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, MutexGuard};
+use serde_json::Value;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     App, Engine, Error, EventData, Fence, JobCallbacks, LogLevel, LogLine, NewApp, Result, Step,
 };
 
-/// Callbacks of one attempt. Log lines wait in `pending` and ride along with the
-/// next write, so a step after some logs costs one store round trip.
+/// Reports waiting beyond this many make the reporter wait for a write.
+const MAX_QUEUED: usize = 4096;
+
+/// Callbacks of one attempt.
 pub(crate) struct AttemptCallbacks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     engine: Engine,
     kind: String,
     fence: Fence,
     token: CancellationToken,
-    pending: Mutex<Vec<EventData>>,
-    max_pending: usize,
+    /// Log lines wait for company until this many are queued (or the
+    /// supervisor's flush tick, or any other report).
+    log_batch: usize,
+    state: Mutex<State>,
+    /// Told whenever the flusher stops: its queue is empty, or a write failed.
+    idle: Notify,
+    /// Fired when the callbacks are dropped: the flusher stops writing.
+    closed: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    queued: Vec<EventData>,
+    flushing: bool,
+    failed: Option<Failure>,
+}
+
+/// The first failed write, answered to every later call.
+enum Failure {
+    Stale,
+    Other(String),
+}
+
+impl Failure {
+    fn error(&self) -> Error {
+        match self {
+            Failure::Stale => Error::StaleAttempt,
+            Failure::Other(message) => Error::unavailable(format!(
+                "an earlier report of this attempt could not be saved: {message}"
+            )),
+        }
+    }
+}
+
+impl Drop for AttemptCallbacks {
+    fn drop(&mut self) {
+        self.inner.closed.cancel();
+    }
 }
 
 impl AttemptCallbacks {
@@ -25,110 +81,193 @@ impl AttemptCallbacks {
         kind: &str,
         fence: Fence,
         token: CancellationToken,
-        max_pending: usize,
+        log_batch: usize,
     ) -> Self {
         Self {
-            engine,
-            kind: kind.to_owned(),
-            fence,
-            token,
-            pending: Mutex::new(Vec::new()),
-            max_pending: max_pending.max(1),
+            inner: Arc::new(Inner {
+                engine,
+                kind: kind.to_owned(),
+                fence,
+                token,
+                log_batch: log_batch.max(1),
+                state: Mutex::new(State::default()),
+                idle: Notify::new(),
+                closed: CancellationToken::new(),
+            }),
         }
     }
 
-    /// Persists the buffered lines and `extra` in one append, then publishes them.
-    async fn write(&self, extra: Option<EventData>) -> Result<()> {
-        let pending = self.pending.lock().await;
-        self.write_locked(pending, extra).await
-    }
-
-    async fn write_locked(
-        &self,
-        mut pending: MutexGuard<'_, Vec<EventData>>,
-        extra: Option<EventData>,
-    ) -> Result<()> {
-        let mut batch = std::mem::take(&mut *pending);
-        batch.extend(extra);
-        if batch.is_empty() {
-            return Ok(());
+    /// Queues `data`; starts a write unless it is a log line that may wait.
+    async fn report(&self, data: EventData, now: bool) -> Result<()> {
+        storable(&data)?;
+        {
+            let mut state = self.inner.state();
+            if let Some(failed) = &state.failed {
+                return Err(failed.error());
+            }
+            state.queued.push(data);
+            if now || state.queued.len() >= self.inner.log_batch {
+                Inner::start(&self.inner, &mut state);
+            }
+            if state.queued.len() < MAX_QUEUED {
+                return Ok(());
+            }
         }
-        let events = self.engine.store().append(self.fence, batch).await?;
-        drop(pending);
-        self.engine.publish(&self.kind, &events).await;
-        Ok(())
+        // Far ahead of the store: wait for the writes to catch up.
+        self.flush().await
     }
 
-    /// Flushes buffered log lines.
+    /// Writes everything reported so far, and waits until it is written.
     pub(crate) async fn flush(&self) -> Result<()> {
-        self.write(None).await
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let mut state = self.inner.state();
+                if let Some(failed) = &state.failed {
+                    return Err(failed.error());
+                }
+                if state.queued.is_empty() && !state.flushing {
+                    return Ok(());
+                }
+                Inner::start(&self.inner, &mut state);
+            }
+            idle.await;
+        }
     }
 
-    /// Flushes buffered log lines unless a write is in flight (which carries
-    /// them anyway). Never waits for the orchestrator: the supervisor calls this
-    /// while it is not polling the orchestrator's future, so waiting for a lock
-    /// that future holds would never end.
-    pub(crate) async fn flush_if_idle(&self) -> Result<()> {
-        match self.pending.try_lock() {
-            Ok(pending) => self.write_locked(pending, None).await,
-            Err(_) => Ok(()),
+    /// Starts writing queued log lines, without waiting; `StaleAttempt` once a
+    /// write found the attempt lost.
+    pub(crate) fn flush_soon(&self) -> Result<()> {
+        let mut state = self.inner.state();
+        if let Some(Failure::Stale) = state.failed {
+            return Err(Error::StaleAttempt);
         }
+        Inner::start(&self.inner, &mut state);
+        Ok(())
     }
 
     /// The attempt these callbacks write for.
     pub(crate) fn fence(&self) -> Fence {
-        self.fence
+        self.inner.fence
     }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the flusher if something waits and none runs.
+    fn start(this: &Arc<Self>, state: &mut State) {
+        if !state.flushing && !state.queued.is_empty() && state.failed.is_none() {
+            state.flushing = true;
+            tokio::spawn(Self::flusher(this.clone()));
+        }
+    }
+
+    /// Writes and publishes what is queued, batch after batch, until nothing is.
+    async fn flusher(this: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut state = this.state();
+                if state.queued.is_empty() || state.failed.is_some() {
+                    state.flushing = false;
+                    drop(state);
+                    this.idle.notify_waiters();
+                    return;
+                }
+                std::mem::take(&mut state.queued)
+            };
+            let written = tokio::select! {
+                r = this.engine.store().append(this.fence, batch) => r,
+                _ = this.closed.cancelled() => return,
+            };
+            match written {
+                Ok(events) => this.engine.publish(&this.kind, &events).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "writing the attempt's reports failed");
+                    let mut state = this.state();
+                    state.failed = Some(match e {
+                        Error::StaleAttempt => Failure::Stale,
+                        other => Failure::Other(other.to_string()),
+                    });
+                    state.queued.clear();
+                }
+            }
+        }
+    }
+}
+
+/// Refuses, at the call, what no store may be able to hold: the call that
+/// reported it is the one to hear of it, not a later one.
+fn storable(data: &EventData) -> Result<()> {
+    fn nul_in(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(nul_in),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || nul_in(v)),
+            _ => false,
+        }
+    }
+    let (field, bad) = match data {
+        EventData::Stage { stage } => ("stage", stage.contains('\0')),
+        EventData::Step(step) => (
+            "step",
+            step.name.contains('\0') || step.detail.as_ref().is_some_and(nul_in),
+        ),
+        EventData::Log(line) => ("message", line.message.contains('\0')),
+        _ => ("", false),
+    };
+    if bad {
+        return Err(Error::invalid(field, "must not contain NUL characters"));
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl JobCallbacks for AttemptCallbacks {
     async fn stage(&self, stage: &str) -> Result<()> {
-        self.write(Some(EventData::Stage {
+        let data = EventData::Stage {
             stage: stage.to_owned(),
-        }))
-        .await
+        };
+        self.report(data, true).await
     }
 
     async fn step(&self, step: Step) -> Result<()> {
-        self.write(Some(EventData::Step(step))).await
+        self.report(EventData::Step(step), true).await
     }
 
     async fn progress(&self, percent: u8) -> Result<()> {
         if percent > 100 {
             return Err(Error::invalid("progress", "must be between 0 and 100"));
         }
-        self.write(Some(EventData::Progress { progress: percent }))
+        self.report(EventData::Progress { progress: percent }, true)
             .await
     }
 
     async fn log(&self, level: LogLevel, message: &str) -> Result<()> {
-        let full = {
-            let mut pending = self.pending.lock().await;
-            pending.push(EventData::Log(LogLine {
-                level,
-                message: message.to_owned(),
-            }));
-            pending.len() >= self.max_pending
-        };
-        if full {
-            self.flush().await?;
-        }
-        Ok(())
+        let line = EventData::Log(LogLine {
+            level,
+            message: message.to_owned(),
+        });
+        self.report(line, false).await
     }
 
     async fn publish_app(&self, app: NewApp) -> Result<App> {
         self.flush().await?;
-        let (app, events) = self.engine.store().save_app(self.fence, app).await?;
-        self.engine.publish(&self.kind, &events).await;
+        let inner = &self.inner;
+        let (app, events) = inner.engine.store().save_app(inner.fence, app).await?;
+        inner.engine.publish(&inner.kind, &events).await;
         Ok(app)
     }
 
     fn cancellation(&self) -> &CancellationToken {
-        &self.token
+        &self.inner.token
     }
 
     fn attempt(&self) -> u32 {
-        self.fence.attempt
+        self.inner.fence.attempt
     }
 }

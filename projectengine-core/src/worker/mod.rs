@@ -197,12 +197,15 @@ impl Worker {
             .await;
         match claim {
             Ok(Some(claim)) => {
-                if let Err(e) = queue.ack(&delivery).await {
+                let (acked, ()) = tokio::join!(
+                    queue.ack(&delivery),
+                    self.engine.publish(&claim.job.kind, &claim.events)
+                );
+                if let Err(e) = acked {
                     // The entry comes back after its visibility timeout and is then
                     // found not claimable: harmless.
                     tracing::debug!(error = %e, "ack failed");
                 }
-                self.engine.publish(&claim.job.kind, &claim.events).await;
                 attempt::run(&self.engine, &self.config, claim, release).await;
             }
             Ok(None) => {

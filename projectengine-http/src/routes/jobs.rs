@@ -122,24 +122,15 @@ pub async fn detail(
     Authenticated(owner): Authenticated,
     PathId(id): PathId<JobId>,
 ) -> ApiResult<Json<JobDetail>> {
-    let engine = state.engine();
-    let job = engine.get(&owner, id).await?;
-    let page = engine.limits().max_page.max(1);
-    let mut steps = Vec::new();
-    let mut after = 0;
-    loop {
-        let events = engine.events(&owner, id, after, page).await?;
-        steps.extend(events.iter().filter_map(StepDto::from_event));
-        match events.last() {
-            Some(last) if events.len() >= page => after = last.seq,
-            _ => break,
-        }
-    }
-    let attempts = engine.attempts(&owner, id).await?;
+    let detail = state.engine().detail(&owner, id).await?;
     Ok(Json(JobDetail {
-        job: job.into(),
-        steps,
-        attempts: attempts.into_iter().map(Into::into).collect(),
+        job: detail.job.into(),
+        steps: detail
+            .events
+            .iter()
+            .filter_map(StepDto::from_event)
+            .collect(),
+        attempts: detail.attempts.into_iter().map(Into::into).collect(),
     }))
 }
 

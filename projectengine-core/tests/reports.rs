@@ -1,0 +1,374 @@
+//! How an attempt's reports reach the store: written behind the orchestrator,
+//! in the order reported, coalesced while a write is in flight, refused at the
+//! call when no store could hold them, and refused once the attempt is lost.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use projectengine_core::testkit::scenarios::fast_worker;
+use projectengine_core::testkit::SlowStore;
+use projectengine_core::worker::{recover_once, RecoveryReport};
+use projectengine_core::*;
+use serde_json::json;
+
+/// A store that counts appends and the events they carry.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Store>,
+    appends: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn create_job(&self, job: NewJob) -> Result<Changed> {
+        self.inner.create_job(job).await
+    }
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        self.inner.get_job(id).await
+    }
+    async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
+        self.inner.list_jobs(owner, query).await
+    }
+    async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
+        self.inner.claim(id, worker_id, lease).await
+    }
+    async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.inner.append(fence, events).await
+    }
+    async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
+        self.inner.heartbeat(fence, lease).await
+    }
+    async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
+        self.inner.finish(fence, outcome).await
+    }
+    async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
+        self.inner.save_app(fence, app).await
+    }
+    async fn request_cancel(&self, id: JobId) -> Result<Changed> {
+        self.inner.request_cancel(id).await
+    }
+    async fn retry(&self, id: JobId) -> Result<Changed> {
+        self.inner.retry(id).await
+    }
+    async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
+        self.inner.events(id, after, limit).await
+    }
+    async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        self.inner.attempts(id).await
+    }
+    async fn get_app(&self, id: AppId) -> Result<Option<App>> {
+        self.inner.get_app(id).await
+    }
+    async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>> {
+        self.inner.app_by_job(job_id).await
+    }
+    async fn list_apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Vec<App>> {
+        self.inner.list_apps(owner, cursor, limit).await
+    }
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>> {
+        self.inner.expired_leases(limit).await
+    }
+    async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
+        self.inner.due_jobs(overdue, limit).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+}
+
+/// What the test orchestrator saw from its calls.
+#[derive(Default, Debug)]
+struct Seen {
+    answers: Mutex<Vec<String>>,
+}
+
+impl Seen {
+    fn push(&self, what: String) {
+        self.answers.lock().expect("lock").push(what);
+    }
+    fn all(&self) -> Vec<String> {
+        self.answers.lock().expect("lock").clone()
+    }
+}
+
+fn answer(r: &Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(Error::StaleAttempt) => "stale".into(),
+        Err(Error::Invalid { field, .. }) => format!("invalid {field}"),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+async fn watch_to_end(engine: &Engine, owner: &Owner, id: JobId) -> Vec<JobEvent> {
+    let stream = engine.watch(owner, id, 0).await.expect("watch");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.map(|e| e.expect("event")).collect(),
+    )
+    .await
+    .expect("finished in time")
+}
+
+fn engine(store: Arc<dyn Store>, kind: &str, orchestrator: impl Orchestrator) -> Engine {
+    Engine::new(
+        store,
+        Arc::new(MemoryQueue::new(Duration::from_secs(1))),
+        Arc::new(MemoryNotifier::default()),
+        Registry::new().register(kind, orchestrator),
+    )
+}
+
+/// Reports 20 steps back to back, then publishes its app.
+struct Burst;
+
+#[async_trait]
+impl Orchestrator for Burst {
+    async fn run(
+        &self,
+        _job: &Job,
+        callbacks: &dyn JobCallbacks,
+    ) -> std::result::Result<(), OrchestratorError> {
+        for i in 0..20 {
+            callbacks.step(Step::completed(format!("step {i}"))).await?;
+        }
+        callbacks
+            .publish_app(NewApp {
+                name: "app".into(),
+                payload: json!({}),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_reported_during_a_write_share_the_next_and_keep_their_order() {
+    // Every append takes 50 ms: the steps reported meanwhile wait for the next.
+    let slow = Arc::new(SlowStore::new(
+        Arc::new(MemoryStore::new()),
+        Duration::from_millis(50),
+    ));
+    let counting = Arc::new(Counting {
+        inner: slow,
+        appends: AtomicUsize::new(0),
+    });
+    let engine = engine(counting.clone(), "burst", Burst);
+    let worker = Worker::new(engine.clone(), fast_worker()).spawn();
+    let owner = Owner::new("alice");
+    let job = engine
+        .submit(&owner, Submit::new("x"))
+        .await
+        .expect("submit");
+    let events = watch_to_end(&engine, &owner, job.id).await;
+    worker.shutdown().await;
+
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let steps: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::Step(s) => Some(s.name.clone()),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("step {i}")).collect();
+    assert_eq!(steps, expected, "every step, once, in the order reported");
+    let app_at = events
+        .iter()
+        .position(|e| matches!(e.data, EventData::App { .. }))
+        .expect("the app event");
+    let last_step = events
+        .iter()
+        .rposition(|e| matches!(e.data, EventData::Step(_)))
+        .expect("steps");
+    assert!(last_step < app_at, "the app comes after every step");
+    let appends = counting.appends.load(Ordering::SeqCst);
+    assert!(
+        (1..20).contains(&appends),
+        "20 steps reported back to back took {appends} appends"
+    );
+    let job = engine.get(&owner, job.id).await.expect("get");
+    assert_eq!(job.status, JobStatus::Succeeded);
+}
+
+/// Reports a step whose name holds a NUL character, then a good one.
+struct Nul(Arc<Seen>);
+
+#[async_trait]
+impl Orchestrator for Nul {
+    async fn run(
+        &self,
+        _job: &Job,
+        callbacks: &dyn JobCallbacks,
+    ) -> std::result::Result<(), OrchestratorError> {
+        let bad = callbacks.step(Step::completed("bad \u{0} step")).await;
+        self.0.push(answer(&bad));
+        let detail = Step {
+            detail: Some(json!({"nested": ["fine", "not \u{0} fine"]})),
+            ..Step::completed("detail")
+        };
+        self.0.push(answer(&callbacks.step(detail).await));
+        self.0
+            .push(answer(&callbacks.log(LogLevel::Info, "\u{0}").await));
+        let good = callbacks.step(Step::completed("good")).await;
+        self.0.push(answer(&good));
+        callbacks
+            .publish_app(NewApp {
+                name: "app".into(),
+                payload: json!({}),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_no_store_can_hold_is_refused_at_its_call() {
+    let seen = Arc::new(Seen::default());
+    let engine = engine(Arc::new(MemoryStore::new()), "nul", Nul(seen.clone()));
+    let worker = Worker::new(engine.clone(), fast_worker()).spawn();
+    let owner = Owner::new("alice");
+    let job = engine
+        .submit(&owner, Submit::new("x"))
+        .await
+        .expect("submit");
+    let events = watch_to_end(&engine, &owner, job.id).await;
+    worker.shutdown().await;
+    assert_eq!(
+        seen.all(),
+        ["invalid step", "invalid step", "invalid message", "ok"]
+    );
+    let steps: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::Step(s) => Some(s.name.as_str()),
+            EventData::Log(_) => Some("log"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, ["good"], "the refused reports stored nothing");
+    let job = engine.get(&owner, job.id).await.expect("get");
+    assert_eq!(job.status, JobStatus::Succeeded);
+}
+
+/// Reports a step, then waits to be told its attempt was lost, then keeps
+/// reporting until a call says so.
+struct Outlived {
+    seen: Arc<Seen>,
+    lost: Arc<tokio::sync::Notify>,
+    reported: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl Orchestrator for Outlived {
+    async fn run(
+        &self,
+        job: &Job,
+        callbacks: &dyn JobCallbacks,
+    ) -> std::result::Result<(), OrchestratorError> {
+        if callbacks.attempt() > 1 {
+            return Ok(());
+        }
+        let lost = self.lost.notified();
+        tokio::pin!(lost);
+        lost.as_mut().enable();
+        callbacks.step(Step::completed("before")).await?;
+        self.reported.notify_one();
+        lost.await;
+        for i in 0..50 {
+            let r = callbacks.step(Step::completed(format!("after {i}"))).await;
+            self.seen.push(answer(&r));
+            if r.is_err() {
+                return Err(r.expect_err("an error").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = job;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_after_the_attempt_was_lost_are_refused_and_never_stored() {
+    let seen = Arc::new(Seen::default());
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let reported = Arc::new(tokio::sync::Notify::new());
+    let store = Arc::new(MemoryStore::new());
+    let engine = engine(
+        store.clone(),
+        "outlived",
+        Outlived {
+            seen: seen.clone(),
+            lost: lost.clone(),
+            reported: reported.clone(),
+        },
+    );
+    // No heartbeat in time and no recovery of its own: the test expires the
+    // lease and recovers the attempt itself.
+    let config = WorkerConfig {
+        lease: Duration::from_millis(200),
+        heartbeat: Duration::from_secs(60),
+        recovery_every: None,
+        ..fast_worker()
+    };
+    let worker = Worker::new(engine.clone(), config).spawn();
+    let owner = Owner::new("alice");
+    let job = engine
+        .submit(&owner, Submit::new("x"))
+        .await
+        .expect("submit");
+    tokio::time::timeout(Duration::from_secs(10), reported.notified())
+        .await
+        .expect("the first step");
+    // The first attempt's lease runs out; recovery declares it lost.
+    let mut recovered = RecoveryReport::default();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        recovered = recover_once(&engine, Duration::from_secs(60))
+            .await
+            .expect("recovery");
+        if recovered.lost > 0 {
+            break;
+        }
+    }
+    assert_eq!(recovered.lost, 1, "the attempt was declared lost");
+    lost.notify_one();
+    let events = watch_to_end(&engine, &owner, job.id).await;
+    worker.shutdown().await;
+
+    let answers = seen.all();
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("stale"),
+        "{answers:?}"
+    );
+    assert!(
+        answers.len() <= 3,
+        "the loss is known from the first write after it: {answers:?}"
+    );
+    let after: Vec<&JobEvent> = events
+        .iter()
+        .filter(|e| matches!(&e.data, EventData::Step(s) if s.name.starts_with("after")))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "no report of the lost attempt was stored: {after:?}"
+    );
+    let job = engine.get(&owner, job.id).await.expect("get");
+    assert_eq!(
+        job.status,
+        JobStatus::Succeeded,
+        "the second attempt ran it"
+    );
+}
