@@ -5,7 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projectengine_core::transition::plan_finish;
 use projectengine_core::{
-    Attempt, Changed, Error, Fence, Heartbeat, JobError, JobId, Outcome, Result,
+    Attempt, AttemptStatus, Changed, Error, EventData, Fence, Heartbeat, JobError, JobId,
+    JobStatus, Outcome, Result,
 };
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -46,13 +47,20 @@ WHERE j.id = $1 AND j.status = 'running' AND j.attempt = $2 AND a.status = 'runn
 FOR UPDATE OF j, a";
 
 // Applies a plan; conditional on the fence again, though the rows are locked.
+// A plan that depends on nothing but the fence (a success) comes without the
+// lock: then `run_at` and `attempts_used` are NULL (kept), `finished_at` is
+// NULL (now), and the attempt must still be running.
 const APPLY: &str = concat!(
     "WITH j AS (",
-    " UPDATE jobs SET status = $3, error_code = $4, error_message = $5, run_at = $6,",
-    "   attempts_used = $7, finished_at = $8,",
+    " UPDATE jobs SET status = $3, error_code = $4, error_message = $5,",
+    "   run_at = COALESCE($6, run_at), attempts_used = COALESCE($7, attempts_used),",
+    "   finished_at = CASE WHEN $3 IN ('queued', 'running') THEN $8",
+    "     ELSE COALESCE($8, now()) END,",
     "   cancel_requested = cancel_requested AND $3 <> 'queued',",
     "   last_seq = last_seq + jsonb_array_length($9), updated_at = now()",
     " WHERE id = $1 AND status = 'running' AND attempt = $2",
+    "   AND EXISTS (SELECT 1 FROM attempts r",
+    "     WHERE r.job_id = $1 AND r.number = $2 AND r.status = 'running')",
     // `Lost` needs the lease expired: checked under the lock, and again here.
     "   AND (NOT $13 OR EXISTS (SELECT 1 FROM attempts x",
     "     WHERE x.job_id = $1 AND x.number = $2 AND x.lease_expires_at <= now()))",
@@ -66,14 +74,23 @@ const APPLY: &str = concat!(
     " SELECT * FROM j"
 );
 
+/// Whether `finish` needs two statements (see [`finish`]).
+pub(crate) fn needs_lock(outcome: &Outcome) -> bool {
+    !matches!(outcome, Outcome::Succeeded)
+}
+
 /// Ends the attempt: locks the job and its attempt, plans with the core's
 /// [`plan_finish`] at the database's `now()`, and writes. Two statements: the
-/// caller runs them in a transaction.
+/// caller runs them in a transaction. A success, whose plan depends on
+/// nothing but the fence, is one statement.
 pub(crate) async fn finish(
     conn: &mut PgConnection,
     fence: Fence,
     outcome: &Outcome,
 ) -> Result<Changed> {
+    if !needs_lock(outcome) {
+        return succeed(conn, fence).await;
+    }
     let row = sqlx::query(LOCK)
         .bind(fence.job_id.0)
         .bind(big(fence.attempt))
@@ -117,6 +134,36 @@ pub(crate) async fn finish(
         job.updated_at,
         plan.events,
     );
+    Ok(Changed { job, events })
+}
+
+/// [`plan_finish`]'s plan for a success, written without reading first.
+async fn succeed(conn: &mut PgConnection, fence: Fence) -> Result<Changed> {
+    let events = vec![EventData::Status {
+        status: JobStatus::Succeeded,
+        error: None,
+        run_at: None,
+    }];
+    let row = sqlx::query(APPLY)
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .bind(JobStatus::Succeeded.as_str())
+        .bind(None::<String>)
+        .bind(None::<String>)
+        .bind(None::<DateTime<Utc>>)
+        .bind(None::<i64>)
+        .bind(None::<DateTime<Utc>>)
+        .bind(rows::encode_events(&events)?)
+        .bind(AttemptStatus::Succeeded.as_str())
+        .bind(None::<String>)
+        .bind(None::<String>)
+        .bind(false)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?
+        .ok_or(Error::StaleAttempt)?;
+    let job = rows::job(&row)?;
+    let events = rows::appended(job.id, job.attempt, job.last_seq, job.updated_at, events);
     Ok(Changed { job, events })
 }
 

@@ -129,7 +129,11 @@ impl Op {
 
     /// Runs in a transaction of its own.
     async fn alone(&self, pool: &PgPool) -> Result<Done> {
-        if let Op::Finish { .. } = self {
+        if let Op::Finish { outcome, .. } = self {
+            if !attempts::needs_lock(outcome) {
+                let mut conn = pool.acquire().await.map_err(map)?;
+                return self.run(&mut conn).await;
+            }
             // Two statements (lock, then write): they need a transaction.
             let mut tx = pool.begin().await.map_err(map)?;
             let done = self.run(&mut tx).await?;
