@@ -488,6 +488,11 @@ async fn load_loop(
             .map_err(|e| format!("read body: {e}"))?;
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
         if !(200..300).contains(&status) {
+            if bad == 0 {
+                // Counted in `non_2xx`; the first one of a connection is shown.
+                let body = String::from_utf8_lossy(&body);
+                eprintln!("bench: a non-2xx answer: {status} {body}");
+            }
             bad += 1;
         }
     }
