@@ -71,12 +71,14 @@ impl Outbox {
     pub(crate) fn offer(&self, events: &[JobEvent]) -> u64 {
         let mut s = self.state();
         if s.events.len() + events.len() > self.capacity {
+            // Logged once per message that will say `lagged`, not per call.
+            if !s.lagged {
+                tracing::warn!(
+                    buffered = s.events.len(),
+                    "redis publisher is behind; events dropped, subscribers will lag"
+                );
+            }
             s.lagged = true;
-            tracing::warn!(
-                dropped = events.len(),
-                buffered = s.events.len(),
-                "redis publisher is behind; events dropped, subscribers will lag"
-            );
         } else {
             s.events.extend_from_slice(events);
         }

@@ -210,36 +210,43 @@ async fn serve(
             Some(r) = requests.recv() => {
                 let answer = register(shared, &mut c, r.job_id).await;
                 let lost = answer.is_err();
-                let _ = r.reply.send(answer);
+                if r.reply.send(answer).is_err() {
+                    // The caller gave up waiting: its receiver is gone.
+                    forget(shared, &mut c, r.job_id).await;
+                }
                 if lost {
                     return Ended::Lost;
                 }
             }
-            Some(job_id) = dropped.recv() => {
-                forget_if_unwatched(shared, job_id);
-                if c.subscribed && shared.subs().is_empty() {
-                    let mut conn = c.conn.clone();
-                    let done = with_timeout(
-                        shared.config.command_timeout,
-                        "unsubscribe",
-                        conn.unsubscribe(shared.channel()),
-                    )
-                    .await;
-                    match done {
-                        Ok(()) => c.subscribed = false,
-                        Err(e) => {
-                            // Harmless: messages for nobody are ignored.
-                            tracing::debug!(error = %e, "unsubscribe failed");
-                        }
-                    }
-                }
-            }
+            Some(job_id) = dropped.recv() => forget(shared, &mut c, job_id).await,
             _ = health.tick() => {
                 let ping = redis::cmd("PING");
                 let ping = ping.query_async::<Value>(&mut c.conn);
                 if with_timeout(shared.config.command_timeout, "ping", ping).await.is_err() {
                     return Ended::Lost;
                 }
+            }
+        }
+    }
+}
+
+/// Forgets a job nobody watches any more, and unsubscribes from the channel
+/// when no job is watched.
+async fn forget(shared: &Shared, c: &mut Connected, job_id: JobId) {
+    forget_if_unwatched(shared, job_id);
+    if c.subscribed && shared.subs().is_empty() {
+        let mut conn = c.conn.clone();
+        let done = with_timeout(
+            shared.config.command_timeout,
+            "unsubscribe",
+            conn.unsubscribe(shared.channel()),
+        )
+        .await;
+        match done {
+            Ok(()) => c.subscribed = false,
+            Err(e) => {
+                // Harmless: messages for nobody are ignored.
+                tracing::debug!(error = %e, "unsubscribe failed");
             }
         }
     }
