@@ -1,6 +1,7 @@
 //! The notifier beyond the conformance kit: one subscriber connection per
-//! process, reconnects with `Lagged`, unsubscribing, batching, shutdown, and
-//! an engine watch that stays gap-free across a killed subscriber connection.
+//! process, reconnects with `Lagged`, unsubscribing, coalesced publishing,
+//! overflow as `Lagged`, the subscription barrier, shutdown, and an engine
+//! watch that stays gap-free across a killed subscriber connection.
 
 mod common;
 
@@ -27,11 +28,12 @@ async fn next(sub: &mut NotificationStream) -> Notification {
         .expect("the stream goes on")
 }
 
-async fn pubsub_numsub(r: &TestRedis, job: JobId) -> i64 {
+/// Subscribers of the events channel.
+async fn pubsub_numsub(r: &TestRedis) -> i64 {
     let mut admin = r.admin.clone();
     let (_, n): (String, i64) = redis::cmd("PUBSUB")
         .arg("NUMSUB")
-        .arg(format!("{}:events:{job}", r.prefix()))
+        .arg(format!("{}:events", r.prefix()))
         .query_async(&mut admin)
         .await
         .expect("PUBSUB NUMSUB");
@@ -63,13 +65,11 @@ async fn one_subscriber_connection_serves_every_watched_job() {
         subs.push(n.subscribe(*job).await.expect("subscribe"));
         subs.push(n.subscribe(*job).await.expect("subscribe twice"));
     }
-    for job in &jobs {
-        assert_eq!(
-            pubsub_numsub(&r, *job).await,
-            1,
-            "one Redis subscription per job"
-        );
-    }
+    assert_eq!(
+        pubsub_numsub(&r).await,
+        1,
+        "one Redis subscription for every job"
+    );
     let events: Vec<_> = jobs.iter().map(|j| event(*j, 1)).collect();
     n.publish(&events).await.expect("publish");
     for (i, sub) in subs.iter_mut().enumerate() {
@@ -104,7 +104,7 @@ async fn subscribers_hear_lagged_after_a_reconnect_and_then_events_again() {
     let e2 = event(job, 2);
     n.publish(std::slice::from_ref(&e2)).await.expect("publish");
     assert_eq!(next(&mut sub).await, Notification::Event(e2));
-    assert_eq!(pubsub_numsub(&r, job).await, 1);
+    assert_eq!(pubsub_numsub(&r).await, 1);
     r.cleanup().await;
 }
 
@@ -114,18 +114,18 @@ async fn the_last_stream_dropped_unsubscribes() {
         return;
     };
     let n = r.notifier().await;
-    let job = JobId::new();
+    assert_eq!(pubsub_numsub(&r).await, 0, "nothing watched yet");
+    let (job, other) = (JobId::new(), JobId::new());
     let a = n.subscribe(job).await.expect("subscribe");
     let b = n.subscribe(job).await.expect("subscribe");
-    assert_eq!(pubsub_numsub(&r, job).await, 1);
+    let o = n.subscribe(other).await.expect("subscribe");
+    assert_eq!(pubsub_numsub(&r).await, 1);
     drop(a);
+    drop(o);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(pubsub_numsub(&r, job).await, 1, "b still watches");
+    assert_eq!(pubsub_numsub(&r).await, 1, "b still watches");
     drop(b);
-    eventually("unsubscribed", || async {
-        pubsub_numsub(&r, job).await == 0
-    })
-    .await;
+    eventually("unsubscribed", || async { pubsub_numsub(&r).await == 0 }).await;
     // And a new subscription works again.
     let mut c = n.subscribe(job).await.expect("subscribe");
     let e = event(job, 1);
@@ -134,38 +134,149 @@ async fn the_last_stream_dropped_unsubscribes() {
     r.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_batch_costs_one_publish_per_job() {
-    let Some(r) = TestRedis::connect().await else {
-        return;
-    };
-    let n = r.notifier().await;
-    let (a, b) = (JobId::new(), JobId::new());
-    let mut sub_a = n.subscribe(a).await.expect("subscribe");
+/// PUBLISH commands naming this test's prefix, seen by MONITOR while `f` runs.
+async fn publishes_during<F: std::future::Future<Output = ()>>(r: &TestRedis, f: F) -> usize {
     let client = redis::Client::open(r.url.as_str()).expect("url");
     let monitor = client.get_async_monitor().await.expect("MONITOR");
     let mut lines = monitor.into_on_message::<String>();
-    let batch = vec![event(a, 1), event(a, 2), event(a, 3)];
-    n.publish(&batch).await.expect("publish");
-    n.publish(&[event(a, 4), event(b, 1), event(b, 2)])
-        .await
-        .expect("publish");
+    f.await;
     let mut publishes = 0;
-    let mut seen_b = false;
     while let Ok(Some(line)) = tokio::time::timeout(Duration::from_millis(300), lines.next()).await
     {
         if line.contains("\"PUBLISH\"") && line.contains(r.prefix()) {
             publishes += 1;
-            seen_b |= line.contains(&b.to_string());
         }
     }
-    assert_eq!(publishes, 3, "one PUBLISH per job and call");
-    assert!(seen_b);
-    for seq in 1..=4 {
-        match next(&mut sub_a).await {
-            Notification::Event(e) => assert_eq!((e.job_id, e.seq), (a, seq)),
+    publishes
+}
+
+#[tokio::test]
+async fn publishes_made_while_one_is_in_flight_share_a_message() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let jobs: Vec<JobId> = (0..10).map(|_| JobId::new()).collect();
+    let mut subs = Vec::new();
+    for job in &jobs {
+        subs.push(n.subscribe(*job).await.expect("subscribe"));
+    }
+    // 10 jobs × 20 calls, back to back: publish never waits for Redis, so
+    // all but the first few calls find a PUBLISH in flight and join the next.
+    let calls = 200;
+    let publishes = publishes_during(&r, async {
+        for seq in 1..=20 {
+            for job in &jobs {
+                n.publish(&[event(*job, seq)]).await.expect("publish");
+            }
+        }
+    })
+    .await;
+    assert!(publishes >= 1, "events were published");
+    assert!(
+        publishes * 10 <= calls,
+        "{publishes} PUBLISHes for {calls} calls"
+    );
+    // Each job's events arrive complete and in order.
+    for (job, sub) in jobs.iter().zip(subs.iter_mut()) {
+        for seq in 1..=20 {
+            match next(sub).await {
+                Notification::Event(e) => assert_eq!((e.job_id, e.seq), (*job, seq)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_idle_publisher_sends_at_once() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let job = JobId::new();
+    let mut sub = n.subscribe(job).await.expect("subscribe");
+    for seq in 1..=3 {
+        let start = Instant::now();
+        n.publish(&[event(job, seq)]).await.expect("publish");
+        match next(&mut sub).await {
+            Notification::Event(e) => assert_eq!(e.seq, seq),
             other => panic!("{other:?}"),
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_overflowing_outbox_drops_events_and_subscribers_lag() {
+    let Some(mut r) = TestRedis::connect().await else {
+        return;
+    };
+    r.config.publish_buffer = 4;
+    let n = r.notifier().await;
+    let job = JobId::new();
+    let mut sub = n.subscribe(job).await.expect("subscribe");
+    let total = 500u64;
+    for seq in 1..=total {
+        n.publish(&[event(job, seq)])
+            .await
+            .expect("publish never fails");
+    }
+    // Once the outbox has drained, a last event goes through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    n.publish(&[event(job, total + 1)]).await.expect("publish");
+    // Some events were dropped (the outbox holds 4), and the subscriber is
+    // told; what does arrive is in order.
+    let mut lagged = false;
+    let mut received = 0;
+    let mut last = 0;
+    loop {
+        match next(&mut sub).await {
+            Notification::Lagged => lagged = true,
+            Notification::Event(e) => {
+                assert!(e.seq > last, "{} after {last}", e.seq);
+                last = e.seq;
+                received += 1;
+                if e.seq == total + 1 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(lagged, "the subscriber was told it lagged");
+    assert!(received < total, "{received} events: none was dropped");
+    r.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_subscription_gets_only_events_published_after_it() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let n = r.notifier().await;
+    let job = JobId::new();
+    // The channel is already subscribed (another job is watched), so the
+    // barrier is a PING, not the SUBSCRIBE.
+    let _other = n.subscribe(JobId::new()).await.expect("subscribe");
+    for round in 0..20u64 {
+        let before: Vec<_> = (1..=50).map(|s| event(job, round * 100 + s)).collect();
+        n.publish(&before).await.expect("publish");
+        let mut sub = n.subscribe(job).await.expect("subscribe");
+        let after = event(job, round * 100 + 99);
+        n.publish(std::slice::from_ref(&after))
+            .await
+            .expect("publish");
+        assert_eq!(
+            next(&mut sub).await,
+            Notification::Event(after),
+            "round {round}: an event from before the subscription leaked"
+        );
     }
     r.cleanup().await;
 }

@@ -243,6 +243,40 @@ async fn an_unacked_delivery_reappears_after_the_visibility_timeout() {
     r.cleanup().await;
 }
 
+/// Another process's delivery that expires is found by a pop blocked here,
+/// though this queue never saw it: it looks again every half visibility
+/// timeout.
+#[tokio::test]
+async fn a_blocked_pop_finds_an_expired_delivery_of_another_process() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let (here, there) = (r.queue().await, r.queue().await);
+    // This queue has looked (so knows of nothing due) before the other pops.
+    assert_eq!(pop_now(&here, "default").await, None);
+    let job = JobId::new();
+    there.push("default", entry(job, 0)).await.expect("push");
+    let start = Instant::now();
+    let abandoned = pop_now(&there, "default").await.expect("ready");
+    drop(there);
+    let d = here
+        .pop(&names(&["default"]), Duration::from_secs(5))
+        .await
+        .expect("pop")
+        .expect("redelivered here");
+    let waited = start.elapsed();
+    assert_eq!(d.job_id, job);
+    assert_ne!(d.receipt, abandoned.receipt);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "too early: {waited:?}"
+    );
+    // The visibility timeout (1 s), then at most half of it more.
+    assert!(waited < Duration::from_millis(1800), "too late: {waited:?}");
+    here.ack(&d).await.expect("ack");
+    r.cleanup().await;
+}
+
 #[tokio::test]
 async fn nack_gives_the_entry_back_at_once_or_after_a_delay() {
     let Some(r) = TestRedis::connect().await else {
@@ -448,7 +482,15 @@ async fn a_blocked_pop_sends_no_commands_while_it_waits() {
     let Some(r) = TestRedis::connect().await else {
         return;
     };
-    let q = r.queue().await;
+    // A visibility timeout long enough that no look for expired deliveries
+    // (every half of it) falls in the wait.
+    let q = RedisQueue::connect(
+        &r.config
+            .clone()
+            .with_visibility_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connect");
     // Warm up: the blocking connection and the script cache.
     q.pop(&names(&["default"]), Duration::from_millis(20))
         .await
@@ -472,7 +514,9 @@ async fn a_blocked_pop_sends_no_commands_while_it_waits() {
             ours.push(line);
         }
     }
-    // One pop script, one BLPOP, one CLIENT UNBLOCK at our deadline, one last pop script.
+    // One BLPOP, one CLIENT UNBLOCK at our deadline, one pop script to look
+    // before answering (at most one more script, if the warm-up's look was
+    // not remembered).
     assert!(
         ours.len() <= 4,
         "{} commands in 1.5 s: {ours:#?}",

@@ -1,5 +1,6 @@
 //! [`RedisNotifier`]: the [`Notifier`] on Redis pub/sub.
 
+mod publisher;
 mod stream;
 mod subscriber;
 
@@ -15,19 +16,32 @@ use tokio::sync::{broadcast, mpsc};
 use crate::link::Link;
 use crate::RedisConfig;
 use stream::Subscription;
-use subscriber::Control;
+use subscriber::Request;
 
 /// A [`Notifier`] on Redis pub/sub, for processes that share one Redis.
 ///
-/// Each job has a channel of its own, `<prefix>:events:<job id>`, so a
-/// process receives only the events of the jobs it watches and Redis does the
-/// filtering. A publish sends each job's events of the call as one message
-/// (a JSON array), so publishing a batch costs one `PUBLISH`.
+/// Every job's events go to one channel, `<prefix>:events`, as messages of
+/// the form `{"lagged": bool, "events": [...]}`. [`publish`](Notifier::publish)
+/// never waits for Redis: it hands the events to a background publisher that
+/// sends at once when idle and, while a `PUBLISH` is in flight, gathers what
+/// comes meanwhile into the next one — so under load one `PUBLISH` carries the
+/// events of many calls and many jobs. Its buffer is bounded
+/// ([`RedisConfig::publish_buffer`]); on overflow (or a failed `PUBLISH`)
+/// events are dropped and the next message tells every subscriber
+/// [`Notification::Lagged`](projectengine_core::Notification::Lagged). Events
+/// of one process keep their order.
+///
+/// A process subscribes to the channel while it watches at least one job and
+/// filters by job itself. [`subscribe`](Notifier::subscribe) first waits
+/// (at most [`RedisConfig::command_timeout`]) until what this process
+/// published before is sent, then sets a barrier on the subscriber connection
+/// (the `SUBSCRIBE`, or a `PING` when already subscribed), so the new
+/// subscription sees only events published after it was established.
 ///
 /// Every subscription of a process shares **one** subscriber connection (RESP3,
 /// named `<prefix>:subscriber`), owned by a background task that fans
 /// messages out to per-job broadcast channels. When that connection drops,
-/// the task reconnects with backoff, subscribes again to every watched job
+/// the task reconnects with backoff, subscribes again
 /// and then tells each subscriber [`Notification::Lagged`](projectengine_core::Notification::Lagged):
 /// streams survive the reconnect, and the engine's watch reads what was
 /// missed from the store.
@@ -56,12 +70,13 @@ pub(crate) struct Shared {
     prefix: String,
     config: RedisConfig,
     publisher: Link,
-    /// A sender per watched job. Only holders of `control` add entries.
+    /// Events on their way to Redis.
+    outbox: publisher::Outbox,
+    /// A sender per watched job. Only the subscriber task changes it.
     subs: Mutex<HashMap<JobId, broadcast::Sender<projectengine_core::Notification>>>,
-    /// The subscriber connection; held while (un)subscribing or resubscribing,
-    /// so those never interleave.
-    control: tokio::sync::Mutex<Control>,
-    /// Streams report here when dropped, so their job can be unsubscribed.
+    /// Subscriptions wanted, served by the subscriber task.
+    requests: mpsc::UnboundedSender<Request>,
+    /// Streams report here when dropped, so their job can be forgotten.
     dropped: mpsc::UnboundedSender<JobId>,
 }
 
@@ -72,16 +87,9 @@ impl Shared {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The channel of a job's events.
-    fn channel(&self, job_id: JobId) -> String {
-        format!("{}:events:{job_id}", self.prefix)
-    }
-
-    /// The job whose channel this is, if it is one of ours.
-    fn job_of(&self, channel: &[u8]) -> Option<JobId> {
-        let rest = channel.strip_prefix(self.prefix.as_bytes())?;
-        let id = rest.strip_prefix(b":events:")?;
-        std::str::from_utf8(id).ok()?.parse().ok()
+    /// The channel every event goes to.
+    fn channel(&self) -> String {
+        format!("{}:events", self.prefix)
     }
 }
 
@@ -104,22 +112,26 @@ impl RedisNotifier {
         config.validate()?;
         let publisher = Link::new(config, "notifier")?;
         let (dropped, dropped_rx) = mpsc::unbounded_channel();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             prefix: config.prefix.clone(),
             config: config.clone(),
             publisher,
+            outbox: publisher::Outbox::new(config.publish_buffer),
             subs: Mutex::new(HashMap::new()),
-            control: tokio::sync::Mutex::new(Control::default()),
+            requests,
             dropped,
         });
-        let first = subscriber::connect(&shared).await?;
+        let first = subscriber::connect(&shared, false).await?;
         let stop = CancellationToken::new();
         tokio::spawn(subscriber::run(
             shared.clone(),
             first,
+            requests_rx,
             dropped_rx,
             stop.clone(),
         ));
+        tokio::spawn(publisher::run(shared.clone(), stop.clone()));
         Ok(Self {
             handle: Arc::new(Handle { shared, stop }),
         })
@@ -133,28 +145,12 @@ impl RedisNotifier {
 
 #[async_trait]
 impl Notifier for RedisNotifier {
+    /// Hands the events to the background publisher; never waits for Redis.
     async fn publish(&self, events: &[JobEvent]) -> Result<()> {
-        let shared = &self.handle.shared;
-        let mut pipe = redis::pipe();
-        for batch in events.chunk_by(|a, b| a.job_id == b.job_id) {
-            let payload = serde_json::to_string(batch)
-                .map_err(|e| Error::internal(format!("encoding events: {e}")))?;
-            pipe.cmd("PUBLISH")
-                .arg(shared.channel(batch[0].job_id))
-                .arg(payload)
-                .ignore();
+        if !events.is_empty() {
+            self.handle.shared.outbox.offer(events);
         }
-        if events.is_empty() {
-            return Ok(());
-        }
-        let pipe = &pipe;
-        shared
-            .publisher
-            .run(
-                "publish",
-                |mut c| async move { pipe.exec_async(&mut c).await },
-            )
-            .await
+        Ok(())
     }
 
     async fn subscribe(&self, job_id: JobId) -> Result<NotificationStream> {
@@ -162,6 +158,13 @@ impl Notifier for RedisNotifier {
         if self.handle.stop.is_cancelled() {
             return Err(Error::unavailable("the notifier was shut down"));
         }
+        // What this process published before must not reach the new
+        // subscription: it goes out first (the barrier below does the rest).
+        let mark = shared.outbox.mark();
+        shared
+            .outbox
+            .flushed(mark, shared.config.command_timeout)
+            .await;
         let rx = subscriber::subscribe(shared, job_id).await?;
         Ok(Box::pin(Subscription::new(
             rx,
@@ -176,25 +179,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn channels_round_trip_to_their_job() {
+    fn the_channel_carries_the_prefix() {
         let (dropped, _rx) = mpsc::unbounded_channel();
+        let (requests, _req) = mpsc::unbounded_channel();
         let config = RedisConfig::default().with_prefix("pe:x");
         let shared = Shared {
             prefix: config.prefix.clone(),
             publisher: Link::new(&config, "notifier").expect("a valid url"),
+            outbox: publisher::Outbox::new(config.publish_buffer),
             config,
             subs: Mutex::new(HashMap::new()),
-            control: tokio::sync::Mutex::new(Control::default()),
+            requests,
             dropped,
         };
-        let job = JobId::new();
-        let channel = shared.channel(job);
-        assert_eq!(channel, format!("pe:x:events:{job}"));
-        assert_eq!(shared.job_of(channel.as_bytes()), Some(job));
-        assert_eq!(
-            shared.job_of(format!("other:events:{job}").as_bytes()),
-            None
-        );
-        assert_eq!(shared.job_of(b"pe:x:events:not-a-uuid"), None);
+        assert_eq!(shared.channel(), "pe:x:events");
     }
 }

@@ -7,7 +7,6 @@ pub(crate) struct QueueKeys {
     pub delayed: String,
     pub waiting: String,
     pub inflight: String,
-    pub leases: String,
     pub signal: String,
 }
 
@@ -19,7 +18,6 @@ impl QueueKeys {
             delayed: key("delayed"),
             waiting: key("waiting"),
             inflight: key("inflight"),
-            leases: key("leases"),
             signal: key("signal"),
         }
     }

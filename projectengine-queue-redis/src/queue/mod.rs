@@ -4,6 +4,7 @@ mod blocking;
 mod keys;
 mod scripts;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,18 +26,68 @@ const PROMOTE_LIMIT: u32 = 100;
 /// priorities, FIFO within a priority, delays, de-duplication, and
 /// at-least-once delivery with a visibility timeout.
 ///
-/// Every operation is one Lua script, so it is atomic and costs one round
-/// trip. Times (delays, visibility deadlines) are taken from the Redis
-/// server's clock, so processes with skewed clocks agree. A pop that finds
-/// nothing waits with `BLPOP` on the queues' signal lists — on a connection of
-/// its own, since a blocked connection serves nobody else — and is woken by
-/// the next push within a round trip.
+/// Push, pop and nack are each one Lua script, so atomic and one round trip;
+/// an ack is a single `ZREM` of the delivery's lease (receipt and priority are
+/// part of it, so a stale receipt removes nothing). Times (delays, visibility
+/// deadlines) are taken from the Redis server's clock, so processes with
+/// skewed clocks agree.
+///
+/// Every entry made ready leaves a token in its queue's signal list. A pop
+/// (with a wait) first takes a token with `BLPOP` — on a connection of its
+/// own, since a blocked connection serves nobody else — then runs the pop
+/// script; with no token it blocks, and the next push wakes it within a round
+/// trip. Promoting delayed and expired entries is left out of the pop script
+/// while nothing can be due: the queue remembers when the next entry falls due
+/// (from its scripts' answers and its own deliveries), and looks again at least
+/// every half visibility timeout (at most 5 s), for deliveries of other
+/// processes that expired and for tokens lost with a cancelled pop. A pop that
+/// answers `None` has looked at least once.
 pub struct RedisQueue {
     link: Link,
     blockers: Blockers,
     prefix: String,
     seq_key: String,
+    visibility: Duration,
     visibility_ms: u64,
+    /// How often a pop looks for due entries even when none is known to be.
+    rescan: Duration,
+    timers: Mutex<Timers>,
+}
+
+/// What this process knows about entries falling due.
+#[derive(Debug, Default)]
+struct Timers {
+    /// When the earliest known delayed or in-flight entry falls due.
+    next_due: Option<Instant>,
+    /// When a pop script last promoted due entries.
+    last_scan: Option<Instant>,
+    /// The server's clock (ms) as last read by a script, and when: what the
+    /// visibility deadlines of later pops are reckoned from.
+    clock: Option<(Instant, u64)>,
+}
+
+impl Timers {
+    /// Whether a pop should promote due entries before taking one.
+    fn scan_due(&self, now: Instant, rescan: Duration) -> bool {
+        self.next_due.is_some_and(|t| t <= now) || self.last_scan.is_none_or(|t| now >= t + rescan)
+    }
+
+    /// The server's clock now, in ms, estimated from its last reading (0: none).
+    fn estimate(&self, now: Instant) -> u64 {
+        self.clock.map_or(0, |(at, ms)| {
+            let since = u64::try_from(now.saturating_duration_since(at).as_millis());
+            ms.saturating_add(since.unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Until when a pop may block before it must look again.
+    fn look_again_at(&self, rescan: Duration) -> Option<Instant> {
+        let rescan_at = self.last_scan.map(|t| t + rescan);
+        match (self.next_due, rescan_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -44,12 +95,19 @@ impl std::fmt::Debug for RedisQueue {
         f.debug_struct("RedisQueue")
             .field("prefix", &self.prefix)
             .field("visibility_ms", &self.visibility_ms)
+            .field("timers", &*self.timers())
             .finish()
     }
 }
 
-/// What the pop script answers: `(hit, queue index or wait, job, priority, receipt)`.
-type PopReply = (i64, i64, String, i64, i64);
+/// What the pop script answers: `(hit, queue index, job, priority, receipt,
+/// ms until due: -1 none, -2 not looked, server clock in ms: -1 not read)`.
+type PopReply = (i64, i64, String, i64, i64, i64, i64);
+
+/// The lease of a delivery, as the pop script wrote it in the in-flight set.
+fn lease(d: &Delivery) -> String {
+    format!("{:016x}{}:{}", d.receipt, d.job_id, d.priority)
+}
 
 impl RedisQueue {
     /// Connects to Redis and checks that it answers.
@@ -80,7 +138,11 @@ impl RedisQueue {
             blockers,
             prefix: config.prefix.clone(),
             seq_key: keys::seq(&config.prefix),
+            visibility: config.visibility_timeout,
             visibility_ms: millis_ceil(config.visibility_timeout),
+            rescan: (config.visibility_timeout / 2)
+                .clamp(Duration::from_millis(1), Duration::from_secs(5)),
+            timers: Mutex::new(Timers::default()),
         })
     }
 
@@ -98,8 +160,12 @@ impl RedisQueue {
         QueueKeys::new(&self.prefix, queue)
     }
 
-    /// One atomic pop attempt; on a miss, how long until an entry falls due.
-    async fn try_pop(&self, queues: &[String]) -> Result<Result<Delivery, Option<Duration>>> {
+    fn timers(&self) -> MutexGuard<'_, Timers> {
+        self.timers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One atomic pop attempt; `scan` promotes due entries first.
+    async fn try_pop(&self, queues: &[String], scan: bool) -> Result<Option<Delivery>> {
         let mut invocation = scripts::POP.key(&self.seq_key);
         for q in queues {
             let k = self.keys(q);
@@ -108,26 +174,51 @@ impl RedisQueue {
                 .key(k.delayed)
                 .key(k.waiting)
                 .key(k.inflight)
-                .key(k.leases)
                 .key(k.signal);
         }
-        invocation.arg(self.visibility_ms).arg(PROMOTE_LIMIT);
+        let sent = Instant::now();
+        let estimate = self.timers().estimate(sent);
+        invocation
+            .arg(self.visibility_ms)
+            .arg(PROMOTE_LIMIT)
+            .arg(u8::from(scan))
+            .arg(estimate);
         let invocation = &invocation;
-        let (hit, n, job, priority, receipt): PopReply = self
+        let (hit, n, job, priority, receipt, due, clock): PopReply = self
             .link
             .run("pop", |mut c| async move {
                 invocation.invoke_async(&mut c).await
             })
             .await?;
+        {
+            let received = Instant::now();
+            let mut t = self.timers();
+            if let Ok(ms) = u64::try_from(clock) {
+                // Read somewhere between sending and receiving: take the middle.
+                t.clock = Some((sent + (received - sent) / 2, ms));
+            }
+            if due != -2 {
+                // The script looked: it knows every due time there is.
+                t.last_scan = Some(sent);
+                t.next_due = u64::try_from(due)
+                    .ok()
+                    .map(|ms| sent + Duration::from_millis(ms));
+            }
+            if hit == 1 {
+                // Our own delivery falls due if it is not acked in time.
+                let ours = sent + self.visibility;
+                t.next_due = Some(t.next_due.map_or(ours, |d| d.min(ours)));
+            }
+        }
         if hit == 0 {
-            return Ok(Err(u64::try_from(n).ok().map(Duration::from_millis)));
+            return Ok(None);
         }
         let queue = usize::try_from(n)
             .ok()
             .and_then(|i| i.checked_sub(1))
             .and_then(|i| queues.get(i))
             .ok_or_else(|| error::unexpected("pop", format!("queue index {n}")))?;
-        Ok(Ok(Delivery {
+        Ok(Some(Delivery {
             job_id: job
                 .parse::<JobId>()
                 .map_err(|e| error::unexpected("pop", e))?,
@@ -180,20 +271,40 @@ impl Queue for RedisQueue {
             return Ok(None);
         }
         let signals: Vec<String> = queues.iter().map(|q| self.keys(q).signal).collect();
+        // With time to wait, a token comes first (an entry made ready left
+        // one); without, the script looks at once. Every pop that returns
+        // nothing has looked at least once.
+        let mut look = wait.is_zero() || self.timers().last_scan.is_none();
         // A blocking connection that broke (a restart, a killed client) is
         // replaced once per pop; the pop script tells whether Redis is back.
         let mut replaced = false;
         loop {
-            let next_due = match self.try_pop(queues).await? {
-                Ok(delivery) => return Ok(Some(delivery)),
-                Err(next_due) => next_due,
-            };
+            if look {
+                let scan = self.timers().scan_due(Instant::now(), self.rescan);
+                if let Some(delivery) = self.try_pop(queues, scan).await? {
+                    return Ok(Some(delivery));
+                }
+            }
             let now = Instant::now();
             if now >= give_up {
-                return Ok(None);
+                if look {
+                    return Ok(None);
+                }
+                look = true;
+                continue;
             }
-            let left = give_up - now;
-            let block = next_due.map_or(left, |d| d.min(left));
+            let until = self
+                .timers()
+                .look_again_at(self.rescan)
+                .map_or(give_up, |t| t.min(give_up));
+            // Something falls due already: look (and promote) before blocking.
+            if until <= now {
+                look = true;
+                continue;
+            }
+            let block = until
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             match self.blockers.wait(&self.link, &signals, block).await {
                 Ok(()) => {}
                 Err(e) if !replaced => {
@@ -202,22 +313,22 @@ impl Queue for RedisQueue {
                 }
                 Err(e) => return Err(e),
             }
+            look = true;
         }
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<()> {
-        let k = self.keys(&delivery.queue);
-        let mut invocation = scripts::ACK.prepare_invoke();
-        invocation
-            .key(k.inflight)
-            .key(k.leases)
-            .arg(delivery.job_id.to_string())
-            .arg(delivery.receipt);
-        let invocation = &invocation;
+        let inflight = self.keys(&delivery.queue).inflight;
+        let (inflight, lease) = (&inflight, &lease(delivery));
+        // One ZREM: a stale receipt names no member and removes nothing.
         let _acked: i64 = self
             .link
             .run("ack", |mut c| async move {
-                invocation.invoke_async(&mut c).await
+                redis::cmd("ZREM")
+                    .arg(inflight)
+                    .arg(lease)
+                    .query_async(&mut c)
+                    .await
             })
             .await?;
         Ok(())
@@ -231,11 +342,11 @@ impl Queue for RedisQueue {
             .key(k.delayed)
             .key(k.waiting)
             .key(k.inflight)
-            .key(k.leases)
             .key(k.signal)
             .key(&self.seq_key)
             .arg(delivery.job_id.to_string())
-            .arg(delivery.receipt)
+            .arg(lease(delivery))
+            .arg(delivery.priority)
             .arg(delay.map_or(0, millis_ceil));
         let invocation = &invocation;
         let _current: i64 = self
@@ -277,6 +388,31 @@ mod tests {
         assert_eq!(millis_ceil(Duration::from_millis(1500)), 1500);
         assert_eq!(millis_ceil(Duration::from_micros(1500)), 2);
         assert_eq!(millis_ceil(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn timers_say_when_to_look_again() {
+        let rescan = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        assert!(t.scan_due(t0, rescan), "never looked: look now");
+        assert_eq!(t.look_again_at(rescan), None);
+        assert_eq!(t.estimate(t0), 0, "no reading of the clock yet");
+        t.last_scan = Some(t0);
+        assert!(!t.scan_due(t0, rescan));
+        assert!(
+            t.scan_due(t0 + rescan, rescan),
+            "looks again after `rescan`"
+        );
+        assert_eq!(t.look_again_at(rescan), Some(t0 + rescan));
+        t.next_due = Some(t0 + Duration::from_secs(1));
+        assert_eq!(t.look_again_at(rescan), Some(t0 + Duration::from_secs(1)));
+        assert!(
+            t.scan_due(t0 + Duration::from_secs(1), rescan),
+            "something is due"
+        );
+        t.clock = Some((t0, 1_000_000));
+        assert_eq!(t.estimate(t0 + Duration::from_millis(250)), 1_000_250);
     }
 
     #[test]

@@ -14,8 +14,6 @@ pub(crate) static PUSH: LazyLock<Script> =
     LazyLock::new(|| script(include_str!("../scripts/push.lua")));
 pub(crate) static POP: LazyLock<Script> =
     LazyLock::new(|| script(include_str!("../scripts/pop.lua")));
-pub(crate) static ACK: LazyLock<Script> =
-    LazyLock::new(|| script(include_str!("../scripts/ack.lua")));
 pub(crate) static NACK: LazyLock<Script> =
     LazyLock::new(|| script(include_str!("../scripts/nack.lua")));
 pub(crate) static DEPTH: LazyLock<Script> =

@@ -6,9 +6,11 @@
 --   delayed  ZSET  score = due time (ms, server clock), member = job id
 --   waiting  HASH  job id -> "<priority>" while delayed, "<priority>:<ready member>"
 --                  while ready: which jobs are waiting (de-duplication), and where
---   inflight ZSET  score = visibility deadline (ms, server clock), member = job id
---   leases   HASH  job id -> "<receipt>:<priority>" of its current delivery
---   signal   LIST  one token per entry made ready; blocked pops wait on it (BLPOP)
+--   inflight ZSET  score = visibility deadline (ms, server clock), member = the
+--                  delivery's lease, "<ready member>:<priority>": the receipt is
+--                  the sequence number, so acking is one ZREM of the lease
+--   signal   LIST  a token per entry made ready (and per delayed push); a pop
+--                  takes a token (BLPOP) before it looks, and blocks on it
 -- and one sequence shared by all queues of a prefix.
 
 -- Integers as exact decimal strings (Lua numbers are doubles).
@@ -34,9 +36,14 @@ local function next_seq(key)
   return s
 end
 
+-- The ready-set member of `job` with a new sequence number.
+local function ready_member(seq_key, job)
+  return string.format('%016x', next_seq(seq_key)) .. job
+end
+
 -- Makes `job` ready and wakes one blocked pop.
 local function make_ready(ready, waiting, signal, seq_key, job, priority)
-  local member = string.format('%016x', next_seq(seq_key)) .. job
+  local member = ready_member(seq_key, job)
   redis.call('ZADD', ready, int(-priority), member)
   redis.call('HSET', waiting, job, int(priority) .. ':' .. member)
   redis.call('LPUSH', signal, '1')
@@ -53,8 +60,13 @@ local function still_waiting(ready, delayed, record, job)
   return redis.call('ZSCORE', delayed, job) ~= false
 end
 
--- "<receipt>:<priority>" -> receipt, priority (both strings).
+-- A lease "<16 hex receipt><job>:<priority>" -> job, priority (a string).
+-- A member without a priority (written by an older version: the bare job id)
+-- reads as priority 0.
 local function split_lease(lease)
-  local sep = string.find(lease, ':', 1, true)
-  return string.sub(lease, 1, sep - 1), string.sub(lease, sep + 1)
+  local sep = string.find(lease, ':', 17, true)
+  if not sep then
+    return lease, '0'
+  end
+  return string.sub(lease, 17, sep - 1), string.sub(lease, sep + 1)
 end

@@ -1,77 +1,135 @@
 -- Takes the next deliverable entry of several named queues.
--- KEYS: seq, then per queue: ready, delayed, waiting, inflight, leases, signal
--- ARGV: visibility timeout in ms, most entries to promote per queue and kind
--- Returns {1, queue index (1-based), job id, priority, receipt} on a hit,
--- {0, ms until the next entry falls due (-1: none), '', 0, 0} on a miss.
+-- KEYS: seq, then per queue: ready, delayed, waiting, inflight, signal
+-- ARGV: visibility timeout in ms, most entries to promote per queue and kind,
+--       1 to promote due entries first (else only when nothing is ready),
+--       the caller's estimate of the server's clock in ms (0: none)
+-- Returns {1, queue index (1-based), job id, priority, receipt, due, clock} on
+-- a hit, {0, 0, '', 0, 0, due, clock} on a miss, where due is the ms until the
+-- next delayed or in-flight entry falls due if this call looked (-1: none), -2
+-- if not, and clock the server's clock in ms if this call read it (else -1).
 local visibility, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local seq_key = KEYS[1]
-local n = (#KEYS - 1) / 6
+local estimate = tonumber(ARGV[4])
+local n = (#KEYS - 1) / 5
 local function key(i, k)
-  return KEYS[1 + (i - 1) * 6 + k]
+  return KEYS[1 + (i - 1) * 5 + k]
 end
-local now = now_ms()
+-- The clock is read (TIME) only to promote: comparing due times needs it
+-- exact. A visibility deadline may use the caller's estimate (anchored on an
+-- earlier reading; off by a round trip at most), when it has one.
+local clock
+local function now()
+  if not clock then
+    clock = now_ms()
+  end
+  return clock
+end
 
-local best, best_score, best_member
-for i = 1, n do
+-- Moves entries that fell due to `ready`: delayed ones (a ready record means
+-- the job was made ready meanwhile; no record means it was lost, and
+-- recovery pushes it), and deliveries whose visibility timeout passed.
+local function promote(i)
   local ready, delayed, waiting = key(i, 1), key(i, 2), key(i, 3)
-  local inflight, leases, signal = key(i, 4), key(i, 5), key(i, 6)
-  -- Delayed entries that fell due (a ready record means the job was made
-  -- ready meanwhile; no record means it was lost, and recovery pushes it).
-  for _, job in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)) do
+  local inflight, signal = key(i, 4), key(i, 5)
+  for _, job in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now(), 'LIMIT', 0, limit)) do
     redis.call('ZREM', delayed, job)
     local record = redis.call('HGET', waiting, job)
     if record and not string.find(record, ':', 1, true) then
-      make_ready(ready, waiting, signal, seq_key, job, tonumber(record))
+      make_ready(ready, waiting, signal, KEYS[1], job, tonumber(record))
     end
   end
-  -- Deliveries whose visibility timeout passed.
-  for _, job in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, limit)) do
-    redis.call('ZREM', inflight, job)
-    local lease = redis.call('HGET', leases, job)
-    redis.call('HDEL', leases, job)
-    if lease then
-      local _, p = split_lease(lease)
-      local record = redis.call('HGET', waiting, job)
-      if not (record and still_waiting(ready, delayed, record, job)) then
-        make_ready(ready, waiting, signal, seq_key, job, tonumber(p))
-      end
-    end
-  end
-  local head = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
-  if head[1] then
-    local score = tonumber(head[2])
-    if not best or score < best_score or (score == best_score and head[1] < best_member) then
-      best, best_score, best_member = i, score, head[1]
+  for _, lease in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now(), 'LIMIT', 0, limit)) do
+    redis.call('ZREM', inflight, lease)
+    local job, p = split_lease(lease)
+    local record = redis.call('HGET', waiting, job)
+    if not (record and still_waiting(ready, delayed, record, job)) then
+      make_ready(ready, waiting, signal, KEYS[1], job, tonumber(p))
     end
   end
 end
 
-if not best then
-  local next_due
+-- Removes and answers the best ready entry: (queue index, member, score).
+local function take()
+  if n == 1 then
+    local head = redis.call('ZPOPMIN', key(1, 1))
+    if head[1] then
+      return 1, head[1], tonumber(head[2])
+    end
+    return nil
+  end
+  local best, best_score, best_member
+  for i = 1, n do
+    local head = redis.call('ZRANGE', key(i, 1), 0, 0, 'WITHSCORES')
+    if head[1] then
+      local score = tonumber(head[2])
+      if not best or score < best_score or (score == best_score and head[1] < best_member) then
+        best, best_score, best_member = i, score, head[1]
+      end
+    end
+  end
+  if best then
+    redis.call('ZREM', key(best, 1), best_member)
+  end
+  return best, best_member, best_score
+end
+
+-- Ms until the next delayed or in-flight entry falls due; -1: none.
+local function next_due()
+  local at
   for i = 1, n do
     for _, k in ipairs({ key(i, 2), key(i, 4) }) do
       local head = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
       if head[2] then
-        local at = tonumber(head[2])
-        if not next_due or at < next_due then
-          next_due = at
+        local t = tonumber(head[2])
+        if not at or t < at then
+          at = t
         end
       end
     end
-    -- Nothing is ready: tokens left in the signal list are stale.
-    redis.call('DEL', key(i, 6))
   end
-  if next_due then
-    return { 0, math.max(next_due - now, 1), '', 0, 0 }
+  if at then
+    return math.max(at - now(), 1)
   end
-  return { 0, -1, '', 0, 0 }
+  return -1
 end
 
-redis.call('ZREM', key(best, 1), best_member)
-local job = string.sub(best_member, 17)
-local receipt = tonumber(string.sub(best_member, 1, 16), 16)
-local priority = -best_score
+local scanned = ARGV[3] == '1'
+if scanned then
+  for i = 1, n do
+    promote(i)
+  end
+end
+local best, member, score = take()
+if not best and not scanned then
+  scanned = true
+  for i = 1, n do
+    promote(i)
+  end
+  best, member, score = take()
+end
+
+if not best then
+  -- Nothing is ready: tokens left in the signal lists are stale.
+  for i = 1, n do
+    redis.call('DEL', key(i, 5))
+  end
+  return { 0, 0, '', 0, 0, next_due(), clock or -1 }
+end
+
+local job = string.sub(member, 17)
+local receipt = tonumber(string.sub(member, 1, 16), 16)
+local priority = -score
 redis.call('HDEL', key(best, 3), job)
-redis.call('HSET', key(best, 5), job, int(receipt) .. ':' .. int(priority))
-redis.call('ZADD', key(best, 4), int(now + visibility), job)
-return { 1, best, job, priority, receipt }
+local base = clock
+if not base then
+  if estimate > 0 then
+    base = estimate
+  else
+    base = now()
+  end
+end
+redis.call('ZADD', key(best, 4), int(base + visibility), member .. ':' .. int(priority))
+local due = -2
+if scanned then
+  due = next_due()
+end
+return { 1, best, job, priority, receipt, due, clock or -1 }
