@@ -43,7 +43,12 @@ pub struct RedisRun {
     monitor: Option<Monitor>,
 }
 
-pub async fn connect(name: &str, monitor: bool, group: GroupCommit) -> Result<Backends, String> {
+pub async fn connect(
+    name: &str,
+    monitor: bool,
+    group: GroupCommit,
+    publish_interval: Option<Duration>,
+) -> Result<Backends, String> {
     match name {
         "memory" => Ok(Backends {
             store: Arc::new(MemoryStore::new()),
@@ -52,12 +57,16 @@ pub async fn connect(name: &str, monitor: bool, group: GroupCommit) -> Result<Ba
             pg: None,
             redis: None,
         }),
-        "pg-redis" => pg_redis(monitor, group).await,
+        "pg-redis" => pg_redis(monitor, group, publish_interval).await,
         other => Err(format!("unknown backend `{other}` (memory, pg-redis)")),
     }
 }
 
-async fn pg_redis(monitor: bool, group: GroupCommit) -> Result<Backends, String> {
+async fn pg_redis(
+    monitor: bool,
+    group: GroupCommit,
+    publish_interval: Option<Duration>,
+) -> Result<Backends, String> {
     let admin_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
@@ -93,7 +102,10 @@ async fn pg_redis(monitor: bool, group: GroupCommit) -> Result<Backends, String>
     };
 
     let prefix = format!("bench-{id}");
-    let rc = RedisConfig::new(redis_url.clone()).with_prefix(prefix.clone());
+    let mut rc = RedisConfig::new(redis_url.clone()).with_prefix(prefix.clone());
+    if let Some(interval) = publish_interval {
+        rc.publish_interval = interval;
+    }
     let client = redis::Client::open(redis_url.as_str()).map_err(|e| format!("REDIS_URL: {e}"))?;
     let conn = client
         .get_multiplexed_async_connection()

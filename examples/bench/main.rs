@@ -4,7 +4,9 @@
 //!
 //! pg-redis takes `--pg-writers W` and `--pg-batch B`: the PgStore's group
 //! commit (default 2 writers, 64 writes per transaction; `--pg-writers 0`
-//! gives each write its own transaction). W1 takes `--inflight F`: the producer keeps up to F submits in flight
+//! gives each write its own transaction), and `--publish-interval-ms MS`: the
+//! Redis notifier's least time between two messages (default: the
+//! notifier's). W1 takes `--inflight F`: the producer keeps up to F submits in flight
 //! (default 64; 1 submits one at a time). W3 also takes `--watchers W` (WebSocket clients per job) and `--step-ms MS`
 //! (the pause before each step); W4 takes `--duration S` and `--client
 //! auto|wrk|builtin`. `--redis-monitor 1` counts Redis commands per job with
@@ -36,6 +38,8 @@ pub struct Args {
     pub concurrency: Option<usize>,
     /// pg-redis: the PgStore's group commit.
     pub group_commit: projectengine_store_postgres::GroupCommit,
+    /// pg-redis: the Redis notifier's `publish_interval`, if given.
+    pub publish_interval: Option<std::time::Duration>,
     /// W1: submits the producer keeps in flight.
     pub inflight: usize,
     /// W3: WebSocket clients per job.
@@ -54,7 +58,7 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let workload = it.next().ok_or(
         "usage: bench <w1|w2|w3|w4> [--backend memory|pg-redis] [--n N] [--k K] [--concurrency C] \
-         [--inflight F] [--pg-writers W] [--pg-batch B] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
+         [--inflight F] [--pg-writers W] [--pg-batch B] [--publish-interval-ms MS] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
     )?;
     let mut args = Args {
         workload,
@@ -64,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         concurrency: None,
         inflight: 64,
         group_commit: Default::default(),
+        publish_interval: None,
         watchers: 10,
         step_ms: 50,
         duration: 20.0,
@@ -85,6 +90,9 @@ fn parse_args() -> Result<Args, String> {
             "--inflight" => args.inflight = num()?.max(1),
             "--pg-writers" => args.group_commit.writers = num()?,
             "--pg-batch" => args.group_commit.max_batch = num()?.max(1),
+            "--publish-interval-ms" => {
+                args.publish_interval = Some(std::time::Duration::from_millis(num()? as u64))
+            }
             "--watchers" => args.watchers = num()?,
             "--step-ms" => args.step_ms = num()? as u64,
             "--duration" => {

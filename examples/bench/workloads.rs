@@ -62,7 +62,13 @@ impl Setup {
 }
 
 async fn setup(args: &Args, k: u32, concurrency: usize, step: Duration) -> Result<Setup, String> {
-    let backends = backends::connect(&args.backend, args.redis_monitor, args.group_commit).await?;
+    let backends = backends::connect(
+        &args.backend,
+        args.redis_monitor,
+        args.group_commit,
+        args.publish_interval,
+    )
+    .await?;
     let observer = Observer::new(backends.notifier.clone(), args.workload == "w3");
     let stub = StubOrchestrator {
         steps: k,
