@@ -159,6 +159,27 @@ impl PgRun {
         Ok(n)
     }
 
+    /// Row updates of the `jobs` table, and how many of them were HOT (no
+    /// index touched), read on a connection to the run's database after its
+    /// pool closed (so after `xact_commit`'s second reading).
+    pub async fn jobs_updates(&self) -> Result<(i64, i64), String> {
+        let base = self
+            .admin_url
+            .rsplit_once('/')
+            .map_or(self.admin_url.as_str(), |(b, _)| b);
+        let mut conn = sqlx::PgConnection::connect(&format!("{base}/{}", self.db))
+            .await
+            .map_err(|e| format!("PostgreSQL: {e}"))?;
+        let row: (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'jobs'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| format!("pg_stat_user_tables: {e}"))?;
+        let _ = conn.close().await;
+        Ok(row)
+    }
+
     /// Closes the pool (its backends flush their statistics as they exit).
     pub async fn close(&self) {
         self.store.pool().close().await;

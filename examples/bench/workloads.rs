@@ -198,6 +198,17 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
         r.set("pg_xacts", a - b);
         r.set("pg_xacts_per_job", round((a - b) as f64 / n as f64, 2));
     }
+    if let Some(pg) = &s.backends.pg {
+        let (updates, hot) = pg.jobs_updates().await?;
+        r.set(
+            "pg_job_updates_per_job",
+            round(updates as f64 / n as f64, 2),
+        );
+        r.set(
+            "pg_job_updates_hot_share",
+            round(hot as f64 / updates.max(1) as f64, 2),
+        );
+    }
     if let (Some((b, mb)), Some((a, ma))) = (redis_before, redis_after) {
         let mut per_cmd = a.since(&b);
         // The first INFO is counted in the second snapshot.
