@@ -260,7 +260,7 @@ impl Engine {
         if !params.is_object() {
             return Err(Error::invalid("params", "must be a JSON object"));
         }
-        if serde_json::to_vec(&params).map_or(0, |v| v.len()) > l.max_params_bytes {
+        if serialized_len(&params) > l.max_params_bytes {
             return Err(Error::invalid(
                 "params",
                 format!("must be at most {} bytes", l.max_params_bytes),
@@ -515,5 +515,24 @@ impl Engine {
         } else {
             limit.min(self.inner.limits.max_page)
         }
+    }
+}
+
+/// The length of `value` serialized as JSON, without building the text.
+fn serialized_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
     }
 }

@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -7,6 +6,7 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::hash::IdMap;
 use crate::{JobEvent, JobId, Notification, NotificationStream, Notifier, Result};
 
 /// A [`Notifier`] within this process: one broadcast channel per watched job.
@@ -14,7 +14,7 @@ use crate::{JobEvent, JobId, Notification, NotificationStream, Notifier, Result}
 /// [`Notification::Lagged`].
 #[derive(Debug)]
 pub struct MemoryNotifier {
-    channels: Mutex<HashMap<JobId, broadcast::Sender<JobEvent>>>,
+    channels: Mutex<IdMap<JobId, broadcast::Sender<JobEvent>>>,
     capacity: usize,
 }
 
@@ -28,12 +28,12 @@ impl MemoryNotifier {
     /// A notifier whose per-job channels hold `capacity` events.
     pub fn new(capacity: usize) -> Self {
         Self {
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(IdMap::default()),
             capacity: capacity.max(1),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<JobId, broadcast::Sender<JobEvent>>> {
+    fn lock(&self) -> MutexGuard<'_, IdMap<JobId, broadcast::Sender<JobEvent>>> {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

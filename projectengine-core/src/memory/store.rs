@@ -1,10 +1,11 @@
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::hash::{IdMap, IdSet};
 use crate::transition::plan_finish;
 use crate::{
     App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData, Fence,
@@ -21,13 +22,32 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    jobs: HashMap<JobId, Record>,
-    by_owner: BTreeSet<(Owner, JobId)>,
-    running: HashSet<JobId>,
+    jobs: IdMap<JobId, Record>,
+    /// Ids by owner: one map entry per owner, so adding a job neither clones
+    /// the owner nor compares owner strings at every level of a big tree.
+    by_owner: BTreeMap<Owner, BTreeSet<JobId>>,
+    running: IdSet<JobId>,
     queued: BTreeSet<(DateTime<Utc>, JobId)>,
-    apps: HashMap<AppId, App>,
-    apps_by_owner: BTreeSet<(Owner, AppId)>,
-    app_by_job: HashMap<JobId, AppId>,
+    apps: IdMap<AppId, App>,
+    apps_by_owner: BTreeMap<Owner, BTreeSet<AppId>>,
+    app_by_job: IdMap<JobId, AppId>,
+}
+
+/// Events a job's log has room for from the start: a job without retries or
+/// logs has its status events, a few steps and its app, so this usually spares
+/// the log every regrowth.
+const EVENTS_RESERVED: usize = 10;
+
+/// Adds `id` to `owner`'s ids, cloning the owner only for its first entry.
+fn index_owner<I: Ord>(index: &mut BTreeMap<Owner, BTreeSet<I>>, owner: &Owner, id: I) {
+    match index.get_mut(owner) {
+        Some(ids) => {
+            ids.insert(id);
+        }
+        None => {
+            index.insert(owner.clone(), BTreeSet::from([id]));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -154,7 +174,7 @@ impl Store for MemoryStore {
         };
         let mut rec = Record {
             job,
-            events: Vec::new(),
+            events: Vec::with_capacity(EVENTS_RESERVED),
             attempts: Vec::new(),
         };
         let ev = rec.push(
@@ -166,7 +186,7 @@ impl Store for MemoryStore {
             now,
         );
         let job = rec.job.clone();
-        inner.by_owner.insert((job.owner.clone(), job.id));
+        index_owner(&mut inner.by_owner, &job.owner, job.id);
         inner.queued.insert((job.run_at, job.id));
         inner.jobs.insert(job.id, rec);
         Ok(Changed {
@@ -181,27 +201,27 @@ impl Store for MemoryStore {
 
     async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
         let inner = self.lock();
-        let lo = (owner.clone(), JobId(uuid::Uuid::nil()));
-        let hi = (owner.clone(), JobId(uuid::Uuid::max()));
-        let range = inner.by_owner.range(lo..=hi);
-        let keep = |(_, id): &&(Owner, JobId)| {
-            let job = &inner.jobs[id].job;
+        let Some(ids) = inner.by_owner.get(owner) else {
+            return Ok(Vec::new());
+        };
+        let keep = |id: &&JobId| {
+            let job = &inner.jobs[*id].job;
             query.status.is_none_or(|s| job.status == s)
         };
         let jobs: Vec<Job> = if query.newest_first {
-            range
+            ids.iter()
                 .rev()
-                .filter(|(_, id)| query.cursor.is_none_or(|c| *id < c))
+                .filter(|id| query.cursor.is_none_or(|c| **id < c))
                 .filter(keep)
                 .take(query.limit)
-                .map(|(_, id)| inner.jobs[id].job.clone())
+                .map(|id| inner.jobs[id].job.clone())
                 .collect()
         } else {
-            range
-                .filter(|(_, id)| query.cursor.is_none_or(|c| *id > c))
+            ids.iter()
+                .filter(|id| query.cursor.is_none_or(|c| **id > c))
                 .filter(keep)
                 .take(query.limit)
-                .map(|(_, id)| inner.jobs[id].job.clone())
+                .map(|id| inner.jobs[id].job.clone())
                 .collect()
         };
         Ok(jobs)
@@ -233,6 +253,8 @@ impl Store for MemoryStore {
             finished_at: None,
             error: None,
         };
+        // Most jobs run once: grow the list one attempt at a time.
+        rec.attempts.reserve_exact(1);
         rec.attempts.push(attempt.clone());
         let ev = rec.push(
             EventData::Status {
@@ -340,21 +362,18 @@ impl Store for MemoryStore {
             .app_by_job
             .get(&fence.job_id)
             .and_then(|id| inner.apps.get(id))
-            .cloned();
+            .map(|a| (a.id, a.attempt));
         let rec = inner
             .record(fence.job_id)
             .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
-        if existing
-            .as_ref()
-            .is_some_and(|a| a.attempt == fence.attempt)
-        {
+        if existing.is_some_and(|(_, attempt)| attempt == fence.attempt) {
             return Err(Error::conflict(
                 "this attempt already published the job's app",
             ));
         }
         let app = App {
-            id: existing.as_ref().map_or_else(AppId::new, |a| a.id),
+            id: existing.map_or_else(AppId::new, |(id, _)| id),
             job_id: fence.job_id,
             attempt: fence.attempt,
             owner: rec.job.owner.clone(),
@@ -370,7 +389,7 @@ impl Store for MemoryStore {
             now,
         );
         inner.app_by_job.insert(app.job_id, app.id);
-        inner.apps_by_owner.insert((app.owner.clone(), app.id));
+        index_owner(&mut inner.apps_by_owner, &app.owner, app.id);
         inner.apps.insert(app.id, app.clone());
         Ok((app, vec![ev]))
     }
@@ -487,14 +506,15 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<App>> {
         let inner = self.lock();
-        let lo = (owner.clone(), cursor.unwrap_or(AppId(uuid::Uuid::nil())));
-        let hi = (owner.clone(), AppId(uuid::Uuid::max()));
-        Ok(inner
-            .apps_by_owner
-            .range(lo..=hi)
-            .filter(|(_, id)| cursor.is_none_or(|c| *id > c))
+        let Some(ids) = inner.apps_by_owner.get(owner) else {
+            return Ok(Vec::new());
+        };
+        let from = cursor.unwrap_or(AppId(uuid::Uuid::nil()));
+        Ok(ids
+            .range(from..)
+            .filter(|id| cursor.is_none_or(|c| **id > c))
             .take(limit)
-            .map(|(_, id)| inner.apps[id].clone())
+            .map(|id| inner.apps[id].clone())
             .collect())
     }
 

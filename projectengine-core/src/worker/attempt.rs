@@ -35,7 +35,7 @@ pub(crate) async fn run(
     let span =
         tracing::info_span!("attempt", job_id = %job.id, attempt = fence.attempt, kind = %job.kind);
     async move {
-        let Some(registered) = engine.registry().get(&job.kind).cloned() else {
+        let Some(registered) = engine.registry().get(&job.kind) else {
             let outcome = Outcome::Failed {
                 error: JobError::new(
                     "unknown_kind",
@@ -47,15 +47,10 @@ pub(crate) async fn run(
             return;
         };
         let token = CancellationToken::new();
-        let callbacks = AttemptCallbacks::new(
-            engine.clone(),
-            &job.kind,
-            fence,
-            token.clone(),
-            cfg.log_batch,
-        );
+        let callbacks =
+            AttemptCallbacks::new(engine, &job.kind, fence, token.clone(), cfg.log_batch);
         let (joined, why) =
-            supervise(engine, cfg, &job, &registered, &callbacks, &token, &release).await;
+            supervise(engine, cfg, &job, registered, &callbacks, &token, &release).await;
         if why == Some(Stop::Lost) {
             tracing::warn!("attempt lost its lease; its outcome is not recorded");
             return;
@@ -126,7 +121,7 @@ async fn supervise(
     cfg: &WorkerConfig,
     job: &Job,
     registered: &Registered,
-    callbacks: &AttemptCallbacks,
+    callbacks: &AttemptCallbacks<'_>,
     token: &CancellationToken,
     release: &CancellationToken,
 ) -> (Option<RunResult>, Option<Stop>) {

@@ -10,26 +10,26 @@ use crate::{
 
 /// Callbacks of one attempt. Log lines wait in `pending` and ride along with the
 /// next write, so a step after some logs costs one store round trip.
-pub(crate) struct AttemptCallbacks {
-    engine: Engine,
-    kind: String,
+pub(crate) struct AttemptCallbacks<'a> {
+    engine: &'a Engine,
+    kind: &'a str,
     fence: Fence,
     token: CancellationToken,
     pending: Mutex<Vec<EventData>>,
     max_pending: usize,
 }
 
-impl AttemptCallbacks {
+impl<'a> AttemptCallbacks<'a> {
     pub(crate) fn new(
-        engine: Engine,
-        kind: &str,
+        engine: &'a Engine,
+        kind: &'a str,
         fence: Fence,
         token: CancellationToken,
         max_pending: usize,
     ) -> Self {
         Self {
             engine,
-            kind: kind.to_owned(),
+            kind,
             fence,
             token,
             pending: Mutex::new(Vec::new()),
@@ -55,7 +55,7 @@ impl AttemptCallbacks {
         }
         let events = self.engine.store().append(self.fence, batch).await?;
         drop(pending);
-        self.engine.publish(&self.kind, &events).await;
+        self.engine.publish(self.kind, &events).await;
         Ok(())
     }
 
@@ -82,7 +82,7 @@ impl AttemptCallbacks {
 }
 
 #[async_trait]
-impl JobCallbacks for AttemptCallbacks {
+impl JobCallbacks for AttemptCallbacks<'_> {
     async fn stage(&self, stage: &str) -> Result<()> {
         self.write(Some(EventData::Stage {
             stage: stage.to_owned(),
@@ -120,7 +120,7 @@ impl JobCallbacks for AttemptCallbacks {
     async fn publish_app(&self, app: NewApp) -> Result<App> {
         self.flush().await?;
         let (app, events) = self.engine.store().save_app(self.fence, app).await?;
-        self.engine.publish(&self.kind, &events).await;
+        self.engine.publish(self.kind, &events).await;
         Ok(app)
     }
 

@@ -203,7 +203,9 @@ impl Worker {
                     tracing::debug!(error = %e, "ack failed");
                 }
                 self.engine.publish(&claim.job.kind, &claim.events).await;
-                attempt::run(&self.engine, &self.config, claim, release).await;
+                // Boxed: the attempt's future is large, and this task's future is
+                // moved several times on its way into the runtime.
+                Box::pin(attempt::run(&self.engine, &self.config, claim, release)).await;
             }
             Ok(None) => {
                 // Not claimable: finished, running elsewhere, or not yet due.
