@@ -499,10 +499,13 @@ impl Engine {
     /// Pushes a queued job to its queue; a queue failure is logged, not
     /// returned, because recovery pushes due jobs again.
     pub async fn wake(&self, job: &Job) {
+        // A job due by its own last change (a submission for now) is due now:
+        // no need to read the clock.
+        let delayed = job.run_at > job.updated_at && job.run_at > Utc::now();
         let entry = QueueEntry {
             job_id: job.id,
             priority: job.priority,
-            not_before: (job.run_at > Utc::now()).then_some(job.run_at),
+            not_before: delayed.then_some(job.run_at),
         };
         if let Err(e) = self.inner.queue.push(&job.queue, entry).await {
             tracing::warn!(error = %e, job_id = %job.id, "waking a worker failed; recovery will push the job again");

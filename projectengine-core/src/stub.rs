@@ -97,18 +97,65 @@ impl Orchestrator for StubOrchestrator {
                 cb.log(LogLevel::Debug, &format!("step {i}, line {l}"))
                     .await?;
             }
-            cb.step(Step::completed(format!("step {i} of {steps}")))
-                .await?;
+            cb.step(Step::completed(step_name(i, steps))).await?;
         }
         if steps == 0 {
             cb.log(LogLevel::Info, "nothing to do").await?;
         }
         let filler = "x".repeat(self.app_bytes.saturating_sub(64));
+        let mut name = String::with_capacity(48);
+        name.push_str("app for job ");
+        name.push_str(
+            job.id
+                .0
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
         cb.publish_app(NewApp {
-            name: format!("app for job {}", job.id),
+            name,
             payload: json!({ "prompt_len": job.prompt.len(), "steps": steps, "body": filler }),
         })
         .await?;
         Ok(())
+    }
+}
+
+/// `step {i} of {n}`, built without the formatting machinery (a third of the
+/// stub's own cost in a W1 profile).
+fn step_name(i: u32, n: u32) -> String {
+    let mut s = String::with_capacity(24);
+    s.push_str("step ");
+    push_u32(&mut s, i);
+    s.push_str(" of ");
+    push_u32(&mut s, n);
+    s
+}
+
+fn push_u32(s: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        s.push(char::from(d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_name;
+
+    #[test]
+    fn step_names_read_like_format() {
+        for (i, n) in [(0, 0), (1, 5), (9, 10), (10, 10), (123, 4_294_967_295)] {
+            assert_eq!(step_name(i, n), format!("step {i} of {n}"));
+        }
     }
 }

@@ -144,14 +144,16 @@ impl Worker {
         }
         let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
         let mut errors = 0u32;
+        // One wait for the shutdown, registered once rather than per job.
+        let mut stop = std::pin::pin!(shutdown.cancelled());
         loop {
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = shutdown.cancelled() => break,
+                _ = &mut stop => break,
             };
             let popped = tokio::select! {
                 r = self.engine.queue().pop(&queues, cfg.pop_wait) => r,
-                _ = shutdown.cancelled() => break,
+                _ = &mut stop => break,
             };
             match popped {
                 Ok(Some(delivery)) => {
@@ -170,7 +172,7 @@ impl Worker {
                     tracing::warn!(error = %e, ?pause, "queue pop failed");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.cancelled() => break,
+                        _ = &mut stop => break,
                     }
                 }
             }
