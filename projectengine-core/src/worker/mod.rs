@@ -7,6 +7,7 @@ mod backoff;
 mod callbacks;
 mod recovery;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,12 +146,14 @@ impl Worker {
         }
         let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
         let queues: Arc<[String]> = queues.into();
-        // Whether the queue had work at the last look. While it has, a task
-        // that finished its job takes the next one itself, with a pop that does
-        // not wait, instead of handing its slot back to this loop for a new
-        // task: that spares a spawn and two wake-ups per job in a drain. Once a
-        // pop comes back empty, waiting is this loop's again, so an idle queue
-        // costs one non-waiting pop per burst, not one per job.
+        // Whether the queue had work at once at the last look. While it has, a
+        // task that finished its job takes the next one itself, with a pop that
+        // does not wait, instead of handing its slot back to this loop for a
+        // new task: that spares a spawn and two wake-ups per job in a drain.
+        // Only a pop that answered in its first poll sets it (an in-process
+        // queue with a backlog; never a networked one, whose pops are a round
+        // trip anyway, so it pays no extra pops). The first empty pop hands
+        // waiting back to this loop.
         let backlog = Arc::new(AtomicBool::new(false));
         let mut errors = 0u32;
         // One wait for the shutdown, registered once rather than per job.
@@ -160,14 +163,19 @@ impl Worker {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = &mut stop => break,
             };
+            let mut polls = 0u32;
+            let mut pop = std::pin::pin!(self.engine.queue().pop(&queues, cfg.pop_wait));
             let popped = tokio::select! {
-                r = self.engine.queue().pop(&queues, cfg.pop_wait) => r,
+                r = std::future::poll_fn(|cx| {
+                    polls += 1;
+                    pop.as_mut().poll(cx)
+                }) => r,
                 _ = &mut stop => break,
             };
             match popped {
                 Ok(Some(delivery)) => {
                     errors = 0;
-                    backlog.store(true, Ordering::Relaxed);
+                    backlog.store(polls == 1, Ordering::Relaxed);
                     let this = self.clone();
                     let release = release.clone();
                     let shutdown = shutdown.clone();
