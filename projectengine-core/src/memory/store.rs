@@ -71,22 +71,28 @@ struct Logged {
 
 impl Record {
     fn push(&mut self, data: EventData, now: DateTime<Utc>) -> JobEvent {
+        let copy = data.clone();
+        self.push_copy(data, copy, now)
+    }
+
+    /// Like [`Record::push`], with the returned event's copy of `data` made by
+    /// the caller, before it took the store's lock.
+    fn push_copy(&mut self, data: EventData, copy: EventData, now: DateTime<Utc>) -> JobEvent {
         let seq = self.job.last_seq + 1;
-        let ev = JobEvent {
-            job_id: self.job.id,
-            seq,
-            attempt: self.job.attempt,
-            at: now,
-            data,
-        };
         self.job.last_seq = seq;
         self.job.updated_at = now;
         self.events.push(Logged {
             at: now,
-            attempt: ev.attempt,
-            data: ev.data.clone(),
+            attempt: self.job.attempt,
+            data,
         });
-        ev
+        JobEvent {
+            job_id: self.job.id,
+            seq,
+            attempt: self.job.attempt,
+            at: now,
+            data: copy,
+        }
     }
 
     /// Events with `seq > after`, at most `limit`.
@@ -178,11 +184,9 @@ fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_job(&self, new: NewJob) -> Result<Changed> {
+        // Everything that allocates is prepared before taking the lock, which
+        // every worker thread contends for.
         let now = Utc::now();
-        let mut inner = self.lock();
-        if inner.jobs.contains_key(&new.id) {
-            return Err(Error::conflict("a job with this id exists"));
-        }
         let job = Job {
             id: new.id,
             owner: new.owner,
@@ -221,9 +225,14 @@ impl Store for MemoryStore {
             now,
         );
         let job = rec.job.clone();
+        let mut inner = self.lock();
+        if inner.jobs.contains_key(&job.id) {
+            return Err(Error::conflict("a job with this id exists"));
+        }
         index_owner(&mut inner.by_owner, &job.owner, job.id);
         inner.queued.insert((job.run_at, job.id));
         inner.jobs.insert(job.id, rec);
+        drop(inner);
         Ok(Changed {
             job,
             events: vec![ev],
@@ -264,6 +273,20 @@ impl Store for MemoryStore {
 
     async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
         let now = Utc::now();
+        // The attempt (and the copy kept) are made before taking the lock; the
+        // number is filled in under it.
+        let mut attempt = Attempt {
+            id: AttemptId::new(),
+            job_id: id,
+            number: 0,
+            worker_id: worker_id.to_owned(),
+            status: AttemptStatus::Running,
+            lease_expires_at: lease_until(now, lease),
+            started_at: now,
+            finished_at: None,
+            error: None,
+        };
+        let mut stored = attempt.clone();
         let mut inner = self.lock();
         let Some(rec) = inner.jobs.get_mut(&id) else {
             return Ok(None);
@@ -277,20 +300,11 @@ impl Store for MemoryStore {
         rec.job.attempts_used += 1;
         rec.job.started_at = Some(now);
         rec.job.cancel_requested = false;
-        let attempt = Attempt {
-            id: AttemptId::new(),
-            job_id: id,
-            number: rec.job.attempt,
-            worker_id: worker_id.to_owned(),
-            status: AttemptStatus::Running,
-            lease_expires_at: lease_until(now, lease),
-            started_at: now,
-            finished_at: None,
-            error: None,
-        };
+        attempt.number = rec.job.attempt;
+        stored.number = rec.job.attempt;
         // Most jobs run once: grow the list one attempt at a time.
         rec.attempts.reserve_exact(1);
-        rec.attempts.push(attempt.clone());
+        rec.attempts.push(stored);
         let ev = rec.push(
             EventData::Status {
                 status: JobStatus::Running,
@@ -328,20 +342,23 @@ impl Store for MemoryStore {
             }
         }
         let now = Utc::now();
+        // The copies to return are made before taking the lock.
+        let copies = events.clone();
+        let mut out = Vec::with_capacity(events.len());
         let mut inner = self.lock();
         let rec = inner
             .record(fence.job_id)
             .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
-        let mut out = Vec::with_capacity(events.len());
-        for data in events {
+        for (data, copy) in events.into_iter().zip(copies) {
             match &data {
                 EventData::Stage { stage } => rec.job.stage = Some(stage.clone()),
                 EventData::Progress { progress } => rec.job.progress = *progress,
                 _ => {}
             }
-            out.push(rec.push(data, now));
+            out.push(rec.push_copy(data, copy, now));
         }
+        drop(inner);
         Ok(out)
     }
 
@@ -392,6 +409,12 @@ impl Store for MemoryStore {
 
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
         let now = Utc::now();
+        // The copies (the App kept and the App returned, the event's name kept
+        // and returned) are made before taking the lock.
+        let fresh_id = AppId::new();
+        let stored_payload = app.payload.clone();
+        let stored_name = app.name.clone();
+        let (logged_name, event_name) = (app.name.clone(), app.name.clone());
         let mut inner = self.lock();
         let existing = inner
             .app_by_job
@@ -407,25 +430,41 @@ impl Store for MemoryStore {
                 "this attempt already published the job's app",
             ));
         }
-        let app = App {
-            id: existing.map_or_else(AppId::new, |(id, _)| id),
+        let app_id = existing.map_or(fresh_id, |(id, _)| id);
+        let stored = App {
+            id: app_id,
             job_id: fence.job_id,
             attempt: fence.attempt,
             owner: rec.job.owner.clone(),
+            name: stored_name,
+            payload: stored_payload,
+            created_at: now,
+        };
+        let ev = rec.push_copy(
+            EventData::App {
+                app_id,
+                name: logged_name,
+            },
+            EventData::App {
+                app_id,
+                name: event_name,
+            },
+            now,
+        );
+        let owner = stored.owner.clone();
+        inner.app_by_job.insert(fence.job_id, app_id);
+        index_owner(&mut inner.apps_by_owner, &owner, app_id);
+        inner.apps.insert(app_id, stored);
+        drop(inner);
+        let app = App {
+            id: app_id,
+            job_id: fence.job_id,
+            attempt: fence.attempt,
+            owner,
             name: app.name,
             payload: app.payload,
             created_at: now,
         };
-        let ev = rec.push(
-            EventData::App {
-                app_id: app.id,
-                name: app.name.clone(),
-            },
-            now,
-        );
-        inner.app_by_job.insert(app.job_id, app.id);
-        index_owner(&mut inner.apps_by_owner, &app.owner, app.id);
-        inner.apps.insert(app.id, app.clone());
         Ok((app, vec![ev]))
     }
 
