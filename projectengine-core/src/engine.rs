@@ -141,6 +141,9 @@ pub trait EventObserver: Send + Sync + 'static {
 
 struct Inner {
     observers: std::sync::RwLock<Vec<Arc<dyn EventObserver>>>,
+    /// Whether `observers` is non-empty, so that publishing without observers
+    /// does not touch the lock (a cache line every thread would share).
+    observed: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     notifier: Arc<dyn Notifier>,
@@ -182,6 +185,7 @@ impl Engine {
         Self {
             inner: Arc::new(Inner {
                 observers: Default::default(),
+                observed: Default::default(),
                 store,
                 queue,
                 notifier,
@@ -473,6 +477,9 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(observer);
+        self.inner
+            .observed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Publishes persisted events of a job of `kind` to the notifier and the
@@ -482,14 +489,20 @@ impl Engine {
         if events.is_empty() {
             return;
         }
-        for observer in self
+        if self
             .inner
-            .observers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .observed
+            .load(std::sync::atomic::Ordering::Acquire)
         {
-            observer.observe(kind, events);
+            for observer in self
+                .inner
+                .observers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                observer.observe(kind, events);
+            }
         }
         if let Err(e) = self.inner.notifier.publish(events).await {
             tracing::warn!(error = %e, job_id = %events[0].job_id, "publishing events failed; watchers will read them from the store");
