@@ -152,6 +152,9 @@ pub trait EventObserver: Send + Sync + 'static {
 
 struct Inner {
     observers: std::sync::RwLock<Vec<Arc<dyn EventObserver>>>,
+    /// Whether `observers` is non-empty, so that publishing without observers
+    /// does not touch the lock (a cache line every thread would share).
+    observed: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     notifier: Arc<dyn Notifier>,
@@ -193,6 +196,7 @@ impl Engine {
         Self {
             inner: Arc::new(Inner {
                 observers: Default::default(),
+                observed: Default::default(),
                 store,
                 queue,
                 notifier,
@@ -271,7 +275,7 @@ impl Engine {
         if !params.is_object() {
             return Err(Error::invalid("params", "must be a JSON object"));
         }
-        if serde_json::to_vec(&params).map_or(0, |v| v.len()) > l.max_params_bytes {
+        if serialized_len(&params) > l.max_params_bytes {
             return Err(Error::invalid(
                 "params",
                 format!("must be at most {} bytes", l.max_params_bytes),
@@ -513,6 +517,9 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(observer);
+        self.inner
+            .observed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Publishes persisted events of a job of `kind` to the notifier and the
@@ -522,14 +529,20 @@ impl Engine {
         if events.is_empty() {
             return;
         }
-        for observer in self
+        if self
             .inner
-            .observers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .observed
+            .load(std::sync::atomic::Ordering::Acquire)
         {
-            observer.observe(kind, events);
+            for observer in self
+                .inner
+                .observers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                observer.observe(kind, events);
+            }
         }
         if let Err(e) = self.inner.notifier.publish(events).await {
             tracing::warn!(error = %e, job_id = %events[0].job_id, "publishing events failed; watchers will read them from the store");
@@ -539,10 +552,13 @@ impl Engine {
     /// Pushes a queued job to its queue; a queue failure is logged, not
     /// returned, because recovery pushes due jobs again.
     pub async fn wake(&self, job: &Job) {
+        // A job due by its own last change (a submission for now) is due now:
+        // no need to read the clock.
+        let delayed = job.run_at > job.updated_at && job.run_at > Utc::now();
         let entry = QueueEntry {
             job_id: job.id,
             priority: job.priority,
-            not_before: (job.run_at > Utc::now()).then_some(job.run_at),
+            not_before: delayed.then_some(job.run_at),
         };
         if let Err(e) = self.inner.queue.push(&job.queue, entry).await {
             tracing::warn!(error = %e, job_id = %job.id, "waking a worker failed; recovery will push the job again");
@@ -555,5 +571,24 @@ impl Engine {
         } else {
             limit.min(self.inner.limits.max_page)
         }
+    }
+}
+
+/// The length of `value` serialized as JSON, without building the text.
+fn serialized_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
     }
 }

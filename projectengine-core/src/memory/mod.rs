@@ -2,6 +2,7 @@
 //!
 //! Everything lives in this process and is gone when it exits.
 
+mod hash;
 mod notifier;
 mod queue;
 mod store;

@@ -1,5 +1,5 @@
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use chrono::Utc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::hash::{IdMap, IdSet};
 use crate::{Delivery, JobId, Queue, QueueDepth, QueueEntry, Result};
 
 /// A [`Queue`] in this process's memory, with the full contract: priorities,
@@ -21,7 +22,7 @@ pub struct MemoryQueue {
 
 #[derive(Debug, Default)]
 struct Inner {
-    queues: HashMap<String, Named>,
+    queues: IdMap<String, Named>,
     next_seq: u64,
     next_receipt: u64,
 }
@@ -33,8 +34,8 @@ struct Named {
     ready: BTreeMap<ReadyKey, JobId>,
     delayed: BTreeMap<(Instant, u64), (JobId, i32)>,
     /// Every waiting job (ready or delayed), for de-duplication.
-    waiting: HashSet<JobId>,
-    in_flight: HashMap<JobId, InFlight>,
+    waiting: IdSet<JobId>,
+    in_flight: IdMap<JobId, InFlight>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +165,12 @@ impl Queue for MemoryQueue {
             let mut inner = self.lock();
             inner.next_seq += 1;
             let seq = inner.next_seq;
-            let q = inner.queues.entry(queue.to_owned()).or_default();
+            // Look up before inserting, so a push to an existing queue does not
+            // allocate its name.
+            if !inner.queues.contains_key(queue) {
+                inner.queues.insert(queue.to_owned(), Named::default());
+            }
+            let q = inner.queues.get_mut(queue).expect("inserted above");
             if q.waiting.contains(&entry.job_id) {
                 false
             } else {

@@ -1,6 +1,7 @@
 //! Running one claimed attempt to its outcome.
 
 use std::any::Any;
+use std::future::Future;
 use std::pin::pin;
 
 use futures::FutureExt;
@@ -35,7 +36,7 @@ pub(crate) async fn run(
     let span =
         tracing::info_span!("attempt", job_id = %job.id, attempt = fence.attempt, kind = %job.kind);
     async move {
-        let Some(registered) = engine.registry().get(&job.kind).cloned() else {
+        let Some(registered) = engine.registry().get(&job.kind) else {
             let outcome = Outcome::Failed {
                 error: JobError::new(
                     "unknown_kind",
@@ -55,7 +56,7 @@ pub(crate) async fn run(
             cfg.log_batch,
         );
         let (joined, why) =
-            supervise(engine, cfg, &job, &registered, &callbacks, &token, &release).await;
+            supervise(engine, cfg, &job, registered, &callbacks, &token, &release).await;
         if why == Some(Stop::Lost) {
             tracing::warn!("attempt lost its lease; its outcome is not recorded");
             return;
@@ -147,12 +148,25 @@ async fn supervise(
     let mut run = pin!(
         std::panic::AssertUnwindSafe(registered.orchestrator.run(job, callbacks)).catch_unwind()
     );
+    // The timers count from here, but are only set up if the orchestrator does
+    // not finish in its first poll (its callbacks never waited): W1's jobs do.
     let now = Instant::now();
+    let first = std::future::poll_fn(|cx| match run.as_mut().poll(cx) {
+        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await;
+    if let Some(r) = first {
+        return (Some(r), None);
+    }
     let mut heartbeat = interval_at(now + cfg.heartbeat, cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush = interval_at(now + cfg.log_flush, cfg.log_flush);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut deadline = pin!(tokio::time::sleep(job.timeout()));
+    let mut deadline = pin!(match now.checked_add(job.timeout()) {
+        Some(at) => tokio::time::sleep_until(at),
+        None => tokio::time::sleep(job.timeout()),
+    });
     let mut grace = pin!(tokio::time::sleep(std::time::Duration::MAX));
     let mut why: Option<Stop> = None;
     let stop = |reason: Stop,
