@@ -145,9 +145,18 @@ async fn supervise(
     release: &CancellationToken,
 ) -> (Option<RunResult>, Option<Stop>) {
     let fence = callbacks.fence();
-    let mut run = pin!(
-        std::panic::AssertUnwindSafe(registered.orchestrator.run(job, callbacks)).catch_unwind()
-    );
+    let mut orchestrator = pin!(std::panic::AssertUnwindSafe(
+        registered.orchestrator.run(job, callbacks)
+    )
+    .catch_unwind());
+    // Whenever the orchestrator yields, what it reported meanwhile is written.
+    let mut run = pin!(std::future::poll_fn(|cx| {
+        let polled = orchestrator.as_mut().poll(cx);
+        if polled.is_pending() {
+            callbacks.yielded();
+        }
+        polled
+    }));
     // The timers count from here, but are only set up if the orchestrator does
     // not finish in its first poll (its callbacks never waited): W1's jobs do.
     let now = Instant::now();

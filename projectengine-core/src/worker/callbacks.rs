@@ -1,12 +1,14 @@
 //! The [`JobCallbacks`] a worker hands to an orchestrator: persist, then publish.
 //!
-//! Reports are written behind: a call queues its event and returns, and one
-//! flusher per attempt writes what is queued — everything reported while the
-//! previous write was in flight goes in the next — then publishes it. So an
+//! Reports are written behind: a call queues its event and returns. As soon
+//! as the orchestrator yields (its future returns `Pending`: it waits for a
+//! timer, for I/O, or in [`JobCallbacks::publish_app`]), what it reported is
+//! written — by a flusher task, or by `publish_app` itself — in one write;
+//! everything reported while a write is in flight goes in the next. So an
 //! orchestrator never waits for a commit to report its next step, every event
 //! is durable before it is published, and the attempt's events keep the order
-//! in which they were reported. [`JobCallbacks::publish_app`] and the end of
-//! the attempt wait until everything reported before them is written.
+//! in which they were reported. `publish_app` and the end of the attempt wait
+//! until everything reported before them is written.
 //!
 //! A write that fails stops the attempt's writes: the calls that follow
 //! answer its error ([`Error::StaleAttempt`] once the attempt lost its lease).
@@ -48,6 +50,10 @@ struct Inner {
 #[derive(Default)]
 struct State {
     queued: Vec<EventData>,
+    /// Something queued must be written when the orchestrator yields (a
+    /// report other than a log line, or a full batch of log lines).
+    urgent: bool,
+    /// A write is in flight (by the flusher task, or inline).
     flushing: bool,
     failed: Option<Failure>,
 }
@@ -97,8 +103,9 @@ impl AttemptCallbacks {
         }
     }
 
-    /// Queues `data`; starts a write unless it is a log line that may wait.
-    async fn report(&self, data: EventData, now: bool) -> Result<()> {
+    /// Queues `data`, to be written when the orchestrator yields (a log line:
+    /// with the next write, or once `log_batch` lines wait).
+    async fn report(&self, data: EventData, urgent: bool) -> Result<()> {
         storable(&data)?;
         {
             let mut state = self.inner.state();
@@ -106,8 +113,8 @@ impl AttemptCallbacks {
                 return Err(failed.error());
             }
             state.queued.push(data);
-            if now || state.queued.len() >= self.inner.log_batch {
-                Inner::start(&self.inner, &mut state);
+            if urgent || state.queued.len() >= self.inner.log_batch {
+                state.urgent = true;
             }
             if state.queued.len() < MAX_QUEUED {
                 return Ok(());
@@ -117,23 +124,37 @@ impl AttemptCallbacks {
         self.flush().await
     }
 
-    /// Writes everything reported so far, and waits until it is written.
+    /// Writes everything reported so far, and waits until it is written:
+    /// inline when no write is in flight, else after the flusher.
     pub(crate) async fn flush(&self) -> Result<()> {
         loop {
             let idle = self.inner.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            {
+            let write_here = {
                 let mut state = self.inner.state();
                 if let Some(failed) = &state.failed {
                     return Err(failed.error());
                 }
-                if state.queued.is_empty() && !state.flushing {
+                if !state.flushing && state.queued.is_empty() {
                     return Ok(());
                 }
-                Inner::start(&self.inner, &mut state);
+                // No write in flight: this caller writes.
+                !std::mem::replace(&mut state.flushing, true)
+            };
+            if write_here {
+                Inner::flusher(self.inner.clone()).await;
+            } else {
+                idle.await;
             }
-            idle.await;
+        }
+    }
+
+    /// The orchestrator yielded: starts writing what must not wait.
+    pub(crate) fn yielded(&self) {
+        let mut state = self.inner.state();
+        if state.urgent {
+            Inner::start(&self.inner, &mut state);
         }
     }
 
@@ -167,17 +188,26 @@ impl Inner {
         }
     }
 
-    /// Writes and publishes what is queued, batch after batch, until nothing is.
+    /// Writes and publishes what is queued, batch after batch, until nothing
+    /// is; the caller set `flushing`, which this clears when it ends or is
+    /// dropped.
     async fn flusher(this: Arc<Self>) {
+        /// Ends the flush however the future ends, waking who waits for it.
+        struct Done<'a>(&'a Inner);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.state().flushing = false;
+                self.0.idle.notify_waiters();
+            }
+        }
+        let _done = Done(&this);
         loop {
             let batch = {
                 let mut state = this.state();
                 if state.queued.is_empty() || state.failed.is_some() {
-                    state.flushing = false;
-                    drop(state);
-                    this.idle.notify_waiters();
                     return;
                 }
+                state.urgent = false;
                 std::mem::take(&mut state.queued)
             };
             let written = tokio::select! {
