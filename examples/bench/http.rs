@@ -105,7 +105,13 @@ async fn watch(
         req.headers_mut().insert("authorization", v);
     }
     let permit = connect.acquire_owned().await;
-    let mut ws = match tokio_tungstenite::connect_async(req).await {
+    // Small reads: tungstenite zero-fills its read buffer's free part before
+    // each read, and events are small (its 128 KiB default would cost a
+    // 128 KiB memset per frame received).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024);
+    let mut ws = match tokio_tungstenite::connect_async_with_config(req, Some(config), false).await
+    {
         Ok((ws, _)) => ws,
         Err(e) => {
             seen.error = Some(format!("connect: {e}"));

@@ -23,6 +23,9 @@ pub struct Observer {
     finished: std::sync::atomic::AtomicUsize,
     events: std::sync::atomic::AtomicUsize,
     pub changed: Notify,
+    /// `changed` fires once this many jobs finished (set by `wait_all`), so
+    /// that a drain does not wake its waiter once per job.
+    pub target: std::sync::atomic::AtomicUsize,
     /// When set, the publish time of every event, by (job, seq).
     published: Option<Mutex<HashMap<(JobId, u64), Instant>>>,
 }
@@ -35,6 +38,7 @@ impl Observer {
             finished: Default::default(),
             events: Default::default(),
             changed: Notify::new(),
+            target: Default::default(),
             published: record_events.then(|| Mutex::new(HashMap::new())),
         })
     }
@@ -98,9 +102,13 @@ impl Notifier for Observer {
             }
         }
         if done > 0 {
-            self.finished
-                .fetch_add(done, std::sync::atomic::Ordering::SeqCst);
-            self.changed.notify_waiters();
+            let finished = self
+                .finished
+                .fetch_add(done, std::sync::atomic::Ordering::SeqCst)
+                + done;
+            if finished >= self.target.load(std::sync::atomic::Ordering::SeqCst) {
+                self.changed.notify_waiters();
+            }
         }
         self.inner.publish(events).await
     }

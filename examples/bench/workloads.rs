@@ -279,6 +279,9 @@ async fn w2(args: &Args, s: &mut Setup) -> Result<Report, String> {
 
 pub async fn wait_all(observer: &Observer, n: usize, limit: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + limit;
+    observer
+        .target
+        .store(n, std::sync::atomic::Ordering::SeqCst);
     loop {
         let notified = observer.changed.notified();
         tokio::pin!(notified);
