@@ -1,12 +1,14 @@
 //! The engine's failure paths, with mocks for faults a real backend cannot
 //! produce on demand: a store failing mid-attempt, a notifier that is down.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::watch_to_end;
 use futures::executor::block_on;
-use futures::StreamExt;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::testkit::scenarios::fast_worker;
 use projectengine_core::testkit::{MockNotifier, MockStore};
@@ -89,16 +91,6 @@ fn engine(store: Arc<dyn Store>, notifier: Arc<dyn Notifier>) -> Engine {
         notifier,
         registry,
     )
-}
-
-async fn watch_to_end(engine: &Engine, owner: &Owner, id: JobId) -> Vec<JobEvent> {
-    let stream = engine.watch(owner, id, 0).await.expect("watch");
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        stream.map(|e| e.expect("event")).collect(),
-    )
-    .await
-    .expect("finished in time")
 }
 
 fn assert_gap_free(events: &[JobEvent]) {

@@ -2,89 +2,19 @@
 //! in the order reported, coalesced while a write is in flight, refused at the
 //! call when no store could hold them, and refused once the attempt is lost.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use common::watch_to_end;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::testkit::scenarios::fast_worker;
 use projectengine_core::testkit::SlowStore;
 use projectengine_core::worker::{recover_once, RecoveryReport};
 use projectengine_core::*;
 use serde_json::json;
-
-/// A store that counts appends and the events they carry.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn Store>,
-    appends: AtomicUsize,
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn create_job(&self, job: NewJob) -> Result<Changed> {
-        self.inner.create_job(job).await
-    }
-    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
-        self.inner.get_job(id).await
-    }
-    async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
-        self.inner.list_jobs(owner, query).await
-    }
-    async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
-        self.inner.claim(id, worker_id, lease).await
-    }
-    async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        self.inner.append(fence, events).await
-    }
-    async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
-        self.inner.heartbeat(fence, lease).await
-    }
-    async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
-        self.inner.finish(fence, outcome).await
-    }
-    async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
-        self.inner.save_app(fence, app).await
-    }
-    async fn request_cancel(&self, id: JobId) -> Result<Changed> {
-        self.inner.request_cancel(id).await
-    }
-    async fn retry(&self, id: JobId) -> Result<Changed> {
-        self.inner.retry(id).await
-    }
-    async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
-        self.inner.events(id, after, limit).await
-    }
-    async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
-        self.inner.attempts(id).await
-    }
-    async fn get_app(&self, id: AppId) -> Result<Option<App>> {
-        self.inner.get_app(id).await
-    }
-    async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>> {
-        self.inner.app_by_job(job_id).await
-    }
-    async fn list_apps(
-        &self,
-        owner: &Owner,
-        cursor: Option<AppId>,
-        limit: usize,
-    ) -> Result<Vec<App>> {
-        self.inner.list_apps(owner, cursor, limit).await
-    }
-    async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>> {
-        self.inner.expired_leases(limit).await
-    }
-    async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
-        self.inner.due_jobs(overdue, limit).await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
-}
 
 /// What the test orchestrator saw from its calls.
 #[derive(Default, Debug)]
@@ -108,16 +38,6 @@ fn answer(r: &Result<()>) -> String {
         Err(Error::Invalid { field, .. }) => format!("invalid {field}"),
         Err(e) => format!("error {e}"),
     }
-}
-
-async fn watch_to_end(engine: &Engine, owner: &Owner, id: JobId) -> Vec<JobEvent> {
-    let stream = engine.watch(owner, id, 0).await.expect("watch");
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        stream.map(|e| e.expect("event")).collect(),
-    )
-    .await
-    .expect("finished in time")
 }
 
 fn engine(store: Arc<dyn Store>, kind: &str, orchestrator: impl Orchestrator) -> Engine {
@@ -154,16 +74,13 @@ impl Orchestrator for Burst {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_reported_during_a_write_share_the_next_and_keep_their_order() {
-    // Every append takes 50 ms: the steps reported meanwhile wait for the next.
+    // Every append takes 50 ms: the steps reported meanwhile wait for the
+    // next, and the appends' times (one per append) are 50 ms apart.
     let slow = Arc::new(SlowStore::new(
         Arc::new(MemoryStore::new()),
         Duration::from_millis(50),
     ));
-    let counting = Arc::new(Counting {
-        inner: slow,
-        appends: AtomicUsize::new(0),
-    });
-    let engine = engine(counting.clone(), "burst", Burst);
+    let engine = engine(slow, "burst", Burst);
     let worker = Worker::new(engine.clone(), fast_worker()).spawn();
     let owner = Owner::new("alice");
     let job = engine
@@ -193,7 +110,12 @@ async fn steps_reported_during_a_write_share_the_next_and_keep_their_order() {
         .rposition(|e| matches!(e.data, EventData::Step(_)))
         .expect("steps");
     assert!(last_step < app_at, "the app comes after every step");
-    let appends = counting.appends.load(Ordering::SeqCst);
+    let appends = events
+        .iter()
+        .filter(|e| matches!(e.data, EventData::Step(_)))
+        .map(|e| e.at)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     assert!(
         (1..20).contains(&appends),
         "20 steps reported back to back took {appends} appends"

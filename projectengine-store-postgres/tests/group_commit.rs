@@ -7,30 +7,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::future::join_all;
 use projectengine_core::{
     Error, EventData, Fence, JobId, LogLevel, LogLine, NewJob, Outcome, Owner, Store,
 };
 use projectengine_store_postgres::{GroupCommit, PgStore};
-use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(30);
 const JOBS: usize = 48;
 
 fn new_job() -> NewJob {
-    NewJob {
-        id: JobId::new(),
-        owner: Owner::new("o"),
-        kind: "stub".into(),
-        queue: "q".into(),
-        prompt: "p".into(),
-        params: json!({}),
-        priority: 0,
-        max_attempts: 3,
-        timeout_ms: 60_000,
-        run_at: Utc::now(),
-    }
+    projectengine_core::testkit::store::new_job(&Owner::new("o"))
 }
 
 fn log(message: &str) -> EventData {
