@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
-    App, AppId, Attempt, Error, Job, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner, Page,
-    Queue, QueueEntry, Registry, Result, Store,
+    App, AppId, Attempt, Error, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner,
+    Page, Queue, QueueEntry, Registry, Result, Store,
 };
 
 /// What a client may submit. Unset fields take the [`Limits`]' defaults.
@@ -78,17 +78,6 @@ impl Submit {
         self.run_at = Some(at);
         self
     }
-}
-
-/// A job with its whole event log and its attempts, from [`Engine::detail`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobDetail {
-    /// The job.
-    pub job: Job,
-    /// Its events, by seq.
-    pub events: Vec<JobEvent>,
-    /// Its attempts, by number.
-    pub attempts: Vec<Attempt>,
 }
 
 /// Validation bounds and defaults for submissions.
@@ -413,30 +402,13 @@ impl Engine {
             .await
     }
 
-    /// The owner's job with its whole event log and its attempts: one owner
-    /// check, then the log and the attempts read side by side.
+    /// The owner's job with its whole event log and its attempts (what a job
+    /// page shows), read together by [`Store::job_detail`].
     pub async fn detail(&self, owner: &Owner, id: JobId) -> Result<JobDetail> {
-        let job = self.get(owner, id).await?;
-        let store = &self.inner.store;
-        let page = self.inner.limits.max_page.max(1);
-        let events = async {
-            let mut all = Vec::new();
-            loop {
-                let after = all.last().map_or(0, |e: &JobEvent| e.seq);
-                let events = store.events(id, after, page).await?;
-                let more = events.len() >= page;
-                all.extend(events);
-                if !more {
-                    return Ok::<_, Error>(all);
-                }
-            }
-        };
-        let (events, attempts) = tokio::join!(events, store.attempts(id));
-        Ok(JobDetail {
-            job,
-            events: events?,
-            attempts: attempts?,
-        })
+        match self.inner.store.job_detail(id).await? {
+            Some(detail) if &detail.job.owner == owner => Ok(detail),
+            _ => Err(Error::not_found("job")),
+        }
     }
 
     /// The job's attempts.

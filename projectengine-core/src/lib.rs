@@ -22,7 +22,7 @@ pub mod testkit;
 
 pub use app::{App, NewApp};
 pub use attempt::{Attempt, AttemptStatus, Fence};
-pub use engine::{Engine, EventObserver, JobDetail, Limits, Submit};
+pub use engine::{Engine, EventObserver, Limits, Submit};
 pub use error::{Error, Result};
 pub use event::{EventData, JobEvent, LogLevel, LogLine, Step, StepStatus};
 pub use ids::{AppId, AttemptId, JobId, Owner};
@@ -32,7 +32,7 @@ pub use orchestrator::{
     ErrorKind, JobCallbacks, Orchestrator, OrchestratorError, Registered, Registry,
 };
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
-pub use store::{Changed, Claim, DueJob, Heartbeat, Outcome, Store};
+pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
 pub use watch::EventStream;
 pub use worker::{Worker, WorkerConfig, WorkerHandle};

@@ -31,6 +31,18 @@ pub struct Claim {
     pub events: Vec<JobEvent>,
 }
 
+/// A job with its whole event log and its attempts, from
+/// [`Store::job_detail`] and [`Engine::detail`](crate::Engine::detail).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobDetail {
+    /// The job.
+    pub job: Job,
+    /// Its events, by seq.
+    pub events: Vec<JobEvent>,
+    /// Its attempts, by number.
+    pub attempts: Vec<Attempt>,
+}
+
 /// What a heartbeat learned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
@@ -151,6 +163,32 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// The job's attempts, by number.
     async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
+
+    /// The job with its whole event log and its attempts, if it exists: what
+    /// a job page shows. The default reads them one after another; a store
+    /// with round trips to save may answer in one.
+    async fn job_detail(&self, id: JobId) -> Result<Option<JobDetail>> {
+        const PAGE: usize = 1000;
+        let Some(job) = self.get_job(id).await? else {
+            return Ok(None);
+        };
+        let mut events: Vec<JobEvent> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, |e| e.seq);
+            let page = self.events(id, after, PAGE).await?;
+            let more = page.len() >= PAGE;
+            events.extend(page);
+            if !more {
+                break;
+            }
+        }
+        let attempts = self.attempts(id).await?;
+        Ok(Some(JobDetail {
+            job,
+            events,
+            attempts,
+        }))
+    }
 
     /// The App, if it exists.
     async fn get_app(&self, id: AppId) -> Result<Option<App>>;

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use projectengine_core::{
-    Attempt, AttemptId, AttemptStatus, Changed, Claim, Error, EventData, Job, JobId, JobQuery,
-    JobStatus, NewJob, Owner, Result,
+    Attempt, AttemptId, AttemptStatus, Changed, Claim, Error, EventData, Job, JobDetail, JobId,
+    JobQuery, JobStatus, NewJob, Owner, Result,
 };
 use sqlx::{PgConnection, PgPool};
 
-use crate::error::map;
+use crate::error::{corrupt, map};
 use crate::rows::{self, big};
 
 /// How often a cancel or retry tries again when the job changed between its
@@ -73,6 +73,48 @@ pub(crate) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>> {
         .map_err(map)?
         .map(|row| rows::job(&row))
         .transpose()
+}
+
+// The job, its log and its attempts in one statement, the log and the
+// attempts as JSON in the shapes `JobEvent` and `Attempt` deserialize from.
+const DETAIL: &str = "\
+SELECT j.*, \
+  (SELECT COALESCE(jsonb_agg(jsonb_build_object('job_id', e.job_id, 'seq', e.seq, \
+      'attempt', e.attempt, 'at', e.at, 'type', e.kind) \
+      || CASE WHEN e.data IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('data', e.data) END \
+      ORDER BY e.seq), '[]'::jsonb) \
+   FROM job_events e WHERE e.job_id = j.id) AS detail_events, \
+  (SELECT COALESCE(jsonb_agg(jsonb_build_object('id', a.id, 'job_id', a.job_id, \
+      'number', a.number, 'worker_id', a.worker_id, 'status', a.status, \
+      'lease_expires_at', a.lease_expires_at, 'started_at', a.started_at, \
+      'finished_at', a.finished_at, 'error', CASE WHEN a.error_code IS NULL THEN NULL \
+        ELSE jsonb_build_object('code', a.error_code, 'message', COALESCE(a.error_message, '')) END) \
+      ORDER BY a.number), '[]'::jsonb) \
+   FROM attempts a WHERE a.job_id = j.id) AS detail_attempts \
+FROM jobs j WHERE j.id = $1";
+
+/// The job with its log and its attempts, in one round trip.
+pub(crate) async fn detail(pool: &PgPool, id: JobId) -> Result<Option<JobDetail>> {
+    let Some(row) = sqlx::query(DETAIL)
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await
+        .map_err(map)?
+    else {
+        return Ok(None);
+    };
+    let decode = |column: &str| -> Result<serde_json::Value> {
+        sqlx::Row::try_get(&row, column).map_err(map)
+    };
+    let events =
+        serde_json::from_value(decode("detail_events")?).map_err(|e| corrupt("event log", e))?;
+    let attempts =
+        serde_json::from_value(decode("detail_attempts")?).map_err(|e| corrupt("attempt", e))?;
+    Ok(Some(JobDetail {
+        job: rows::job(&row)?,
+        events,
+        attempts,
+    }))
 }
 
 /// One cursor page of an owner's jobs.

@@ -44,8 +44,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use projectengine_core::{
-    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
-    JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobDetail,
+    JobEvent, JobId, JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -198,6 +198,10 @@ impl Store for PgStore {
 
     async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
         attempts::attempts(&self.pool, id).await
+    }
+
+    async fn job_detail(&self, id: JobId) -> Result<Option<JobDetail>> {
+        jobs::detail(&self.pool, id).await
     }
 
     async fn get_app(&self, id: AppId) -> Result<Option<App>> {

@@ -91,6 +91,7 @@ macro_rules! store_suite {
             check_events_after,
             check_due_jobs,
             check_events_rebuild_the_job,
+            check_job_detail_reads_job_log_and_attempts,
         );
     };
 }

@@ -888,3 +888,65 @@ pub async fn check_events_rebuild_the_job(store: Arc<dyn Store>) {
     assert_eq!(attempt, job.attempt);
     assert_eq!(events.last().map(|e| e.seq), Some(job.last_seq));
 }
+
+/// `job_detail` answers what `get_job`, `events` and `attempts` answer, read
+/// together; `None` for an unknown id.
+pub async fn check_job_detail_reads_job_log_and_attempts(store: Arc<dyn Store>) {
+    let id = create(&store, new_job(&owner())).await;
+    let first = claim(&store, id).await.attempt.fence();
+    store
+        .append(
+            first,
+            vec![
+                EventData::Stage {
+                    stage: "PLANNING".into(),
+                },
+                EventData::Step(crate::Step::completed("one")),
+            ],
+        )
+        .await
+        .expect("append");
+    store
+        .finish(
+            first,
+            Outcome::Failed {
+                error: crate::JobError::new("boom", "it broke"),
+                retry_in: Some(Duration::ZERO),
+            },
+        )
+        .await
+        .expect("finish");
+    let second = claim(&store, id).await.attempt.fence();
+    store
+        .save_app(
+            second,
+            crate::NewApp {
+                name: "app".into(),
+                payload: json!({"files": {"a.rs": "fn main() {}"}}),
+            },
+        )
+        .await
+        .expect("save_app");
+    let detail = store
+        .job_detail(id)
+        .await
+        .expect("job_detail")
+        .expect("the job exists");
+    assert_eq!(
+        Some(&detail.job),
+        store.get_job(id).await.expect("get_job").as_ref()
+    );
+    assert_eq!(
+        detail.events,
+        store.events(id, 0, 1000).await.expect("events")
+    );
+    assert_eq!(detail.events.len(), 8, "{:?}", detail.events);
+    assert_seqs(&detail.events, 1);
+    assert_eq!(detail.attempts, store.attempts(id).await.expect("attempts"));
+    assert_eq!(detail.attempts.len(), 2);
+    assert_eq!(
+        detail.attempts[0].error.as_ref().map(|e| e.code.as_str()),
+        Some("boom")
+    );
+    assert_eq!(store.job_detail(JobId::new()).await.expect("unknown"), None);
+}

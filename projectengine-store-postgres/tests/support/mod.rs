@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use projectengine_core::testkit::service_missing;
 use projectengine_core::{
-    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
-    JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobDetail,
+    JobEvent, JobId, JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
 };
 use projectengine_store_postgres::PgStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -172,6 +172,9 @@ impl Store for TestStore {
     }
     async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
         self.store.attempts(id).await
+    }
+    async fn job_detail(&self, id: JobId) -> Result<Option<JobDetail>> {
+        self.store.job_detail(id).await
     }
     async fn get_app(&self, id: AppId) -> Result<Option<App>> {
         self.store.get_app(id).await
