@@ -3,57 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-/// Bits of the per-millisecond counter: as in `uuid`'s own v7 context, 12 in
-/// `rand_a` and the top 30 of `rand_b`; the other 32 bits of `rand_b` are random.
-const COUNTER_BITS: u32 = 42;
-
-/// The last millisecond an id was made in, and the counter within it.
-static CLOCK: Mutex<(u64, u64)> = Mutex::new((0, 0));
-
-/// A UUID v7, strictly increasing within this process (like
-/// [`Uuid::now_v7`]): a 48-bit Unix time in ms, then a 42-bit counter seeded at
-/// random each millisecond, then 32 random bits.
-///
-/// Unlike `Uuid::now_v7` (whose random bits come from a `getrandom` system
-/// call per id, three per job: ~3 % of a W1 profile), the random bits come from
-/// `fastrand`'s thread-local generator, seeded from the OS. Ids are names, not
-/// secrets: access is checked by owner.
-fn now_v7() -> Uuid {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let (millis, counter) = {
-        let mut clock = CLOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let (last, counter) = *clock;
-        // Seeded below the top bit, so a millisecond has room for 2^41 ids.
-        let seed = || fastrand::u64(..) >> (64 - COUNTER_BITS + 1);
-        let next = if now > last {
-            (now, seed())
-        } else if counter + 1 < 1 << COUNTER_BITS {
-            // The same millisecond, or the clock went back: keep counting.
-            (last, counter + 1)
-        } else {
-            // The counter is spent: borrow the next millisecond.
-            (last + 1, seed())
-        };
-        *clock = next;
-        next
-    };
-    let rand_a = (counter >> 30) as u128;
-    let rand_b = (((counter & ((1 << 30) - 1)) as u128) << 32) | u128::from(fastrand::u32(..));
-    let bits = (u128::from(millis & ((1 << 48) - 1)) << 80)
-        | (0x7 << 76)
-        | (rand_a << 64)
-        | (0b10 << 62)
-        | rand_b;
-    Uuid::from_u128(bits)
-}
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -63,9 +14,12 @@ macro_rules! uuid_id {
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// A new, time-ordered (UUID v7) id.
+            /// A new, time-ordered (UUID v7) id. Its random bits come from a
+            /// fast thread-local generator (`uuid`'s `fast-rng`), not a system
+            /// call per id: ids are names, not secrets (access is checked by
+            /// owner).
             pub fn new() -> Self {
-                Self(now_v7())
+                Self(Uuid::now_v7())
             }
 
             /// The underlying UUID.
@@ -148,6 +102,8 @@ impl From<&str> for Owner {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use super::*;
 
     #[test]

@@ -97,22 +97,15 @@ impl Orchestrator for StubOrchestrator {
                 cb.log(LogLevel::Debug, &format!("step {i}, line {l}"))
                     .await?;
             }
-            cb.step(Step::completed(step_name(i, steps))).await?;
+            cb.step(Step::completed(format!("step {i} of {steps}")))
+                .await?;
         }
         if steps == 0 {
             cb.log(LogLevel::Info, "nothing to do").await?;
         }
         let filler = "x".repeat(self.app_bytes.saturating_sub(64));
-        let mut name = String::with_capacity(48);
-        name.push_str("app for job ");
-        name.push_str(
-            job.id
-                .0
-                .hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
-        );
         cb.publish_app(NewApp {
-            name,
+            name: format!("app for job {}", job.id),
             // Built by hand: `json!` would serialize (copy) the filler again.
             payload: Value::Object(Map::from_iter([
                 ("prompt_len".to_owned(), Value::from(job.prompt.len())),
@@ -125,34 +118,6 @@ impl Orchestrator for StubOrchestrator {
     }
 }
 
-/// `step {i} of {n}`, built without the formatting machinery (a third of the
-/// stub's own cost in a W1 profile).
-fn step_name(i: u32, n: u32) -> String {
-    let mut s = String::with_capacity(24);
-    s.push_str("step ");
-    push_u32(&mut s, i);
-    s.push_str(" of ");
-    push_u32(&mut s, n);
-    s
-}
-
-fn push_u32(s: &mut String, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        s.push(char::from(d));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -161,7 +126,6 @@ mod tests {
     use serde_json::json;
     use tokio_util::sync::CancellationToken;
 
-    use super::step_name;
     use crate::{
         App, AppId, Job, JobCallbacks, JobId, LogLevel, NewApp, NewJob, Orchestrator, Owner,
         Result, Step, StubOrchestrator,
@@ -209,7 +173,8 @@ mod tests {
         }
     }
 
-    fn job(prompt: &str) -> Job {
+    /// A job as a store makes it, with `prompt`.
+    async fn job(prompt: &str) -> Job {
         let new = NewJob {
             id: JobId::new(),
             owner: Owner::new("o"),
@@ -222,36 +187,17 @@ mod tests {
             timeout_ms: 1000,
             run_at: chrono::Utc::now(),
         };
-        Job {
-            id: new.id,
-            owner: new.owner,
-            kind: new.kind,
-            queue: new.queue,
-            prompt: new.prompt,
-            params: new.params,
-            status: crate::JobStatus::Running,
-            stage: None,
-            progress: 0,
-            priority: 0,
-            max_attempts: 1,
-            timeout_ms: 1000,
-            run_at: new.run_at,
-            attempt: 1,
-            attempts_used: 1,
-            cancel_requested: false,
-            error: None,
-            created_at: new.run_at,
-            started_at: None,
-            finished_at: None,
-            updated_at: new.run_at,
-            last_seq: 0,
-        }
+        let store = crate::memory::MemoryStore::new();
+        crate::Store::create_job(&store, new)
+            .await
+            .expect("create_job")
+            .job
     }
 
     #[tokio::test]
     async fn the_stub_reports_its_steps_and_app() {
         let stub = StubOrchestrator::new(3, std::time::Duration::ZERO);
-        let job = job("four");
+        let job = job("four").await;
         let rec = Recorder::default();
         stub.run(&job, &rec).await.expect("the stub succeeds");
         assert_eq!(
@@ -265,12 +211,5 @@ mod tests {
             app.payload,
             json!({ "prompt_len": 4, "steps": 3, "body": body })
         );
-    }
-
-    #[test]
-    fn step_names_read_like_format() {
-        for (i, n) in [(0, 0), (1, 5), (9, 10), (10, 10), (123, 4_294_967_295)] {
-            assert_eq!(step_name(i, n), format!("step {i} of {n}"));
-        }
     }
 }
