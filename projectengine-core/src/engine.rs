@@ -101,6 +101,10 @@ pub struct Limits {
     pub max_schedule_ahead: Duration,
     /// Largest page of a listing.
     pub max_page: usize,
+    /// Most jobs one owner may have `queued` at once; a submission beyond it
+    /// is [`Error::LimitExceeded`]. Counted by the store, atomically with the
+    /// insert, so concurrent submissions never pass it. `None`: no quota.
+    pub max_queued_per_owner: Option<u32>,
 }
 
 impl Default for Limits {
@@ -116,6 +120,7 @@ impl Default for Limits {
             // Any date an RFC 3339 timestamp can hold; tighten it if you need to.
             max_schedule_ahead: Duration::from_secs(10_000 * 365 * 24 * 3600),
             max_page: 500,
+            max_queued_per_owner: None,
         }
     }
 }
@@ -327,6 +332,7 @@ impl Engine {
             max_attempts,
             timeout_ms: timeout.as_millis() as u64,
             run_at,
+            max_queued: l.max_queued_per_owner,
         })
     }
 

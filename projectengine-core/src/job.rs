@@ -13,8 +13,9 @@ use crate::{JobId, Owner};
 /// `queued → running → succeeded | failed | cancelled`; `running → queued` (a
 /// retry, or its worker was lost); `queued → cancelled`. The terminal states are
 /// final for workers and recovery; only an owner's explicit [retry] reopens a
-/// `failed` or `cancelled` job. [`JobStatus::can_become`] is the one table every
-/// adapter enforces.
+/// `failed` or `cancelled` job. [`JobStatus::can_become`] is the table; the
+/// planners of [`transition`](crate::transition) check every move against it,
+/// and stores only execute their plans.
 ///
 /// [retry]: crate::Engine::retry
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -192,6 +193,12 @@ pub struct NewJob {
     pub timeout_ms: u64,
     /// Not before.
     pub run_at: DateTime<Utc>,
+    /// The owner's quota of queued jobs: the store refuses the job with
+    /// [`LimitExceeded`](crate::Error::LimitExceeded) when the owner has this
+    /// many `queued` jobs already, counted atomically with the insert (`None`:
+    /// no quota).
+    #[serde(default)]
+    pub max_queued: Option<u32>,
 }
 
 /// What to list: filters and a cursor page.

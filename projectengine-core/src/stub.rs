@@ -186,6 +186,7 @@ mod tests {
             max_attempts: 1,
             timeout_ms: 1000,
             run_at: chrono::Utc::now(),
+            max_queued: None,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

@@ -1,9 +1,231 @@
-//! What a finished attempt does to its job: computed once here, applied by every
-//! store inside its own atomic write.
+//! The one state machine: every change of a job's status — claim, heartbeat,
+//! cancel, retry, the end of an attempt, recovery — is planned here, and
+//! checked against [`JobStatus::can_become`]. A store only executes a plan,
+//! inside its own atomic compare-and-set (a lock, one conditional statement,
+//! or a transaction): it never decides a transition itself.
+//!
+//! Each plan says which state it starts from (what the store compares) and
+//! what it writes. [`MemoryStore`](crate::memory::MemoryStore) applies plans
+//! to its records with their `apply_to` methods; a database store writes the
+//! same fields. The plans that do not depend on the job as it is
+//! ([`plan_claim`], [`plan_finish_unread`]) let a store write without reading
+//! first: its conditional write checks the plan's starting state instead.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{AttemptStatus, EventData, Job, JobError, JobStatus, Outcome};
+use crate::{
+    AttemptStatus, Error, EventData, Fence, Heartbeat, Job, JobError, JobStatus, Outcome, Result,
+};
+
+/// Refuses a move the transition table does not allow. `retry` marks an
+/// owner's explicit retry, the only way out of `failed` and `cancelled`.
+fn check(from: JobStatus, to: JobStatus, retry: bool) -> Result<()> {
+    let allowed = if retry {
+        from.can_retry() && to == JobStatus::Queued
+    } else {
+        from.can_become(to)
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::conflict(format!(
+            "a job cannot go from {from} to {to}"
+        )))
+    }
+}
+
+/// `now + lease`, saturating.
+pub fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Whether `fence` names the job's running attempt (the job side of the
+/// fence; the store also checks that the attempt itself is still running).
+pub fn holds(job: &Job, fence: Fence) -> bool {
+    job.id == fence.job_id && job.status == JobStatus::Running && job.attempt == fence.attempt
+}
+
+/// A claim: a due `queued` job becomes `running` under a new attempt.
+///
+/// The job must be in [`ClaimPlan::from`] with `run_at <= now` ([`claimable`]);
+/// then `attempt` and `attempts_used` grow by one, `started_at` is now,
+/// `cancel_requested` is cleared, and [`ClaimPlan::events`] are appended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimPlan {
+    /// The status the store compares against.
+    pub from: JobStatus,
+    /// The status written.
+    pub to: JobStatus,
+    /// The events to append, in order.
+    pub events: Vec<EventData>,
+}
+
+impl ClaimPlan {
+    /// The plan's writes to `job` (the caller checked [`claimable`]).
+    pub fn apply_to(&self, job: &mut Job, now: DateTime<Utc>) {
+        job.status = self.to;
+        job.attempt += 1;
+        job.attempts_used += 1;
+        job.started_at = Some(now);
+        job.cancel_requested = false;
+    }
+}
+
+/// Plans a claim. It depends on nothing but the job's status and `run_at`,
+/// which the store compares: see [`claimable`].
+pub fn plan_claim() -> ClaimPlan {
+    let (from, to) = (JobStatus::Queued, JobStatus::Running);
+    debug_assert!(check(from, to, false).is_ok());
+    ClaimPlan {
+        from,
+        to,
+        events: vec![EventData::Status {
+            status: to,
+            error: None,
+            run_at: None,
+        }],
+    }
+}
+
+/// Whether `job` may be claimed at `now`.
+pub fn claimable(job: &Job, now: DateTime<Utc>) -> bool {
+    job.status == JobStatus::Queued && job.run_at <= now
+}
+
+/// A heartbeat of the running attempt `fence` (checked with [`holds`]): its
+/// lease runs until `now + lease`, and it learns of a pending cancel.
+pub fn plan_heartbeat(job: &Job, now: DateTime<Utc>, lease: Duration) -> Heartbeat {
+    Heartbeat {
+        cancel_requested: job.cancel_requested,
+        lease_expires_at: lease_until(now, lease),
+    }
+}
+
+/// An owner's cancel, from [`plan_cancel`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum CancelPlan {
+    /// A `queued` job is `cancelled` at once and finished now.
+    Cancel {
+        /// The status written (`cancelled`).
+        to: JobStatus,
+        /// The events to append.
+        events: Vec<EventData>,
+    },
+    /// A `running` job gets `cancel_requested`, for its worker to honour.
+    Request {
+        /// The events to append.
+        events: Vec<EventData>,
+    },
+    /// A cancel is pending already: nothing to write.
+    Pending,
+}
+
+impl CancelPlan {
+    /// The status the plan starts from: what the store compares against
+    /// (with `cancel_requested` false for [`CancelPlan::Request`]).
+    pub fn from(&self) -> JobStatus {
+        match self {
+            CancelPlan::Cancel { .. } => JobStatus::Queued,
+            CancelPlan::Request { .. } | CancelPlan::Pending => JobStatus::Running,
+        }
+    }
+
+    /// The events to append.
+    pub fn events(&self) -> &[EventData] {
+        match self {
+            CancelPlan::Cancel { events, .. } | CancelPlan::Request { events } => events,
+            CancelPlan::Pending => &[],
+        }
+    }
+
+    /// The plan's writes to `job`.
+    pub fn apply_to(&self, job: &mut Job, now: DateTime<Utc>) {
+        match self {
+            CancelPlan::Cancel { to, .. } => {
+                job.status = *to;
+                job.finished_at = Some(now);
+            }
+            CancelPlan::Request { .. } => job.cancel_requested = true,
+            CancelPlan::Pending => {}
+        }
+    }
+}
+
+/// Plans an owner's cancel of `job`: a finished job is a
+/// [`Conflict`](Error::Conflict).
+pub fn plan_cancel(job: &Job) -> Result<CancelPlan> {
+    match job.status {
+        JobStatus::Queued => {
+            let to = JobStatus::Cancelled;
+            check(job.status, to, false)?;
+            Ok(CancelPlan::Cancel {
+                to,
+                events: vec![EventData::Status {
+                    status: to,
+                    error: None,
+                    run_at: None,
+                }],
+            })
+        }
+        JobStatus::Running if job.cancel_requested => Ok(CancelPlan::Pending),
+        JobStatus::Running => Ok(CancelPlan::Request {
+            events: vec![EventData::CancelRequested],
+        }),
+        s => Err(Error::conflict(format!("the job is already {s}"))),
+    }
+}
+
+/// An owner's retry, from [`plan_retry`]: the job is `queued` again, due
+/// [`RetryPlan::run_at`], with its attempt budget renewed, its error and
+/// `finished_at` cleared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPlan {
+    /// The status the store compares against.
+    pub from: JobStatus,
+    /// The status written (`queued`).
+    pub to: JobStatus,
+    /// When the job is due.
+    pub run_at: DateTime<Utc>,
+    /// The events to append.
+    pub events: Vec<EventData>,
+}
+
+impl RetryPlan {
+    /// The plan's writes to `job`.
+    pub fn apply_to(&self, job: &mut Job) {
+        job.status = self.to;
+        job.attempts_used = 0;
+        job.cancel_requested = false;
+        job.error = None;
+        job.finished_at = None;
+        job.run_at = self.run_at;
+    }
+}
+
+/// Plans an owner's retry of `job` at `now`: only a `failed` or `cancelled`
+/// job may be retried; any other is a [`Conflict`](Error::Conflict).
+pub fn plan_retry(job: &Job, now: DateTime<Utc>) -> Result<RetryPlan> {
+    let to = JobStatus::Queued;
+    check(job.status, to, true).map_err(|_| {
+        Error::conflict(format!(
+            "only a failed or cancelled job can be retried; this one is {}",
+            job.status
+        ))
+    })?;
+    Ok(RetryPlan {
+        from: job.status,
+        to,
+        run_at: now,
+        events: vec![EventData::Status {
+            status: to,
+            error: None,
+            run_at: Some(now),
+        }],
+    })
+}
 
 /// The writes an [`Outcome`] implies for a job whose running attempt ends.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,23 +238,86 @@ pub struct FinishPlan {
     pub job_status: JobStatus,
     /// The job's error afterwards.
     pub job_error: Option<JobError>,
-    /// The job's `run_at` afterwards (changed when it is queued again).
-    pub run_at: DateTime<Utc>,
-    /// The job's `attempts_used` afterwards.
-    pub attempts_used: u32,
-    /// The job's `finished_at` afterwards.
-    pub finished_at: Option<DateTime<Utc>>,
+    /// The job's new `run_at` when it is queued again; `None` keeps it.
+    pub run_at: Option<DateTime<Utc>>,
+    /// The job's new `attempts_used`; `None` keeps it.
+    pub attempts_used: Option<u32>,
+    /// Whether the job is finished now (`finished_at` set to now; otherwise cleared).
+    pub finished: bool,
     /// The events to append, in order.
     pub events: Vec<EventData>,
 }
 
+impl FinishPlan {
+    /// The plan's writes to `job` (the attempt's are the caller's, from
+    /// `attempt_status` and `attempt_error`).
+    pub fn apply_to(&self, job: &mut Job, now: DateTime<Utc>) {
+        job.status = self.job_status;
+        job.error = self.job_error.clone();
+        if let Some(run_at) = self.run_at {
+            job.run_at = run_at;
+        }
+        if let Some(used) = self.attempts_used {
+            job.attempts_used = used;
+        }
+        job.finished_at = self.finished.then_some(now);
+        if self.job_status == JobStatus::Queued {
+            job.cancel_requested = false;
+        }
+    }
+}
+
+/// A plan that depends on nothing but the outcome: a running attempt that
+/// ends with `outcome` becomes terminal the same way whatever the job holds.
+fn terminal(attempt_status: AttemptStatus, job_status: JobStatus) -> FinishPlan {
+    debug_assert!(check(JobStatus::Running, job_status, false).is_ok());
+    FinishPlan {
+        attempt_status,
+        attempt_error: None,
+        job_status,
+        job_error: None,
+        run_at: None,
+        attempts_used: None,
+        finished: true,
+        events: vec![EventData::Status {
+            status: job_status,
+            error: None,
+            run_at: None,
+        }],
+    }
+}
+
+/// The plan for `outcome` when it does not depend on the job (a success, an
+/// honoured cancel), so a store may write it without reading the job first;
+/// `None` when it does: then use [`plan_finish`].
+pub fn plan_finish_unread(outcome: &Outcome) -> Option<FinishPlan> {
+    match outcome {
+        Outcome::Succeeded => Some(terminal(AttemptStatus::Succeeded, JobStatus::Succeeded)),
+        Outcome::Cancelled => Some(terminal(AttemptStatus::Cancelled, JobStatus::Cancelled)),
+        _ => None,
+    }
+}
+
 /// Plans the end of `job`'s running attempt with `outcome`, at time `now`.
 ///
-/// `job` must be `running`; the caller holds it locked (or compares-and-sets on
-/// its `attempt`) while applying the plan.
-pub fn plan_finish(job: &Job, outcome: &Outcome, now: DateTime<Utc>) -> FinishPlan {
+/// `job` must be `running`, and the caller holds it locked (or compares-and-sets
+/// on its `attempt`) while applying the plan. `lease_expires_at` is the
+/// attempt's lease: [`Outcome::Lost`] is a [`Conflict`](Error::Conflict)
+/// while it has not expired.
+pub fn plan_finish(
+    job: &Job,
+    lease_expires_at: DateTime<Utc>,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<FinishPlan> {
+    if job.status != JobStatus::Running {
+        return Err(Error::StaleAttempt);
+    }
+    if let Some(plan) = plan_finish_unread(outcome) {
+        return Ok(plan);
+    }
     let attempts_left = job.attempts_used < job.max_attempts;
-    let requeue = |attempt_status, error: JobError, delay: Option<std::time::Duration>| {
+    let requeue = |attempt_status, error: JobError, delay: Option<Duration>| {
         let mut events = vec![EventData::Error(error.clone())];
         match delay {
             Some(d) if attempts_left => {
@@ -48,9 +333,9 @@ pub fn plan_finish(job: &Job, outcome: &Outcome, now: DateTime<Utc>) -> FinishPl
                     attempt_error: Some(error.clone()),
                     job_status: JobStatus::Queued,
                     job_error: Some(error),
-                    run_at,
-                    attempts_used: job.attempts_used,
-                    finished_at: None,
+                    run_at: Some(run_at),
+                    attempts_used: None,
+                    finished: false,
                     events,
                 }
             }
@@ -65,31 +350,15 @@ pub fn plan_finish(job: &Job, outcome: &Outcome, now: DateTime<Utc>) -> FinishPl
                     attempt_error: Some(error.clone()),
                     job_status: JobStatus::Failed,
                     job_error: Some(error),
-                    run_at: job.run_at,
-                    attempts_used: job.attempts_used,
-                    finished_at: Some(now),
+                    run_at: None,
+                    attempts_used: None,
+                    finished: true,
                     events,
                 }
             }
         }
     };
-    let terminal = |attempt_status, job_status| FinishPlan {
-        attempt_status,
-        attempt_error: None,
-        job_status,
-        job_error: None,
-        run_at: job.run_at,
-        attempts_used: job.attempts_used,
-        finished_at: Some(now),
-        events: vec![EventData::Status {
-            status: job_status,
-            error: None,
-            run_at: None,
-        }],
-    };
-    match outcome {
-        Outcome::Succeeded => terminal(AttemptStatus::Succeeded, JobStatus::Succeeded),
-        Outcome::Cancelled => terminal(AttemptStatus::Cancelled, JobStatus::Cancelled),
+    let plan = match outcome {
         Outcome::Failed { error, retry_in } => {
             requeue(AttemptStatus::Failed, error.clone(), *retry_in)
         }
@@ -108,9 +377,9 @@ pub fn plan_finish(job: &Job, outcome: &Outcome, now: DateTime<Utc>) -> FinishPl
                 attempt_error: Some(error.clone()),
                 job_status: JobStatus::Queued,
                 job_error: job.error.clone(),
-                run_at: now,
-                attempts_used: job.attempts_used.saturating_sub(1),
-                finished_at: None,
+                run_at: Some(now),
+                attempts_used: Some(job.attempts_used.saturating_sub(1)),
+                finished: false,
                 events: vec![EventData::Status {
                     status: JobStatus::Queued,
                     error: Some(error),
@@ -119,14 +388,126 @@ pub fn plan_finish(job: &Job, outcome: &Outcome, now: DateTime<Utc>) -> FinishPl
             }
         }
         Outcome::Lost => {
+            if lease_expires_at > now {
+                return Err(Error::conflict("the attempt's lease has not expired"));
+            }
             let error = JobError::new("lost", "the worker stopped renewing its lease");
             if job.cancel_requested {
                 let mut plan = terminal(AttemptStatus::Lost, JobStatus::Cancelled);
                 plan.attempt_error = Some(error);
                 plan
             } else {
-                requeue(AttemptStatus::Lost, error, Some(std::time::Duration::ZERO))
+                requeue(AttemptStatus::Lost, error, Some(Duration::ZERO))
             }
         }
+        // Planned without the job above.
+        Outcome::Succeeded | Outcome::Cancelled => unreachable!("planned by plan_finish_unread"),
+    };
+    check(job.status, plan.job_status, false)?;
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{JobId, Owner};
+
+    fn job(status: JobStatus) -> Job {
+        let now = Utc::now();
+        Job {
+            id: JobId::new(),
+            owner: Owner::new("o"),
+            kind: "k".into(),
+            queue: "q".into(),
+            prompt: "p".into(),
+            params: serde_json::json!({}),
+            status,
+            stage: None,
+            progress: 0,
+            priority: 0,
+            max_attempts: 2,
+            timeout_ms: 1000,
+            run_at: now,
+            attempt: 1,
+            attempts_used: 1,
+            cancel_requested: false,
+            error: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            last_seq: 1,
+        }
+    }
+
+    #[test]
+    fn every_plan_follows_the_table() {
+        use JobStatus::*;
+        let now = Utc::now();
+        for from in [Queued, Running, Succeeded, Failed, Cancelled] {
+            let mut j = job(from);
+            j.run_at = now;
+            if let Ok(CancelPlan::Cancel { to, .. }) = plan_cancel(&j) {
+                assert!(from.can_become(to), "cancel {from} → {to}");
+            }
+            assert_eq!(
+                plan_cancel(&j).is_err(),
+                from.is_terminal(),
+                "cancel {from}"
+            );
+            assert_eq!(
+                plan_retry(&j, now).is_ok(),
+                from.can_retry(),
+                "retry {from}"
+            );
+            assert_eq!(claimable(&j, now), from == Queued, "claim {from}");
+            let finished = plan_finish(&j, now, &Outcome::Released, now);
+            assert_eq!(finished.is_ok(), from == Running, "finish {from}");
+        }
+        let claim = plan_claim();
+        assert!(claim.from.can_become(claim.to));
+    }
+
+    #[test]
+    fn lost_needs_an_expired_lease() {
+        let now = Utc::now();
+        let j = job(JobStatus::Running);
+        let later = now + chrono::Duration::seconds(1);
+        assert!(matches!(
+            plan_finish(&j, later, &Outcome::Lost, now),
+            Err(Error::Conflict(_))
+        ));
+        let plan = plan_finish(&j, now, &Outcome::Lost, now).expect("expired");
+        assert_eq!(plan.job_status, JobStatus::Queued);
+        assert_eq!(plan.attempt_status, AttemptStatus::Lost);
+    }
+
+    #[test]
+    fn spent_attempts_fail_and_released_ones_are_given_back() {
+        let now = Utc::now();
+        let mut j = job(JobStatus::Running);
+        j.attempts_used = j.max_attempts;
+        let failed = Outcome::Failed {
+            error: JobError::new("e", "m"),
+            retry_in: Some(Duration::from_secs(1)),
+        };
+        let plan = plan_finish(&j, now, &failed, now).expect("plan");
+        assert_eq!((plan.job_status, plan.finished), (JobStatus::Failed, true));
+        let plan = plan_finish(&j, now, &Outcome::Released, now).expect("plan");
+        assert_eq!(plan.attempts_used, Some(j.max_attempts - 1));
+        assert_eq!(plan.job_status, JobStatus::Queued);
+    }
+
+    #[test]
+    fn unread_plans_equal_read_ones() {
+        let now = Utc::now();
+        let j = job(JobStatus::Running);
+        for outcome in [Outcome::Succeeded, Outcome::Cancelled] {
+            assert_eq!(
+                plan_finish_unread(&outcome),
+                Some(plan_finish(&j, now, &outcome, now).expect("plan"))
+            );
+        }
+        assert_eq!(plan_finish_unread(&Outcome::Lost), None);
     }
 }

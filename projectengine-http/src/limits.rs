@@ -1,11 +1,12 @@
-//! Per-owner limits: open streams (WebSocket and SSE) in this process, and
-//! queued jobs. Reaching one is 429 `limit_exceeded`.
+//! Per-owner limits of this process: open streams (WebSocket and SSE).
+//! Reaching one is 429 `limit_exceeded`. (The quota of queued jobs is the
+//! engine's: [`Limits::max_queued_per_owner`](projectengine_core::Limits).)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::StatusCode;
-use projectengine_core::{Engine, JobQuery, JobStatus, Owner};
+use projectengine_core::Owner;
 
 use crate::error::ApiError;
 
@@ -52,39 +53,6 @@ impl Drop for StreamSlot {
             }
         }
     }
-}
-
-/// Refuses a submission when the owner already has `max` queued jobs.
-///
-/// A soft limit: it is read before the submission, so submissions racing each
-/// other may pass it by a few.
-pub(crate) async fn check_queued(
-    engine: &Engine,
-    owner: &Owner,
-    max: Option<usize>,
-) -> Result<(), ApiError> {
-    let Some(max) = max else { return Ok(()) };
-    let page = engine.limits().max_page.max(1);
-    let mut counted = 0;
-    let mut cursor = None;
-    while counted < max {
-        let query = JobQuery {
-            status: Some(JobStatus::Queued),
-            cursor,
-            limit: page.min(max - counted),
-            newest_first: false,
-        };
-        let found = engine.list(owner, query).await?;
-        counted += found.items.len();
-        match (found.items.last(), found.next_cursor) {
-            (Some(last), Some(_)) => cursor = Some(last.id),
-            _ => break,
-        }
-    }
-    if counted >= max {
-        return Err(limit("too many queued jobs; wait for some to start"));
-    }
-    Ok(())
 }
 
 fn limit(message: &str) -> ApiError {

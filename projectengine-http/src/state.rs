@@ -34,9 +34,6 @@ pub struct HttpConfig {
     /// Streams (WebSocket and SSE together) one owner may have open on this
     /// process; more is 429 (default: unlimited).
     pub max_streams_per_owner: Option<usize>,
-    /// Queued jobs one owner may have; a submission beyond is 429 (default:
-    /// unlimited). A soft limit: submissions racing each other may pass it by a few.
-    pub max_queued_per_owner: Option<usize>,
 }
 
 impl Default for HttpConfig {
@@ -49,7 +46,6 @@ impl Default for HttpConfig {
             ws_max_message: 4 * 1024,
             sse_keep_alive: Duration::from_secs(15),
             max_streams_per_owner: None,
-            max_queued_per_owner: None,
         }
     }
 }

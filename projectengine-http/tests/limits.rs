@@ -6,15 +6,18 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use projectengine_core::Limits;
 use projectengine_http::HttpConfig;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 #[tokio::test]
 async fn a_submission_beyond_the_queued_limit_is_429() {
-    let mut config = HttpConfig::default();
-    config.max_queued_per_owner = Some(2);
-    let app = TestApp::build(false, config);
+    let limits = Limits {
+        max_queued_per_owner: Some(2),
+        ..Limits::default()
+    };
+    let app = TestApp::build_with_limits(false, HttpConfig::default(), limits);
     let alice = app.token("alice");
     let first = app.submit(&alice, json!({"prompt": "1"})).await;
     app.submit(&alice, json!({"prompt": "2"})).await;

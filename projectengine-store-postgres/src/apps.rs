@@ -6,8 +6,11 @@ use projectengine_core::{
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::map;
-use crate::jobs::RACE_RETRIES;
 use crate::rows::{self, big};
+
+/// How often a save tries again when the job changed between its conditional
+/// write and the read that explains why the write did nothing.
+const RACE_RETRIES: usize = 8;
 
 // One statement. `l` checks the fence and locks the job row, so saves of a
 // job are serialized and each sees the app the previous one committed; the

@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use projectengine_core::transition::plan_finish;
+use projectengine_core::transition::{self, FinishPlan};
 use projectengine_core::{
-    Attempt, AttemptStatus, Changed, Error, EventData, Fence, Heartbeat, JobError, JobId,
-    JobStatus, Outcome, Result,
+    Attempt, Changed, Error, Fence, Heartbeat, JobError, JobId, Outcome, Result,
 };
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -46,16 +45,14 @@ FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = j.attempt \
 WHERE j.id = $1 AND j.status = 'running' AND j.attempt = $2 AND a.status = 'running' \
 FOR UPDATE OF j, a";
 
-// Applies a plan; conditional on the fence again, though the rows are locked.
-// A plan that depends on nothing but the fence (a success) comes without the
-// lock: then `run_at` and `attempts_used` are NULL (kept), `finished_at` is
-// NULL (now), and the attempt must still be running.
+// Executes a finish plan; conditional on the fence (though a plan that read the
+// job comes with the rows locked). `run_at` and `attempts_used` NULL are kept;
+// `$8` says whether the job is finished now.
 const APPLY: &str = concat!(
     "WITH j AS (",
     " UPDATE jobs SET status = $3, error_code = $4, error_message = $5,",
     "   run_at = COALESCE($6, run_at), attempts_used = COALESCE($7, attempts_used),",
-    "   finished_at = CASE WHEN $3 IN ('queued', 'running') THEN $8",
-    "     ELSE COALESCE($8, now()) END,",
+    "   finished_at = CASE WHEN $8 THEN now() END,",
     "   cancel_requested = cancel_requested AND $3 <> 'queued',",
     "   last_seq = last_seq + jsonb_array_length($9), updated_at = now()",
     " WHERE id = $1 AND status = 'running' AND attempt = $2",
@@ -76,36 +73,47 @@ const APPLY: &str = concat!(
 
 /// Whether `finish` needs two statements (see [`finish`]).
 pub(crate) fn needs_lock(outcome: &Outcome) -> bool {
-    !matches!(outcome, Outcome::Succeeded)
+    transition::plan_finish_unread(outcome).is_none()
 }
 
-/// Ends the attempt: locks the job and its attempt, plans with the core's
-/// [`plan_finish`] at the database's `now()`, and writes. Two statements: the
-/// caller runs them in a transaction. A success, whose plan depends on
-/// nothing but the fence, is one statement.
+/// Ends the attempt. An outcome whose plan depends on the job (a failure, a
+/// release, a lost lease) locks the job and its attempt, plans with the
+/// core's [`transition::plan_finish`] at the database's `now()`, and writes:
+/// two statements, which the caller runs in a transaction. Any other (a
+/// success, an honoured cancel) is planned without reading and written in
+/// one statement, conditional on the fence.
 pub(crate) async fn finish(
     conn: &mut PgConnection,
     fence: Fence,
     outcome: &Outcome,
 ) -> Result<Changed> {
-    if !needs_lock(outcome) {
-        return succeed(conn, fence).await;
-    }
-    let row = sqlx::query(LOCK)
-        .bind(fence.job_id.0)
-        .bind(big(fence.attempt))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map)?
-        .ok_or(Error::StaleAttempt)?;
-    let job = rows::job(&row)?;
-    let now: DateTime<Utc> = row.try_get("db_now").map_err(map)?;
-    let lease_expires_at: DateTime<Utc> = row.try_get("lease_expires_at").map_err(map)?;
-    let lost = matches!(outcome, Outcome::Lost);
-    if lost && lease_expires_at > now {
-        return Err(Error::conflict("the attempt's lease has not expired"));
-    }
-    let plan = plan_finish(&job, outcome, now);
+    let plan = match transition::plan_finish_unread(outcome) {
+        Some(plan) => plan,
+        None => {
+            let row = sqlx::query(LOCK)
+                .bind(fence.job_id.0)
+                .bind(big(fence.attempt))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map)?
+                .ok_or(Error::StaleAttempt)?;
+            let job = rows::job(&row)?;
+            let now: DateTime<Utc> = row.try_get("db_now").map_err(map)?;
+            let lease_expires_at: DateTime<Utc> = row.try_get("lease_expires_at").map_err(map)?;
+            transition::plan_finish(&job, lease_expires_at, outcome, now)?
+        }
+    };
+    apply(conn, fence, plan, matches!(outcome, Outcome::Lost)).await
+}
+
+/// Writes `plan` if `fence` still holds (and, for a lost attempt, its lease
+/// has expired); otherwise `StaleAttempt`.
+async fn apply(
+    conn: &mut PgConnection,
+    fence: Fence,
+    plan: FinishPlan,
+    lost: bool,
+) -> Result<Changed> {
     let (job_error_code, job_error_message) = split(plan.job_error);
     let (attempt_error_code, attempt_error_message) = split(plan.attempt_error);
     let row = sqlx::query(APPLY)
@@ -115,8 +123,8 @@ pub(crate) async fn finish(
         .bind(job_error_code)
         .bind(job_error_message)
         .bind(plan.run_at)
-        .bind(big(plan.attempts_used))
-        .bind(plan.finished_at)
+        .bind(plan.attempts_used.map(big))
+        .bind(plan.finished)
         .bind(rows::encode_events(&plan.events)?)
         .bind(plan.attempt_status.as_str())
         .bind(attempt_error_code)
@@ -125,7 +133,7 @@ pub(crate) async fn finish(
         .fetch_optional(&mut *conn)
         .await
         .map_err(map)?
-        .ok_or_else(|| Error::internal("the locked job did not take the finish"))?;
+        .ok_or(Error::StaleAttempt)?;
     let job = rows::job(&row)?;
     let events = rows::appended(
         job.id,
@@ -134,36 +142,6 @@ pub(crate) async fn finish(
         job.updated_at,
         plan.events,
     );
-    Ok(Changed { job, events })
-}
-
-/// [`plan_finish`]'s plan for a success, written without reading first.
-async fn succeed(conn: &mut PgConnection, fence: Fence) -> Result<Changed> {
-    let events = vec![EventData::Status {
-        status: JobStatus::Succeeded,
-        error: None,
-        run_at: None,
-    }];
-    let row = sqlx::query(APPLY)
-        .bind(fence.job_id.0)
-        .bind(big(fence.attempt))
-        .bind(JobStatus::Succeeded.as_str())
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .bind(None::<DateTime<Utc>>)
-        .bind(None::<i64>)
-        .bind(None::<DateTime<Utc>>)
-        .bind(rows::encode_events(&events)?)
-        .bind(AttemptStatus::Succeeded.as_str())
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .bind(false)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map)?
-        .ok_or(Error::StaleAttempt)?;
-    let job = rows::job(&row)?;
-    let events = rows::appended(job.id, job.attempt, job.last_seq, job.updated_at, events);
     Ok(Changed { job, events })
 }
 

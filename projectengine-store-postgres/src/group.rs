@@ -129,12 +129,13 @@ impl Op {
 
     /// Runs in a transaction of its own.
     async fn alone(&self, pool: &PgPool) -> Result<Done> {
-        if let Op::Finish { outcome, .. } = self {
-            if !attempts::needs_lock(outcome) {
-                let mut conn = pool.acquire().await.map_err(map)?;
-                return self.run(&mut conn).await;
-            }
-            // Two statements (lock, then write): they need a transaction.
+        let several = match self {
+            Op::Finish { outcome, .. } => attempts::needs_lock(outcome),
+            Op::Create(job) => job.max_queued.is_some(),
+            _ => false,
+        };
+        if several {
+            // Several statements (lock, then write): they need a transaction.
             let mut tx = pool.begin().await.map_err(map)?;
             let done = self.run(&mut tx).await?;
             tx.commit().await.map_err(map)?;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use projectengine_core::transition::{self, CancelPlan};
 use projectengine_core::{
     Attempt, AttemptId, AttemptStatus, Changed, Claim, Error, EventData, Job, JobDetail, JobId,
     JobQuery, JobStatus, NewJob, Owner, Result,
@@ -10,10 +12,6 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::error::{corrupt, map};
 use crate::rows::{self, big};
-
-/// How often a cancel or retry tries again when the job changed between its
-/// conditional write and the read that explains why the write did nothing.
-pub(crate) const RACE_RETRIES: usize = 8;
 
 const CREATE: &str = concat!(
     "WITH j AS (",
@@ -31,10 +29,36 @@ const CREATE: &str = concat!(
     ") SELECT * FROM j"
 );
 
-/// Creates a `queued` job and its first event in one statement.
+// Serializes an owner's quota-checked submissions until their transaction
+// ends, so that counting and inserting are one step for that owner. The first
+// key keeps these locks apart from any other advisory lock.
+const LOCK_OWNER: &str = "SELECT pg_advisory_xact_lock(1701, hashtext($1))";
+
+const COUNT_QUEUED: &str = "SELECT count(*) FROM jobs WHERE owner = $1 AND status = 'queued'";
+
+/// Creates a `queued` job and its first event in one statement; with a quota,
+/// counts the owner's queued jobs first, under a lock held until the
+/// caller's transaction ends (so the caller must run it in a transaction).
 pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Changed> {
     let timeout_ms =
         i64::try_from(new.timeout_ms).map_err(|_| Error::invalid("timeout_ms", "is too large"))?;
+    if let Some(max) = new.max_queued {
+        sqlx::query(LOCK_OWNER)
+            .bind(&new.owner.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?;
+        let queued: i64 = sqlx::query_scalar(COUNT_QUEUED)
+            .bind(&new.owner.0)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map)?;
+        if queued >= i64::from(max) {
+            return Err(Error::LimitExceeded(
+                "too many queued jobs; wait for some to start".into(),
+            ));
+        }
+    }
     let row = sqlx::query(CREATE)
         .bind(new.id.0)
         .bind(&new.owner.0)
@@ -148,14 +172,16 @@ pub(crate) async fn list(pool: &PgPool, owner: &Owner, query: &JobQuery) -> Resu
         .collect()
 }
 
-// SKIP LOCKED: a queued job whose row another transaction holds is being
-// claimed or cancelled right now, so it is not claimable by this caller.
+// Executes the core's claim plan: compares the status with the plan's `$6`,
+// writes its `$7`. SKIP LOCKED: a queued job whose row another transaction
+// holds is being claimed or cancelled right now, so it is not claimable by
+// this caller.
 const CLAIM: &str = concat!(
     "WITH c AS (",
-    " SELECT id FROM jobs WHERE id = $1 AND status = 'queued' AND run_at <= now()",
+    " SELECT id FROM jobs WHERE id = $1 AND status = $6 AND run_at <= now()",
     " FOR UPDATE SKIP LOCKED",
     "), j AS (",
-    " UPDATE jobs SET status = 'running', attempt = attempt + 1,",
+    " UPDATE jobs SET status = $7, attempt = attempt + 1,",
     "   attempts_used = attempts_used + 1, started_at = now(), cancel_requested = false,",
     "   last_seq = last_seq + jsonb_array_length($5), updated_at = now()",
     " FROM c WHERE jobs.id = c.id",
@@ -177,18 +203,16 @@ pub(crate) async fn claim(
     worker_id: &str,
     lease: Duration,
 ) -> Result<Option<Claim>> {
-    let running = vec![EventData::Status {
-        status: JobStatus::Running,
-        error: None,
-        run_at: None,
-    }];
+    let plan = transition::plan_claim();
     let attempt_id = AttemptId::new();
     let Some(row) = sqlx::query(CLAIM)
         .bind(id.0)
         .bind(attempt_id.0)
         .bind(worker_id)
         .bind(rows::interval(lease))
-        .bind(rows::encode_events(&running)?)
+        .bind(rows::encode_events(&plan.events)?)
+        .bind(plan.from.as_str())
+        .bind(plan.to.as_str())
         .fetch_optional(conn)
         .await
         .map_err(map)?
@@ -208,7 +232,7 @@ pub(crate) async fn claim(
         finished_at: None,
         error: None,
     };
-    let events = rows::appended(job.id, job.attempt, job.last_seq, started_at, running);
+    let events = rows::appended(job.id, job.attempt, job.last_seq, started_at, plan.events);
     Ok(Some(Claim {
         job,
         attempt,
@@ -216,120 +240,112 @@ pub(crate) async fn claim(
     }))
 }
 
-// A queued job is cancelled at once; a running one is asked to stop. The
-// events are `$2` (cancelled) or `$3` (cancel requested), one each.
+// Locks the job for the owner's cancel or retry, with the database's clock.
+const LOCK: &str = "SELECT *, now() AS db_now FROM jobs WHERE id = $1 FOR UPDATE";
+
+/// The job, locked until the transaction ends, and the database's `now()`.
+async fn lock(conn: &mut PgConnection, id: JobId) -> Result<(Job, DateTime<Utc>)> {
+    let row = sqlx::query(LOCK)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?
+        .ok_or(Error::not_found("job"))?;
+    let now = sqlx::Row::try_get(&row, "db_now").map_err(map)?;
+    Ok((rows::job(&row)?, now))
+}
+
+// Executes a cancel plan on the locked job: `$2` the status written, `$3`
+// whether it finishes the job, `$4` whether it requests the worker to stop,
+// `$5` the events. The compare on the status is kept though the row is locked.
 const CANCEL: &str = concat!(
     "WITH j AS (",
-    " UPDATE jobs SET",
-    "   status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,",
-    "   finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,",
-    "   cancel_requested = cancel_requested OR status = 'running',",
-    "   last_seq = last_seq + 1, updated_at = now()",
-    " WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND NOT cancel_requested))",
+    " UPDATE jobs SET status = $2,",
+    "   finished_at = CASE WHEN $3 THEN now() ELSE finished_at END,",
+    "   cancel_requested = cancel_requested OR $4,",
+    "   last_seq = last_seq + jsonb_array_length($5), updated_at = now()",
+    " WHERE id = $1 AND status = $6",
     " RETURNING *",
     "), ",
-    insert_events!("(CASE WHEN j.status = 'cancelled' THEN $2::jsonb ELSE $3::jsonb END)"),
+    insert_events!("$5"),
     " SELECT * FROM j"
 );
 
-/// The owner's cancel.
+/// The owner's cancel: locks the job, plans with the core's
+/// [`transition::plan_cancel`], and executes the plan.
 pub(crate) async fn request_cancel(pool: &PgPool, id: JobId) -> Result<Changed> {
-    let cancelled = EventData::Status {
-        status: JobStatus::Cancelled,
-        error: None,
-        run_at: None,
-    };
-    let requested = EventData::CancelRequested;
-    let cancelled_json = rows::encode_events(std::slice::from_ref(&cancelled))?;
-    let requested_json = rows::encode_events(std::slice::from_ref(&requested))?;
-    for _ in 0..RACE_RETRIES {
-        let row = sqlx::query(CANCEL)
-            .bind(id.0)
-            .bind(&cancelled_json)
-            .bind(&requested_json)
-            .fetch_optional(pool)
-            .await
-            .map_err(map)?;
-        if let Some(row) = row {
-            let job = rows::job(&row)?;
-            let data = if job.status == JobStatus::Cancelled {
-                cancelled
-            } else {
-                requested
-            };
-            let events = rows::appended(
-                job.id,
-                job.attempt,
-                job.last_seq,
-                job.updated_at,
-                vec![data],
-            );
-            return Ok(Changed { job, events });
-        }
-        // The write did nothing: say why, from the job as it is now.
-        let job = get(pool, id).await?.ok_or(Error::not_found("job"))?;
-        match job.status {
-            JobStatus::Running if job.cancel_requested => {
-                return Ok(Changed {
-                    job,
-                    events: vec![],
-                })
-            }
-            JobStatus::Queued | JobStatus::Running => continue,
-            s => return Err(Error::conflict(format!("the job is already {s}"))),
-        }
+    let mut tx = pool.begin().await.map_err(map)?;
+    let (job, now) = lock(&mut tx, id).await?;
+    let plan = transition::plan_cancel(&job)?;
+    if plan == CancelPlan::Pending {
+        return Ok(Changed {
+            job,
+            events: vec![],
+        });
     }
-    Err(Error::conflict("the job kept changing; try again"))
+    let mut planned = job.clone();
+    plan.apply_to(&mut planned, now);
+    let row = sqlx::query(CANCEL)
+        .bind(id.0)
+        .bind(planned.status.as_str())
+        .bind(planned.finished_at.is_some())
+        .bind(planned.cancel_requested)
+        .bind(rows::encode_events(plan.events())?)
+        .bind(plan.from().as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?
+        .ok_or_else(|| Error::internal("the locked job did not take the cancel"))?;
+    tx.commit().await.map_err(map)?;
+    let job = rows::job(&row)?;
+    let events = rows::appended(
+        job.id,
+        job.attempt,
+        job.last_seq,
+        job.updated_at,
+        plan.events().to_vec(),
+    );
+    Ok(Changed { job, events })
 }
 
+// Executes a retry plan on the locked job: `$2` the status compared, `$3` the
+// status written, `$4` the new `run_at`, `$5` the events.
 const RETRY: &str = concat!(
     "WITH j AS (",
-    " UPDATE jobs SET status = 'queued', attempts_used = 0, cancel_requested = false,",
-    "   error_code = NULL, error_message = NULL, finished_at = NULL, run_at = now(),",
-    "   last_seq = last_seq + 1, updated_at = now()",
-    " WHERE id = $1 AND status IN ('failed', 'cancelled')",
+    " UPDATE jobs SET status = $3, attempts_used = 0, cancel_requested = false,",
+    "   error_code = NULL, error_message = NULL, finished_at = NULL, run_at = $4,",
+    "   last_seq = last_seq + jsonb_array_length($5), updated_at = now()",
+    " WHERE id = $1 AND status = $2",
     " RETURNING *",
-    "), e AS (",
-    " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
-    " SELECT id, last_seq, attempt, updated_at, 'status',",
-    "   jsonb_build_object('status', 'queued', 'run_at', ",
-    rfc3339!("run_at"),
-    ")",
-    " FROM j",
-    ") SELECT * FROM j"
+    "), ",
+    insert_events!("$5"),
+    " SELECT * FROM j"
 );
 
-/// The owner's retry of a failed or cancelled job.
+/// The owner's retry: locks the job, plans with the core's
+/// [`transition::plan_retry`] at the database's `now()`, and executes the plan.
 pub(crate) async fn retry(pool: &PgPool, id: JobId) -> Result<Changed> {
-    for _ in 0..RACE_RETRIES {
-        let row = sqlx::query(RETRY)
-            .bind(id.0)
-            .fetch_optional(pool)
-            .await
-            .map_err(map)?;
-        if let Some(row) = row {
-            let job = rows::job(&row)?;
-            let queued = EventData::Status {
-                status: JobStatus::Queued,
-                error: None,
-                run_at: Some(job.run_at),
-            };
-            let events = rows::appended(
-                job.id,
-                job.attempt,
-                job.last_seq,
-                job.updated_at,
-                vec![queued],
-            );
-            return Ok(Changed { job, events });
-        }
-        let job = get(pool, id).await?.ok_or(Error::not_found("job"))?;
-        if !job.status.can_retry() {
-            return Err(Error::conflict(format!(
-                "only a failed or cancelled job can be retried; this one is {}",
-                job.status
-            )));
-        }
-    }
-    Err(Error::conflict("the job kept changing; try again"))
+    let mut tx = pool.begin().await.map_err(map)?;
+    let (job, now) = lock(&mut tx, id).await?;
+    let plan = transition::plan_retry(&job, now)?;
+    let row = sqlx::query(RETRY)
+        .bind(id.0)
+        .bind(plan.from.as_str())
+        .bind(plan.to.as_str())
+        .bind(plan.run_at)
+        .bind(rows::encode_events(&plan.events)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?
+        .ok_or_else(|| Error::internal("the locked job did not take the retry"))?;
+    tx.commit().await.map_err(map)?;
+    let job = rows::job(&row)?;
+    let events = rows::appended(
+        job.id,
+        job.attempt,
+        job.last_seq,
+        job.updated_at,
+        plan.events,
+    );
+    Ok(Changed { job, events })
 }

@@ -29,6 +29,7 @@ fn new_job(owner: &Owner) -> NewJob {
         max_attempts: 3,
         timeout_ms: 60_000,
         run_at: Utc::now(),
+        max_queued: None,
     }
 }
 

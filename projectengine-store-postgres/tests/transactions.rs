@@ -66,6 +66,7 @@ async fn one_job(store: &PgStore, owner: &Owner) {
             max_attempts: 3,
             timeout_ms: 60_000,
             run_at: Utc::now(),
+            max_queued: None,
         })
         .await
         .expect("create");

@@ -23,6 +23,7 @@ fn new_job(params: Value) -> NewJob {
         max_attempts: u32::MAX,
         timeout_ms: i64::MAX as u64,
         run_at: Utc::now(),
+        max_queued: None,
     }
 }
 

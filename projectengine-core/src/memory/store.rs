@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::hash::{IdMap, IdSet};
-use crate::transition::plan_finish;
+use crate::transition::{self, lease_until, CancelPlan};
 use crate::{
     App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData, Fence,
     Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewJob, Outcome, Owner, Result,
@@ -28,6 +28,8 @@ struct Inner {
     by_owner: BTreeMap<Owner, BTreeSet<JobId>>,
     running: IdSet<JobId>,
     queued: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// How many `queued` jobs each owner has, for quotas.
+    queued_per_owner: HashMap<Owner, u32>,
     apps: IdMap<AppId, App>,
     apps_by_owner: BTreeMap<Owner, BTreeSet<AppId>>,
     app_by_job: IdMap<JobId, AppId>,
@@ -116,7 +118,7 @@ impl Record {
 
     /// The running attempt the fence names, or `StaleAttempt`.
     fn fenced(&mut self, fence: Fence) -> Result<usize> {
-        if self.job.status != JobStatus::Running || self.job.attempt != fence.attempt {
+        if !transition::holds(&self.job, fence) {
             return Err(Error::StaleAttempt);
         }
         let idx = self
@@ -129,6 +131,11 @@ impl Record {
         }
         Ok(idx)
     }
+}
+
+/// The answer to a submission beyond its owner's quota of queued jobs.
+pub(crate) fn quota_reached() -> Error {
+    Error::LimitExceeded("too many queued jobs; wait for some to start".into())
 }
 
 impl MemoryStore {
@@ -174,11 +181,20 @@ impl Inner {
             }
             _ => {}
         }
+        let (was, is) = (old.0 == JobStatus::Queued, new.0 == JobStatus::Queued);
+        if was != is {
+            let owner = &self.jobs[&id].job.owner;
+            let n = self.queued_per_owner.get_mut(owner);
+            match (n, is) {
+                (Some(n), true) => *n += 1,
+                (Some(n), false) => *n = n.saturating_sub(1),
+                (None, true) => {
+                    self.queued_per_owner.insert(owner.clone(), 1);
+                }
+                (None, false) => {}
+            }
+        }
     }
-}
-
-fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
 }
 
 #[async_trait]
@@ -229,9 +245,16 @@ impl Store for MemoryStore {
         if inner.jobs.contains_key(&job.id) {
             return Err(Error::conflict("a job with this id exists"));
         }
+        if let Some(max) = new.max_queued {
+            if inner.queued_per_owner.get(&job.owner).copied().unwrap_or(0) >= max {
+                return Err(quota_reached());
+            }
+        }
         index_owner(&mut inner.by_owner, &job.owner, job.id);
-        inner.queued.insert((job.run_at, job.id));
         inner.jobs.insert(job.id, rec);
+        // A new job comes from no status the indexes hold.
+        let unindexed = (JobStatus::Succeeded, job.run_at);
+        inner.reindex(job.id, unindexed, (JobStatus::Queued, job.run_at));
         drop(inner);
         Ok(Changed {
             job,
@@ -287,38 +310,28 @@ impl Store for MemoryStore {
             error: None,
         };
         let mut stored = attempt.clone();
+        let plan = transition::plan_claim();
         let mut inner = self.lock();
         let Some(rec) = inner.jobs.get_mut(&id) else {
             return Ok(None);
         };
-        if rec.job.status != JobStatus::Queued || rec.job.run_at > now {
+        if !transition::claimable(&rec.job, now) {
             return Ok(None);
         }
         let old = (rec.job.status, rec.job.run_at);
-        rec.job.status = JobStatus::Running;
-        rec.job.attempt += 1;
-        rec.job.attempts_used += 1;
-        rec.job.started_at = Some(now);
-        rec.job.cancel_requested = false;
+        plan.apply_to(&mut rec.job, now);
         attempt.number = rec.job.attempt;
         stored.number = rec.job.attempt;
         // Most jobs run once: grow the list one attempt at a time.
         rec.attempts.reserve_exact(1);
         rec.attempts.push(stored);
-        let ev = rec.push(
-            EventData::Status {
-                status: JobStatus::Running,
-                error: None,
-                run_at: None,
-            },
-            now,
-        );
+        let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
-        inner.reindex(id, old, (JobStatus::Running, job.run_at));
+        inner.reindex(id, old, (job.status, job.run_at));
         Ok(Some(Claim {
             job,
             attempt,
-            events: vec![ev],
+            events,
         }))
     }
 
@@ -369,12 +382,9 @@ impl Store for MemoryStore {
             .record(fence.job_id)
             .map_err(|_| Error::StaleAttempt)?;
         let idx = rec.fenced(fence)?;
-        let until = lease_until(now, lease);
-        rec.attempts[idx].lease_expires_at = until;
-        Ok(Heartbeat {
-            cancel_requested: rec.job.cancel_requested,
-            lease_expires_at: until,
-        })
+        let heartbeat = transition::plan_heartbeat(&rec.job, now, lease);
+        rec.attempts[idx].lease_expires_at = heartbeat.lease_expires_at;
+        Ok(heartbeat)
     }
 
     async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
@@ -384,23 +394,14 @@ impl Store for MemoryStore {
             .record(fence.job_id)
             .map_err(|_| Error::StaleAttempt)?;
         let idx = rec.fenced(fence)?;
-        if outcome == Outcome::Lost && rec.attempts[idx].lease_expires_at > now {
-            return Err(Error::conflict("the attempt's lease has not expired"));
-        }
-        let plan = plan_finish(&rec.job, &outcome, now);
+        let plan =
+            transition::plan_finish(&rec.job, rec.attempts[idx].lease_expires_at, &outcome, now)?;
         let old = (rec.job.status, rec.job.run_at);
+        plan.apply_to(&mut rec.job, now);
         let attempt = &mut rec.attempts[idx];
         attempt.status = plan.attempt_status;
         attempt.error = plan.attempt_error;
         attempt.finished_at = Some(now);
-        rec.job.status = plan.job_status;
-        rec.job.error = plan.job_error;
-        rec.job.run_at = plan.run_at;
-        rec.job.attempts_used = plan.attempts_used;
-        rec.job.finished_at = plan.finished_at;
-        if plan.job_status == JobStatus::Queued {
-            rec.job.cancel_requested = false;
-        }
         let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
         inner.reindex(fence.job_id, old, (job.status, job.run_at));
@@ -472,71 +473,36 @@ impl Store for MemoryStore {
         let now = Utc::now();
         let mut inner = self.lock();
         let rec = inner.record(id)?;
+        let plan = transition::plan_cancel(&rec.job)?;
+        if plan == CancelPlan::Pending {
+            return Ok(Changed {
+                job: rec.job.clone(),
+                events: vec![],
+            });
+        }
         let old = (rec.job.status, rec.job.run_at);
-        let ev = match rec.job.status {
-            JobStatus::Queued => {
-                rec.job.status = JobStatus::Cancelled;
-                rec.job.finished_at = Some(now);
-                rec.push(
-                    EventData::Status {
-                        status: JobStatus::Cancelled,
-                        error: None,
-                        run_at: None,
-                    },
-                    now,
-                )
-            }
-            JobStatus::Running if rec.job.cancel_requested => {
-                return Ok(Changed {
-                    job: rec.job.clone(),
-                    events: vec![],
-                })
-            }
-            JobStatus::Running => {
-                rec.job.cancel_requested = true;
-                rec.push(EventData::CancelRequested, now)
-            }
-            s => return Err(Error::conflict(format!("the job is already {s}"))),
-        };
+        plan.apply_to(&mut rec.job, now);
+        let events = plan
+            .events()
+            .iter()
+            .map(|d| rec.push(d.clone(), now))
+            .collect();
         let job = rec.job.clone();
         inner.reindex(id, old, (job.status, job.run_at));
-        Ok(Changed {
-            job,
-            events: vec![ev],
-        })
+        Ok(Changed { job, events })
     }
 
     async fn retry(&self, id: JobId) -> Result<Changed> {
         let now = Utc::now();
         let mut inner = self.lock();
         let rec = inner.record(id)?;
-        if !rec.job.status.can_retry() {
-            return Err(Error::conflict(format!(
-                "only a failed or cancelled job can be retried; this one is {}",
-                rec.job.status
-            )));
-        }
+        let plan = transition::plan_retry(&rec.job, now)?;
         let old = (rec.job.status, rec.job.run_at);
-        rec.job.status = JobStatus::Queued;
-        rec.job.attempts_used = 0;
-        rec.job.cancel_requested = false;
-        rec.job.error = None;
-        rec.job.finished_at = None;
-        rec.job.run_at = now;
-        let ev = rec.push(
-            EventData::Status {
-                status: JobStatus::Queued,
-                error: None,
-                run_at: Some(now),
-            },
-            now,
-        );
+        plan.apply_to(&mut rec.job);
+        let events = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
         inner.reindex(id, old, (job.status, job.run_at));
-        Ok(Changed {
-            job,
-            events: vec![ev],
-        })
+        Ok(Changed { job, events })
     }
 
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {

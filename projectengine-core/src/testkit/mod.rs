@@ -14,6 +14,7 @@
 //!
 //! Queues under test must have a visibility timeout of [`QUEUE_VISIBILITY_TIMEOUT`].
 
+pub mod differential;
 mod mock;
 pub mod notifier;
 pub mod queue;
@@ -92,6 +93,10 @@ macro_rules! store_suite {
             check_due_jobs,
             check_events_rebuild_the_job,
             check_job_detail_reads_job_log_and_attempts,
+            check_queued_quota_is_exact,
+        );
+        $crate::__testkit_suite!(differential, $make;
+            check_answers_like_the_memory_store,
         );
     };
 }

@@ -28,6 +28,7 @@ pub fn new_job(owner: &Owner) -> NewJob {
         max_attempts: 3,
         timeout_ms: 60_000,
         run_at: Utc::now(),
+        max_queued: None,
     }
 }
 
@@ -949,4 +950,67 @@ pub async fn check_job_detail_reads_job_log_and_attempts(store: Arc<dyn Store>) 
         Some("boom")
     );
     assert_eq!(store.job_detail(JobId::new()).await.expect("unknown"), None);
+}
+
+/// An owner's quota of queued jobs is exact under concurrency: of 32
+/// concurrent submissions against a quota of 10, exactly 10 are stored and the
+/// others are `LimitExceeded`, storing nothing. Another owner has a quota of
+/// its own; a queued job that leaves the queue (claimed, cancelled) frees room.
+pub async fn check_queued_quota_is_exact(store: Arc<dyn Store>) {
+    const QUOTA: u32 = 10;
+    let o = owner();
+    let with_quota = |o: &Owner| NewJob {
+        max_queued: Some(QUOTA),
+        ..new_job(o)
+    };
+    let results =
+        futures::future::join_all((0..32).map(|_| store.create_job(with_quota(&o)))).await;
+    let mut admitted = Vec::new();
+    for r in results {
+        match r {
+            Ok(changed) => admitted.push(changed.job.id),
+            Err(Error::LimitExceeded(_)) => {}
+            Err(e) => panic!("a submission beyond the quota must be LimitExceeded, not {e:?}"),
+        }
+    }
+    assert_eq!(
+        admitted.len(),
+        QUOTA as usize,
+        "exactly the quota is admitted"
+    );
+    let query = JobQuery {
+        limit: 100,
+        ..JobQuery::default()
+    };
+    let stored = store.list_jobs(&o, &query).await.expect("list");
+    assert_eq!(
+        stored.len(),
+        QUOTA as usize,
+        "refused submissions store nothing"
+    );
+
+    // Full: one more is refused; another owner is not.
+    assert!(matches!(
+        store.create_job(with_quota(&o)).await,
+        Err(Error::LimitExceeded(_))
+    ));
+    store
+        .create_job(with_quota(&owner()))
+        .await
+        .expect("another owner has a quota of its own");
+    // Without a quota, the owner may still submit.
+    store.create_job(new_job(&o)).await.expect("no quota");
+
+    // Two jobs leave `queued`: one claimed, one cancelled; the one submitted
+    // without a quota still counts. Room for exactly one.
+    claim(&store, admitted[0]).await;
+    store.request_cancel(admitted[1]).await.expect("cancel");
+    store
+        .create_job(with_quota(&o))
+        .await
+        .expect("a job that left the queue frees room");
+    assert!(matches!(
+        store.create_job(with_quota(&o)).await,
+        Err(Error::LimitExceeded(_))
+    ));
 }

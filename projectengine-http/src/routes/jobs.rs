@@ -53,8 +53,6 @@ pub async fn create(
     OriginalUri(uri): OriginalUri,
     ApiJson(req): ApiJson<CreateJob>,
 ) -> ApiResult<Response> {
-    crate::limits::check_queued(state.engine(), &owner, state.config().max_queued_per_owner)
-        .await?;
     let submit = Submit {
         prompt: req.prompt,
         kind: req.kind,

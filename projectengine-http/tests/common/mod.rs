@@ -3,15 +3,18 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::worker::Backoff;
 use projectengine_core::{
-    Engine, JobId, JobStatus, Owner, Registry, StubOrchestrator, Worker, WorkerConfig, WorkerHandle,
+    Engine, JobId, JobStatus, Limits, Owner, Registry, StubOrchestrator, Worker, WorkerConfig,
+    WorkerHandle,
 };
 use projectengine_http::{router_with, ApiState, HttpConfig, JwtAuth};
 use serde_json::Value;
@@ -46,10 +49,21 @@ impl TestApp {
     }
 
     pub fn build(worker: bool, config: HttpConfig) -> Self {
+        Self::build_with_limits(worker, config, Limits::default())
+    }
+
+    /// Like [`TestApp::build`], with the engine's submission limits.
+    pub fn build_with_limits(worker: bool, config: HttpConfig, limits: Limits) -> Self {
         let registry = Registry::new()
             .register("stub", StubOrchestrator::new(3, Duration::from_millis(5)))
             .register("other", StubOrchestrator::new(1, Duration::from_millis(5)));
-        let engine = Engine::in_memory(registry);
+        let engine = Engine::with_limits(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryQueue::default()),
+            Arc::new(MemoryNotifier::default()),
+            registry,
+            limits,
+        );
         let auth = JwtAuth::hs256(SECRET).expect("secret");
         let state = ApiState::with_config(engine.clone(), auth.clone(), config);
         let router = router_with(state.clone());

@@ -1,19 +1,18 @@
-//! Every Store method, success and error paths, side by side on the in-memory
-//! reference store and on PostgreSQL: the answers must be the same, up to
-//! times and generated ids.
-
-mod support;
+//! The differential check: every [`Store`] method, success and error paths,
+//! side by side on the store under test and on the in-memory reference store,
+//! [`MemoryStore`]: the answers must be the same, up to times and generated ids.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use projectengine_core::memory::MemoryStore;
-use projectengine_core::{
+use super::unique;
+use crate::memory::MemoryStore;
+use crate::{
     AppId, Error, EventData, Fence, JobError, JobId, JobQuery, JobStatus, LogLevel, LogLine,
     NewApp, NewJob, Outcome, Owner, Result, Step, Store,
 };
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -21,13 +20,14 @@ const LEASE: Duration = Duration::from_secs(30);
 
 struct Pair {
     mem: Arc<dyn Store>,
+    /// The store under test.
     pg: Arc<dyn Store>,
     steps: usize,
 }
 
 impl Pair {
     /// Runs `op` on both stores and asserts the answers agree; returns the
-    /// PostgreSQL one.
+    /// answer of the store under test.
     async fn same<T, F, Fut>(&mut self, what: &str, op: F) -> Result<T>
     where
         T: Serialize,
@@ -40,7 +40,7 @@ impl Pair {
         assert_eq!(
             normalize(&pg),
             normalize(&mem),
-            "{what}: PostgreSQL vs memory"
+            "{what}: the store under test vs the memory store"
         );
         pg
     }
@@ -73,7 +73,7 @@ fn blank(v: Value) -> Value {
 }
 
 // Changed, Claim, Heartbeat and DueJob are not Serialize: their parts are.
-fn changed(c: projectengine_core::Changed) -> Value {
+fn changed(c: crate::Changed) -> Value {
     json!({ "job": c.job, "events": c.events })
 }
 
@@ -89,6 +89,7 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         max_attempts,
         timeout_ms: 60_000,
         run_at,
+        max_queued: None,
     }
 }
 
@@ -108,18 +109,18 @@ fn progress_events() -> Vec<EventData> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_method_answers_like_the_memory_store() {
-    let Some(pg) = support::fresh(4).await else {
-        return;
-    };
+/// Runs one script of calls — every method, with the answers that succeed and
+/// those that must fail — on `store` and on a fresh [`MemoryStore`], and
+/// asserts that each answer of `store` equals the memory store's, up to times
+/// and generated ids. `store` must be fresh: the script counts expired leases.
+pub async fn check_answers_like_the_memory_store(store: Arc<dyn Store>) {
     let mut s = Pair {
         mem: Arc::new(MemoryStore::new()),
-        pg: Arc::new(pg),
+        pg: store,
         steps: 0,
     };
-    let owner = Owner::new("alice");
-    let other = Owner::new("bob");
+    let owner = Owner::new(unique("alice"));
+    let other = Owner::new(unique("bob"));
     let now = Utc::now();
     let n1 = new_job(&owner, 2, now);
     let n2 = new_job(&owner, 3, now);
@@ -144,6 +145,17 @@ async fn every_method_answers_like_the_memory_store() {
         })
         .await;
     assert!(matches!(dup, Err(Error::Conflict(_))));
+    let over_quota = NewJob {
+        max_queued: Some(1),
+        ..new_job(&other, 1, now)
+    };
+    let refused = s
+        .same("create beyond the owner's quota", |st| {
+            let n = over_quota.clone();
+            async move { st.create_job(n).await.map(changed) }
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::LimitExceeded(_))));
     s.same("get", |st| async move { st.get_job(j1).await })
         .await
         .expect("get");
