@@ -57,8 +57,11 @@ pub struct QueueDepth {
 ///   no-op and answers `false`.
 /// - A popped entry that is neither acked nor nacked within the queue's
 ///   visibility timeout is delivered again.
-/// - `pop` waits up to `wait` for an entry without busy polling, and answers
-///   `None` when none came.
+/// - `pop_many` takes up to `max` deliverable entries at once, best first
+///   (in the order a sequence of `pop`s would take them); it waits up to
+///   `wait`, without busy polling, only while none is deliverable, and answers
+///   an empty list when none came (at once for `max == 0`). A worker asks for
+///   as many entries as it has free slots.
 /// - The queue is not the truth: losing its content loses no job, because
 ///   recovery pushes due jobs again from the [`Store`](crate::Store).
 #[async_trait]
@@ -66,8 +69,21 @@ pub trait Queue: Send + Sync + Debug + 'static {
     /// Adds an entry to `queue`; `false` if the job was already waiting there.
     async fn push(&self, queue: &str, entry: QueueEntry) -> Result<bool>;
 
+    /// Takes up to `max` deliverable entries of `queues`, waiting up to `wait`
+    /// for the first one.
+    async fn pop_many(
+        &self,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>>;
+
     /// Takes the next deliverable entry of any of `queues`, waiting up to `wait`.
-    async fn pop(&self, queues: &[String], wait: Duration) -> Result<Option<Delivery>>;
+    ///
+    /// Provided: [`Queue::pop_many`] with `max` 1.
+    async fn pop(&self, queues: &[String], wait: Duration) -> Result<Option<Delivery>> {
+        Ok(self.pop_many(queues, 1, wait).await?.pop())
+    }
 
     /// Removes a delivered entry for good.
     async fn ack(&self, delivery: &Delivery) -> Result<()>;

@@ -37,7 +37,12 @@ impl Queue for DownQueue {
     async fn push(&self, _: &str, _: QueueEntry) -> projectengine_core::Result<bool> {
         Err(Error::unavailable("queue down"))
     }
-    async fn pop(&self, _: &[String], _: Duration) -> projectengine_core::Result<Option<Delivery>> {
+    async fn pop_many(
+        &self,
+        _: &[String],
+        _: usize,
+        _: Duration,
+    ) -> projectengine_core::Result<Vec<Delivery>> {
         Err(Error::unavailable("queue down"))
     }
     async fn ack(&self, _: &Delivery) -> projectengine_core::Result<()> {

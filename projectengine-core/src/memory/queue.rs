@@ -107,8 +107,9 @@ impl MemoryQueue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One non-blocking pop attempt; on a miss, when to look again.
-    fn try_pop(&self, queues: &[String]) -> Result<Option<Delivery>, Option<Instant>> {
+    /// One non-blocking pop of up to `max` entries; on a miss, when to look
+    /// again.
+    fn try_pop(&self, queues: &[String], max: usize) -> Result<Vec<Delivery>, Option<Instant>> {
         let now = Instant::now();
         let mut inner = self.lock();
         let Inner {
@@ -117,40 +118,49 @@ impl MemoryQueue {
             next_receipt,
         } = &mut *inner;
         let mut next_due: Option<Instant> = None;
-        let mut best: Option<(ReadyKey, &String)> = None;
         for name in queues {
             let Some(q) = all.get_mut(name) else { continue };
             if let Some(at) = q.promote(now, next_seq) {
                 next_due = Some(next_due.map_or(at, |n| n.min(at)));
             }
-            if let Some((&key, _)) = q.ready.first_key_value() {
-                if best.is_none_or(|(b, _)| key < b) {
-                    best = Some((key, name));
+        }
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let mut best: Option<(ReadyKey, &String)> = None;
+            for name in queues {
+                let Some(q) = all.get(name) else { continue };
+                if let Some((&key, _)) = q.ready.first_key_value() {
+                    if best.is_none_or(|(b, _)| key < b) {
+                        best = Some((key, name));
+                    }
                 }
             }
-        }
-        let Some((key, name)) = best else {
-            return Err(next_due);
-        };
-        let q = all.get_mut(name).expect("queue seen above");
-        let job_id = q.ready.remove(&key).expect("key seen above");
-        q.waiting.remove(&job_id);
-        *next_receipt += 1;
-        let priority = key.0 .0;
-        q.in_flight.insert(
-            job_id,
-            InFlight {
-                receipt: *next_receipt,
+            let Some((key, name)) = best else { break };
+            let q = all.get_mut(name).expect("queue seen above");
+            let job_id = q.ready.remove(&key).expect("key seen above");
+            q.waiting.remove(&job_id);
+            *next_receipt += 1;
+            let priority = key.0 .0;
+            q.in_flight.insert(
+                job_id,
+                InFlight {
+                    receipt: *next_receipt,
+                    priority,
+                    deadline: now + self.visibility,
+                },
+            );
+            taken.push(Delivery {
+                job_id,
+                queue: name.clone(),
                 priority,
-                deadline: now + self.visibility,
-            },
-        );
-        Ok(Some(Delivery {
-            job_id,
-            queue: name.clone(),
-            priority,
-            receipt: *next_receipt,
-        }))
+                receipt: *next_receipt,
+            });
+        }
+        if taken.is_empty() && max > 0 {
+            Err(next_due)
+        } else {
+            Ok(taken)
+        }
     }
 }
 
@@ -191,19 +201,24 @@ impl Queue for MemoryQueue {
         Ok(pushed)
     }
 
-    async fn pop(&self, queues: &[String], wait: Duration) -> Result<Option<Delivery>> {
+    async fn pop_many(
+        &self,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
         let give_up = Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let next_due = match self.try_pop(queues) {
-                Ok(d) => return Ok(d),
+            let next_due = match self.try_pop(queues, max) {
+                Ok(taken) => return Ok(taken),
                 Err(next_due) => next_due,
             };
             let now = Instant::now();
             if now >= give_up {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let until = next_due.map_or(give_up, |d| d.min(give_up));
             tokio::select! {

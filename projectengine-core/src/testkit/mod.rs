@@ -119,6 +119,7 @@ macro_rules! queue_suite {
             check_blocking_pop_wakes_on_push,
             check_pop_times_out_empty,
             check_depth,
+            check_pop_many_takes_up_to_max_in_order,
         );
     };
 }

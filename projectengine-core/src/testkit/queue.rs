@@ -283,3 +283,85 @@ pub async fn check_depth(queue: Arc<dyn Queue>) {
         Default::default()
     );
 }
+
+/// `pop_many` takes up to `max` entries at once, in the order single pops
+/// would take them, each a delivery of its own (acked or redelivered on its
+/// own); it serves several queues; `max == 0` takes nothing; with nothing
+/// ready it waits, and a push wakes it.
+pub async fn check_pop_many_takes_up_to_max_in_order(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let ids: Vec<JobId> = (0..5).map(|_| JobId::new()).collect();
+    for (id, p) in ids.iter().zip([0, 5, 0, 5, 1]) {
+        assert!(queue.push(&q[0], entry(*id, p)).await.expect("push"));
+    }
+    assert!(queue
+        .pop_many(&q, 0, SHORT)
+        .await
+        .expect("pop_many")
+        .is_empty());
+    let first = queue.pop_many(&q, 3, SHORT).await.expect("pop_many");
+    let order: Vec<JobId> = first.iter().map(|d| d.job_id).collect();
+    assert_eq!(
+        order,
+        vec![ids[1], ids[3], ids[4]],
+        "best first, FIFO within a priority"
+    );
+    let receipts: std::collections::HashSet<u64> = first.iter().map(|d| d.receipt).collect();
+    assert_eq!(receipts.len(), 3, "each a delivery of its own");
+    assert!(first.iter().all(|d| d.queue == q[0]));
+    let rest = queue.pop_many(&q, 10, SHORT).await.expect("pop_many");
+    let order: Vec<JobId> = rest.iter().map(|d| d.job_id).collect();
+    assert_eq!(order, vec![ids[0], ids[2]], "no more than there is");
+    // Acked ones are gone; the one left un-acked comes back on its own.
+    for d in first.iter().chain(&rest[1..]) {
+        queue.ack(d).await.expect("ack");
+    }
+    let again = queue
+        .pop_many(&q, 10, QUEUE_VISIBILITY_TIMEOUT * 3)
+        .await
+        .expect("pop_many");
+    let order: Vec<JobId> = again.iter().map(|d| d.job_id).collect();
+    assert_eq!(order, vec![ids[0]], "the un-acked delivery is redelivered");
+    queue.ack(&again[0]).await.expect("ack");
+
+    // Several queues in one call.
+    let names = vec![unique("x"), unique("y")];
+    let (jx, jy) = (JobId::new(), JobId::new());
+    queue.push(&names[0], entry(jx, 0)).await.expect("push");
+    queue.push(&names[1], entry(jy, 0)).await.expect("push");
+    let both = queue.pop_many(&names, 5, SHORT).await.expect("pop_many");
+    let mut got: Vec<(JobId, String)> = both.iter().map(|d| (d.job_id, d.queue.clone())).collect();
+    got.sort();
+    let mut expected = vec![(jx, names[0].clone()), (jy, names[1].clone())];
+    expected.sort();
+    assert_eq!(got, expected);
+    for d in &both {
+        queue.ack(d).await.expect("ack");
+    }
+
+    // Empty: waits, and a push wakes it.
+    let started = Instant::now();
+    assert!(queue
+        .pop_many(&q, 4, SHORT)
+        .await
+        .expect("pop_many")
+        .is_empty());
+    assert!(started.elapsed() >= SHORT, "an empty pop_many waits");
+    let late = JobId::new();
+    let waiter = {
+        let (queue, q) = (queue.clone(), q.clone());
+        tokio::spawn(async move { queue.pop_many(&q, 4, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(SHORT).await;
+    queue.push(&q[0], entry(late, 0)).await.expect("push");
+    let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("a push wakes a waiting pop_many")
+        .expect("join")
+        .expect("pop_many");
+    assert_eq!(
+        woke.iter().map(|d| d.job_id).collect::<Vec<_>>(),
+        vec![late]
+    );
+    queue.ack(&woke[0]).await.expect("ack");
+}

@@ -157,17 +157,9 @@ async fn supervise(
         }
         polled
     }));
-    // The timers count from here, but are only set up if the orchestrator does
-    // not finish in its first poll (its callbacks never waited): W1's jobs do.
+    // The timers count from here. `biased`: an orchestrator that finishes in
+    // its first poll returns before any timer is polled, so none is armed.
     let now = Instant::now();
-    let first = std::future::poll_fn(|cx| match run.as_mut().poll(cx) {
-        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-    })
-    .await;
-    if let Some(r) = first {
-        return (Some(r), None);
-    }
     let mut heartbeat = interval_at(now + cfg.heartbeat, cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut flush = interval_at(now + cfg.log_flush, cfg.log_flush);

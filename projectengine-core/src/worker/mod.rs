@@ -7,7 +7,6 @@ mod backoff;
 mod callbacks;
 mod recovery;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,56 +143,58 @@ impl Worker {
                 background.clone(),
             ));
         }
-        let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+        let concurrency = cfg.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
         let queues: Arc<[String]> = queues.into();
-        // Whether the queue had work at once at the last look. While it has, a
-        // task that finished its job takes the next one itself, with a pop that
-        // does not wait, instead of handing its slot back to this loop for a
-        // new task: that spares a spawn and two wake-ups per job in a drain.
-        // Only a pop that answered in its first poll sets it (an in-process
-        // queue with a backlog; never a networked one, whose pops are a round
-        // trip anyway, so it pays no extra pops). The first empty pop hands
-        // waiting back to this loop.
+        // Whether the queue filled every free slot at the last look: then it
+        // likely holds more, and a task that finished its job takes the next
+        // one itself with a pop that does not wait, instead of handing its
+        // slot back to this loop. The first short answer clears it, and
+        // waiting for work is this loop's again.
         let backlog = Arc::new(AtomicBool::new(false));
         let mut errors = 0u32;
-        // One wait for the shutdown, registered once rather than per job.
+        // One wait for the shutdown, registered once rather than per batch.
         let mut stop = std::pin::pin!(shutdown.cancelled());
         loop {
-            let permit = tokio::select! {
+            // Wait for a free slot, then take every other free slot: the pop
+            // asks for exactly as many entries as this worker can run.
+            let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = &mut stop => break,
             };
-            let mut polls = 0u32;
-            let mut pop = std::pin::pin!(self.engine.queue().pop(&queues, cfg.pop_wait));
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let free = permits.len();
             let popped = tokio::select! {
-                r = std::future::poll_fn(|cx| {
-                    polls += 1;
-                    pop.as_mut().poll(cx)
-                }) => r,
+                r = self.engine.queue().pop_many(&queues, free, cfg.pop_wait) => r,
                 _ = &mut stop => break,
             };
             match popped {
-                Ok(Some(delivery)) => {
+                Ok(deliveries) => {
                     errors = 0;
-                    backlog.store(polls == 1, Ordering::Relaxed);
-                    let this = self.clone();
-                    let release = release.clone();
-                    let shutdown = shutdown.clone();
-                    let queues = queues.clone();
-                    let backlog = backlog.clone();
-                    tracker.spawn(async move {
-                        let mut delivery = delivery;
-                        loop {
-                            this.handle(delivery, release.clone()).await;
-                            match this.next(&queues, &backlog, &shutdown).await {
-                                Some(next) => delivery = next,
-                                None => break,
+                    backlog.store(deliveries.len() == free, Ordering::Relaxed);
+                    for delivery in deliveries {
+                        let permit = permits.pop().expect("a permit per delivery");
+                        let this = self.clone();
+                        let release = release.clone();
+                        let shutdown = shutdown.clone();
+                        let queues = queues.clone();
+                        let backlog = backlog.clone();
+                        tracker.spawn(async move {
+                            let mut delivery = delivery;
+                            loop {
+                                this.handle(delivery, release.clone()).await;
+                                match this.next(&queues, &backlog, &shutdown).await {
+                                    Some(next) => delivery = next,
+                                    None => break,
+                                }
                             }
-                        }
-                        drop(permit);
-                    });
+                            drop(permit);
+                        });
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => {
                     errors = errors.saturating_add(1);
                     let pause = Duration::from_millis(100u64 << errors.min(6));
@@ -220,8 +221,9 @@ impl Worker {
     }
 
     /// The next delivery for a task that just finished one, while the queue
-    /// has a backlog and the worker is not shutting down; `None` hands the
-    /// slot back to the popping loop.
+    /// has a backlog (its last answer filled every slot asked for) and the
+    /// worker is not shutting down; `None` hands the slot back to the popping
+    /// loop.
     async fn next(
         &self,
         queues: &[String],
@@ -234,9 +236,14 @@ impl Worker {
         // A long backlog of jobs that never wait must not hold this thread:
         // yield when the task's cooperative budget is spent.
         tokio::task::coop::consume_budget().await;
-        match self.engine.queue().pop(queues, Duration::ZERO).await {
-            Ok(Some(delivery)) => Some(delivery),
-            Ok(None) => {
+        match self
+            .engine
+            .queue()
+            .pop_many(queues, 1, Duration::ZERO)
+            .await
+        {
+            Ok(mut taken) if !taken.is_empty() => taken.pop(),
+            Ok(_) => {
                 backlog.store(false, Ordering::Relaxed);
                 None
             }

@@ -100,9 +100,10 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
-/// What the pop script answers: `(hit, queue index, job, priority, receipt,
-/// ms until due: -1 none, -2 not looked, server clock in ms: -1 not read)`.
-type PopReply = (i64, i64, String, i64, i64, i64, i64);
+/// What the pop script answers: `count, ms until due (-1 none, -2 not
+/// looked), server clock in ms (-1 not read)`, then `queue index, job,
+/// priority, receipt` per entry taken.
+type PopReply = Vec<redis::Value>;
 
 /// The lease of a delivery, as the pop script wrote it in the in-flight set.
 fn lease(d: &Delivery) -> String {
@@ -164,8 +165,9 @@ impl RedisQueue {
         self.timers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One atomic pop attempt; `scan` promotes due entries first.
-    async fn try_pop(&self, queues: &[String], scan: bool) -> Result<Option<Delivery>> {
+    /// One atomic pop of up to `max` (≥ 1) entries; `scan` promotes due
+    /// entries first.
+    async fn try_pop(&self, queues: &[String], scan: bool, max: usize) -> Result<Vec<Delivery>> {
         let mut invocation = scripts::POP.key(&self.seq_key);
         for q in queues {
             let k = self.keys(q);
@@ -182,14 +184,18 @@ impl RedisQueue {
             .arg(self.visibility_ms)
             .arg(PROMOTE_LIMIT)
             .arg(u8::from(scan))
-            .arg(estimate);
+            .arg(estimate)
+            .arg(max.max(1));
         let invocation = &invocation;
-        let (hit, n, job, priority, receipt, due, clock): PopReply = self
+        let reply: PopReply = self
             .link
             .run("pop", |mut c| async move {
                 invocation.invoke_async(&mut c).await
             })
             .await?;
+        let mut fields = reply.into_iter();
+        let mut int = |what: &str| next_field::<i64>(&mut fields, what);
+        let (count, due, clock) = (int("count")?, int("due")?, int("clock")?);
         {
             let received = Instant::now();
             let mut t = self.timers();
@@ -204,29 +210,46 @@ impl RedisQueue {
                     .ok()
                     .map(|ms| sent + Duration::from_millis(ms));
             }
-            if hit == 1 {
-                // Our own delivery falls due if it is not acked in time.
+            if count > 0 {
+                // Our own deliveries fall due if they are not acked in time.
                 let ours = sent + self.visibility;
                 t.next_due = Some(t.next_due.map_or(ours, |d| d.min(ours)));
             }
         }
-        if hit == 0 {
-            return Ok(None);
+        let count = usize::try_from(count).map_err(|e| error::unexpected("pop", e))?;
+        let mut taken = Vec::with_capacity(count);
+        for _ in 0..count {
+            let n: i64 = next_field(&mut fields, "queue index")?;
+            let queue = usize::try_from(n)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| queues.get(i))
+                .ok_or_else(|| error::unexpected("pop", format!("queue index {n}")))?;
+            let job: String = next_field(&mut fields, "job")?;
+            let priority: i64 = next_field(&mut fields, "priority")?;
+            let receipt: i64 = next_field(&mut fields, "receipt")?;
+            taken.push(Delivery {
+                job_id: job
+                    .parse::<JobId>()
+                    .map_err(|e| error::unexpected("pop", e))?,
+                queue: queue.clone(),
+                priority: i32::try_from(priority).map_err(|e| error::unexpected("pop", e))?,
+                receipt: u64::try_from(receipt).map_err(|e| error::unexpected("pop", e))?,
+            });
         }
-        let queue = usize::try_from(n)
-            .ok()
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| queues.get(i))
-            .ok_or_else(|| error::unexpected("pop", format!("queue index {n}")))?;
-        Ok(Some(Delivery {
-            job_id: job
-                .parse::<JobId>()
-                .map_err(|e| error::unexpected("pop", e))?,
-            queue: queue.clone(),
-            priority: i32::try_from(priority).map_err(|e| error::unexpected("pop", e))?,
-            receipt: u64::try_from(receipt).map_err(|e| error::unexpected("pop", e))?,
-        }))
+        Ok(taken)
     }
+}
+
+/// The next field of the pop script's answer, as a `T`.
+fn next_field<T: redis::FromRedisValue>(
+    fields: &mut impl Iterator<Item = redis::Value>,
+    what: &str,
+) -> Result<T> {
+    let v = fields
+        .next()
+        .ok_or_else(|| error::unexpected("pop", format!("no {what}")))?;
+    redis::from_redis_value(v).map_err(|e| error::unexpected("pop", e))
 }
 
 /// Whole milliseconds, rounded up (a delay is never shortened).
@@ -263,12 +286,20 @@ impl Queue for RedisQueue {
         Ok(added == 1)
     }
 
-    async fn pop(&self, queues: &[String], wait: Duration) -> Result<Option<Delivery>> {
+    async fn pop_many(
+        &self,
+        queues: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         // A wait beyond any sensible bound (Duration::MAX) is a day.
         let give_up = Instant::now() + wait.min(Duration::from_secs(86_400));
         if queues.is_empty() {
             tokio::time::sleep_until(give_up).await;
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let signals: Vec<String> = queues.iter().map(|q| self.keys(q).signal).collect();
         // With time to wait, a token comes first (an entry made ready left
@@ -281,14 +312,15 @@ impl Queue for RedisQueue {
         loop {
             if look {
                 let scan = self.timers().scan_due(Instant::now(), self.rescan);
-                if let Some(delivery) = self.try_pop(queues, scan).await? {
-                    return Ok(Some(delivery));
+                let taken = self.try_pop(queues, scan, max).await?;
+                if !taken.is_empty() {
+                    return Ok(taken);
                 }
             }
             let now = Instant::now();
             if now >= give_up {
                 if look {
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
                 look = true;
                 continue;

@@ -1,14 +1,16 @@
--- Takes the next deliverable entry of several named queues.
+-- Takes up to `max` deliverable entries of several named queues, best first.
 -- KEYS: seq, then per queue: ready, delayed, waiting, inflight, signal
 -- ARGV: visibility timeout in ms, most entries to promote per queue and kind,
 --       1 to promote due entries first (else only when nothing is ready),
---       the caller's estimate of the server's clock in ms (0: none)
--- Returns {1, queue index (1-based), job id, priority, receipt, due, clock} on
--- a hit, {0, 0, '', 0, 0, due, clock} on a miss, where due is the ms until the
--- next delayed or in-flight entry falls due if this call looked (-1: none), -2
--- if not, and clock the server's clock in ms if this call read it (else -1).
+--       the caller's estimate of the server's clock in ms (0: none),
+--       max (at least 1)
+-- Returns {count, due, clock, then per entry taken: queue index (1-based),
+-- job id, priority, receipt}, where due is the ms until the next delayed or
+-- in-flight entry falls due if this call looked (-1: none), -2 if not, and
+-- clock the server's clock in ms if this call read it (else -1).
 local visibility, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local estimate = tonumber(ARGV[4])
+local max = tonumber(ARGV[5])
 local n = (#KEYS - 1) / 5
 local function key(i, k)
   return KEYS[1 + (i - 1) * 5 + k]
@@ -112,13 +114,9 @@ if not best then
   for i = 1, n do
     redis.call('DEL', key(i, 5))
   end
-  return { 0, 0, '', 0, 0, next_due(), clock or -1 }
+  return { 0, next_due(), clock or -1 }
 end
 
-local job = string.sub(member, 17)
-local receipt = tonumber(string.sub(member, 1, 16), 16)
-local priority = -score
-redis.call('HDEL', key(best, 3), job)
 local base = clock
 if not base then
   if estimate > 0 then
@@ -127,9 +125,31 @@ if not base then
     base = now()
   end
 end
-redis.call('ZADD', key(best, 4), int(base + visibility), member .. ':' .. int(priority))
-local due = -2
-if scanned then
-  due = next_due()
+local out = { 0, -2, -1 }
+local taken = 0
+while best do
+  local job = string.sub(member, 17)
+  local receipt = tonumber(string.sub(member, 1, 16), 16)
+  local priority = -score
+  redis.call('HDEL', key(best, 3), job)
+  redis.call('ZADD', key(best, 4), int(base + visibility), member .. ':' .. int(priority))
+  if taken > 0 then
+    -- The caller took (or will find) one token; the others' are spent here.
+    redis.call('LPOP', key(best, 5))
+  end
+  taken = taken + 1
+  out[#out + 1] = best
+  out[#out + 1] = job
+  out[#out + 1] = priority
+  out[#out + 1] = receipt
+  if taken >= max then
+    break
+  end
+  best, member, score = take()
 end
-return { 1, best, job, priority, receipt, due, clock or -1 }
+out[1] = taken
+if scanned then
+  out[2] = next_due()
+end
+out[3] = clock or -1
+return out
