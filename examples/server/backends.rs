@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::{Notifier, Queue, Store};
 use projectengine_queue_redis::{RedisConfig, RedisNotifier, RedisQueue};
