@@ -86,15 +86,139 @@ async fn sigterm_stops_the_server_cleanly() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// Every configuration variable and the default `--help` shows for it.
+const VARIABLES: &[(&str, &str)] = &[
+    ("PROJECTENGINE_BIND", "[default: 127.0.0.1:8080]"),
+    ("DATABASE_URL", "(unset: in-memory store)"),
+    ("REDIS_URL", "(unset: in-memory queue and notifier)"),
+    ("PROJECTENGINE_REDIS_PREFIX", "[default: projectengine]"),
+    (
+        "PROJECTENGINE_JWT_SECRET",
+        "(unset: a random secret per process)",
+    ),
+    (
+        "PROJECTENGINE_JWT_PUBLIC_KEY",
+        "(unset: the secret is used)",
+    ),
+    ("PROJECTENGINE_JWT_ALGORITHM", "[default: RS256]"),
+    ("PROJECTENGINE_JWT_ISSUER", "(unset: not checked)"),
+    ("PROJECTENGINE_JWT_AUDIENCE", "(unset: not checked)"),
+    ("PROJECTENGINE_WORKER_CONCURRENCY", "[default: 16]"),
+    (
+        "PROJECTENGINE_QUEUES",
+        "(unset: every registered kind's queue)",
+    ),
+    ("PROJECTENGINE_LEASE", "[default: 30s]"),
+    ("PROJECTENGINE_HEARTBEAT", "[default: 10s]"),
+    ("PROJECTENGINE_SHUTDOWN_GRACE", "[default: 30s]"),
+    ("PROJECTENGINE_RECOVERY_EVERY", "[default: 5s]"),
+    ("PROJECTENGINE_DEFAULT_KIND", "[default: stub]"),
+    ("PROJECTENGINE_STUB_STEPS", "[default: 5]"),
+    ("PROJECTENGINE_STUB_DELAY", "[default: 200ms]"),
+    ("PROJECTENGINE_MAX_BODY_BYTES", "[default: 65536]"),
+    ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
+];
+
+/// The server binary with an empty environment, in a fresh directory (so no
+/// `.env` is read unless the test writes one there).
+fn server_in(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(support::server_bin());
+    cmd.env_clear().current_dir(dir);
+    cmd
+}
+
+fn fresh_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pe-server-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("create a directory");
+    dir
+}
+
 #[test]
-fn a_bad_setting_is_one_line_and_exit_code_2() {
-    let out = std::process::Command::new(support::server_bin())
-        .env_clear()
+fn help_lists_every_variable_with_its_default_and_every_role() {
+    let dir = fresh_dir();
+    // A bad value does not stand in the way of reading the help.
+    let out = server_in(&dir)
+        .arg("--help")
         .env("PROJECTENGINE_LEASE", "soon")
         .output()
         .expect("run the server");
-    assert_eq!(out.status.code(), Some(2));
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (var, default) in VARIABLES {
+        let entry = help
+            .split("\n      --")
+            .find(|entry| entry.contains(&format!("[env: {var}")))
+            .unwrap_or_else(|| panic!("{var} is missing from --help:\n{help}"));
+        assert!(entry.contains(default), "{var}: {default} not in {entry}");
+    }
+    assert_eq!(
+        help.matches("[env: ").count(),
+        VARIABLES.len(),
+        "a variable --help shows is not in this test:\n{help}"
+    );
+    for role in ["all", "web", "worker", "migrate", "token"] {
+        assert!(help.contains(&format!("\n  {role} ")), "{role}:\n{help}");
+    }
+    assert!(help.contains(".env"), "{help}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_bad_setting_is_one_line_and_exit_code_2() {
+    let dir = fresh_dir();
+    for (var, value) in [
+        ("PROJECTENGINE_LEASE", "soon"),
+        ("PROJECTENGINE_HEARTBEAT", "1h"),
+        ("PROJECTENGINE_WORKER_CONCURRENCY", "0"),
+        ("PROJECTENGINE_LOG_FORMAT", "xml"),
+        ("PROJECTENGINE_JWT_ALGORITHM", "HS256"),
+        ("PROJECTENGINE_JWT_SECRET", "short"),
+        ("PROJECTENGINE_DEFAULT_KIND", "nope"),
+        ("DATABASE_URL", "mysql://user:hunter2@db"),
+    ] {
+        let out = server_in(&dir)
+            .env(var, value)
+            .output()
+            .expect("run the server");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "a password was shown: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_dotenv_file_is_read_and_the_environment_wins_over_it() {
+    let dir = fresh_dir();
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "PROJECTENGINE_JWT_SECRET={}\nPROJECTENGINE_LEASE=soon\n",
+            support::SECRET
+        ),
+    )
+    .expect("write .env");
+    let out = server_in(&dir).output().expect("run the server");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("PROJECTENGINE_LEASE"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // The secret comes from .env (minting needs one); the lease from the environment.
+    let out = server_in(&dir)
+        .args(["token", "--sub", "alice"])
+        .env("PROJECTENGINE_LEASE", "30s")
+        .output()
+        .expect("run the server");
+    assert!(out.status.success(), "{out:?}");
+    let minted = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let auth = projectengine_http::JwtAuth::hs256(support::SECRET).expect("auth");
+    let owner = projectengine_http::Authenticator::authenticate_token(&auth, &minted)
+        .await
+        .expect("a token signed with the .env secret");
+    assert_eq!(owner.as_str(), "alice");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::{Notifier, Queue, Store};
 use projectengine_queue_redis::{RedisConfig, RedisNotifier, RedisQueue};
@@ -22,16 +23,16 @@ pub struct Backends {
 impl Backends {
     /// Connects to what the configuration names. With `migrate`, applies the
     /// store's migrations first (every role but `web` does).
-    pub async fn connect(config: &Config, migrate: bool) -> Result<Self, String> {
+    pub async fn connect(config: &Config, migrate: bool) -> anyhow::Result<Self> {
         let (store, pg): (Arc<dyn Store>, _) = match &config.database_url {
             Some(url) => {
                 let pg = PgStore::connect(url)
                     .await
-                    .map_err(|e| format!("DATABASE_URL: cannot connect to PostgreSQL: {e}"))?;
+                    .context("DATABASE_URL: cannot connect to PostgreSQL")?;
                 if migrate {
                     pg.migrate()
                         .await
-                        .map_err(|e| format!("DATABASE_URL: migrations failed: {e}"))?;
+                        .context("DATABASE_URL: migrations failed")?;
                 }
                 (Arc::new(pg.clone()), Some(pg))
             }
@@ -43,10 +44,10 @@ impl Backends {
                     let rc = RedisConfig::new(url.clone()).with_prefix(config.redis_prefix.clone());
                     let queue = RedisQueue::connect(&rc)
                         .await
-                        .map_err(|e| format!("REDIS_URL: cannot connect to Redis: {e}"))?;
+                        .context("REDIS_URL: cannot connect to Redis")?;
                     let notifier = RedisNotifier::connect(&rc)
                         .await
-                        .map_err(|e| format!("REDIS_URL: cannot connect to Redis: {e}"))?;
+                        .context("REDIS_URL: cannot connect to Redis")?;
                     (Arc::new(queue), Arc::new(notifier.clone()), Some(notifier))
                 }
                 None => (

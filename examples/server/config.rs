@@ -1,9 +1,16 @@
-//! The server's configuration: every environment variable, read once, typed,
-//! with its default. A bad value is one clear line naming the variable.
+//! The server's configuration: every environment variable (each also a long
+//! option), typed, with its default, parsed by clap. A bad value is one line
+//! naming the variable, and exit code 2.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, Command, ValueEnum};
+use jsonwebtoken::Algorithm;
+use projectengine_http::JwtAuth;
 
 /// A configuration error: which variable, and why.
 #[derive(Debug)]
@@ -12,365 +19,337 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+impl ConfigError {
+    pub fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid configuration: {}: {}", self.var, self.reason)
     }
 }
 
+impl std::error::Error for ConfigError {}
+
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// How tokens are verified.
-#[derive(Clone, Debug)]
-pub enum JwtKey {
-    /// HS256 with this secret.
-    Secret(String),
-    /// RS256 or ES256 with this PEM public key.
-    PublicKey { algorithm: String, pem: String },
-    /// No key configured: a random secret for this process only (development).
-    Ephemeral(String),
-}
-
 /// Everything the server reads from its environment.
-#[derive(Clone, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct Config {
+    /// Address the HTTP server listens on (a `worker` serves /health, /ready and /metrics there)
+    #[arg(long, env = "PROJECTENGINE_BIND", default_value = "127.0.0.1:8080", value_parser = address)]
     pub bind: SocketAddr,
+
+    /// PostgreSQL URL of the durable store (unset: in-memory store)
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = postgres_url)]
     pub database_url: Option<String>,
+
+    /// Redis URL of the queue and notifier (unset: in-memory queue and notifier)
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = redis_url)]
     pub redis_url: Option<String>,
+
+    /// Key prefix, so deployments can share a Redis
+    #[arg(long, env = "PROJECTENGINE_REDIS_PREFIX", default_value = "projectengine", value_parser = text)]
     pub redis_prefix: String,
-    pub jwt: JwtKey,
+
+    /// HS256 secret for bearer tokens, at least 32 bytes (unset: a random secret per process)
+    #[arg(long, env = "PROJECTENGINE_JWT_SECRET", hide_env_values = true, value_parser = jwt_secret)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (inline or a file path) for RS256/ES256 tokens; replaces the secret (unset: the secret is used)
+    #[arg(long, env = "PROJECTENGINE_JWT_PUBLIC_KEY", hide_env_values = true, value_parser = public_key)]
+    pub jwt_public_key: Option<String>,
+
+    /// Algorithm of tokens verified with the public key: RS256 or ES256
+    #[arg(long, env = "PROJECTENGINE_JWT_ALGORITHM", default_value = "RS256", value_parser = public_key_algorithm)]
+    pub jwt_algorithm: Algorithm,
+
+    /// Required `iss` of tokens (unset: not checked)
+    #[arg(long, env = "PROJECTENGINE_JWT_ISSUER", value_parser = text)]
     pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of tokens (unset: not checked)
+    #[arg(long, env = "PROJECTENGINE_JWT_AUDIENCE", value_parser = text)]
     pub jwt_audience: Option<String>,
-    pub concurrency: usize,
+
+    /// Attempts a worker runs at once, 1 to 10000
+    #[arg(long, env = "PROJECTENGINE_WORKER_CONCURRENCY", default_value = "16", value_parser = concurrency)]
+    pub worker_concurrency: usize,
+
+    /// Comma-separated queues this worker serves (unset: every registered kind's queue)
+    #[arg(long, env = "PROJECTENGINE_QUEUES", value_delimiter = ',', value_parser = text)]
     pub queues: Option<Vec<String>>,
+
+    /// How long a claim holds without a heartbeat
+    #[arg(long, env = "PROJECTENGINE_LEASE", default_value = "30s", value_parser = positive_duration)]
     pub lease: Duration,
+
+    /// How often a running attempt renews its lease (and sees a cancel); shorter than the lease
+    #[arg(long, env = "PROJECTENGINE_HEARTBEAT", default_value = "10s", value_parser = positive_duration)]
     pub heartbeat: Duration,
+
+    /// How long running attempts may finish on shutdown before they are released
+    #[arg(long, env = "PROJECTENGINE_SHUTDOWN_GRACE", default_value = "30s", value_parser = positive_duration)]
     pub shutdown_grace: Duration,
+
+    /// How often recovery looks for lost attempts and stranded jobs
+    #[arg(long, env = "PROJECTENGINE_RECOVERY_EVERY", default_value = "5s", value_parser = positive_duration)]
     pub recovery_every: Duration,
+
+    /// Orchestrator kind of jobs that name none (`stub` or `app-builder`)
+    #[arg(long, env = "PROJECTENGINE_DEFAULT_KIND", default_value = "stub", value_parser = text)]
     pub default_kind: String,
+
+    /// Steps of the stub orchestrator
+    #[arg(long, env = "PROJECTENGINE_STUB_STEPS", default_value = "5", value_parser = number::<u32>)]
     pub stub_steps: u32,
+
+    /// Pause before each stub step
+    #[arg(long, env = "PROJECTENGINE_STUB_DELAY", default_value = "200ms", value_parser = duration)]
     pub stub_delay: Duration,
+
+    /// Largest accepted request body, in bytes
+    #[arg(long, env = "PROJECTENGINE_MAX_BODY_BYTES", default_value = "65536", value_parser = number::<usize>)]
     pub max_body_bytes: usize,
+
+    /// How log lines are written; RUST_LOG filters them (default info)
+    #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 }
 
-/// The variables, their defaults and meaning, as the README lists them.
-pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "PROJECTENGINE_BIND",
-        "127.0.0.1:8080",
-        "address the HTTP server listens on",
-    ),
-    (
-        "DATABASE_URL",
-        "(unset: in-memory store)",
-        "PostgreSQL URL of the durable store",
-    ),
-    (
-        "REDIS_URL",
-        "(unset: in-memory queue and notifier)",
-        "Redis URL of the queue and notifier",
-    ),
-    (
-        "PROJECTENGINE_REDIS_PREFIX",
-        "projectengine",
-        "key prefix, so deployments can share a Redis",
-    ),
-    (
-        "PROJECTENGINE_JWT_SECRET",
-        "(unset: a random secret per process)",
-        "HS256 secret for bearer tokens",
-    ),
-    (
-        "PROJECTENGINE_JWT_PUBLIC_KEY",
-        "(unset)",
-        "PEM public key (inline or a file path) for RS256/ES256 tokens; replaces the secret",
-    ),
-    (
-        "PROJECTENGINE_JWT_ALGORITHM",
-        "RS256",
-        "RS256 or ES256, with a public key",
-    ),
-    (
-        "PROJECTENGINE_JWT_ISSUER",
-        "(unset: not checked)",
-        "required `iss` of tokens",
-    ),
-    (
-        "PROJECTENGINE_JWT_AUDIENCE",
-        "(unset: not checked)",
-        "required `aud` of tokens",
-    ),
-    (
-        "PROJECTENGINE_WORKER_CONCURRENCY",
-        "16",
-        "attempts a worker runs at once",
-    ),
-    (
-        "PROJECTENGINE_QUEUES",
-        "(unset: every registered kind's queue)",
-        "comma-separated queues this worker serves",
-    ),
-    (
-        "PROJECTENGINE_LEASE",
-        "30s",
-        "how long a claim holds without a heartbeat",
-    ),
-    (
-        "PROJECTENGINE_HEARTBEAT",
-        "10s",
-        "how often a running attempt renews its lease",
-    ),
-    (
-        "PROJECTENGINE_SHUTDOWN_GRACE",
-        "30s",
-        "how long running attempts may finish on shutdown",
-    ),
-    (
-        "PROJECTENGINE_RECOVERY_EVERY",
-        "5s",
-        "how often recovery looks for lost attempts and stranded jobs",
-    ),
-    (
-        "PROJECTENGINE_DEFAULT_KIND",
-        "stub",
-        "orchestrator kind of jobs that name none",
-    ),
-    (
-        "PROJECTENGINE_STUB_STEPS",
-        "5",
-        "steps of the stub orchestrator",
-    ),
-    (
-        "PROJECTENGINE_STUB_DELAY",
-        "200ms",
-        "pause before each stub step",
-    ),
-    (
-        "PROJECTENGINE_MAX_BODY_BYTES",
-        "65536",
-        "largest accepted request body",
-    ),
-    (
-        "PROJECTENGINE_LOG_FORMAT",
-        "text",
-        "text or json; RUST_LOG filters (default info)",
-    ),
-];
-
-type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-fn get(env: Env, var: &str) -> Option<String> {
-    env(var)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
+/// Reads `./.env`, when there is one, into the environment (a variable already
+/// set wins), then drops variables of `command` that are set but blank, so that
+/// `VAR=` means unset.
+pub fn load_env(command: &Command) -> Result<(), ConfigError> {
+    match dotenvy::from_path(".env") {
+        Ok(()) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => return Err(ConfigError::new(".env", e.to_string())),
     }
-}
-
-fn parse<T: std::str::FromStr>(
-    env: Env,
-    var: &'static str,
-    default: T,
-    what: &str,
-) -> Result<T, ConfigError> {
-    match get(env, var) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| err(var, format!("`{v}` is not {what}"))),
+    for name in command.get_arguments().filter_map(|a| a.get_env()) {
+        if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
+            std::env::remove_var(name);
+        }
     }
-}
-
-/// Parses `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-fn duration(env: Env, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
-    match get(env, var) {
-        None => Ok(default),
-        Some(v) => match parse_duration(&v) {
-            Some(d) if !d.is_zero() => Ok(d),
-            _ => Err(err(
-                var,
-                format!("`{v}` is not a positive duration such as 500ms, 30s or 5m"),
-            )),
-        },
-    }
-}
-
-fn url(env: Env, var: &'static str, schemes: &[&str]) -> Result<Option<String>, ConfigError> {
-    match get(env, var) {
-        None => Ok(None),
-        Some(v) if schemes.iter().any(|s| v.starts_with(&format!("{s}://"))) => Ok(Some(v)),
-        Some(_) => Err(err(
-            var,
-            format!("must be a URL starting with {}://", schemes.join(":// or ")),
-        )),
-    }
+    Ok(())
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(&|k| std::env::var(k).ok())
-    }
-
-    /// Reads the configuration through `env` (a test may pass a map).
-    pub fn from_lookup(env: Env) -> Result<Self, ConfigError> {
-        let bind = parse(
-            env,
-            "PROJECTENGINE_BIND",
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-            "an address such as 127.0.0.1:8080",
-        )?;
-        let database_url = url(env, "DATABASE_URL", &["postgres", "postgresql"])?;
-        let redis_url = url(env, "REDIS_URL", &["redis", "rediss"])?;
-        let redis_prefix =
-            get(env, "PROJECTENGINE_REDIS_PREFIX").unwrap_or_else(|| "projectengine".into());
-        let jwt = match (
-            get(env, "PROJECTENGINE_JWT_PUBLIC_KEY"),
-            get(env, "PROJECTENGINE_JWT_SECRET"),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    "PROJECTENGINE_JWT_PUBLIC_KEY",
-                    "set either it or PROJECTENGINE_JWT_SECRET, not both",
-                ))
-            }
-            (Some(key), None) => {
-                let pem = if key.contains("-----BEGIN") {
-                    key
-                } else {
-                    std::fs::read_to_string(&key).map_err(|e| {
-                        err(
-                            "PROJECTENGINE_JWT_PUBLIC_KEY",
-                            format!("cannot read `{key}`: {e}"),
-                        )
-                    })?
-                };
-                let algorithm =
-                    get(env, "PROJECTENGINE_JWT_ALGORITHM").unwrap_or_else(|| "RS256".into());
-                if algorithm != "RS256" && algorithm != "ES256" {
-                    return Err(err(
-                        "PROJECTENGINE_JWT_ALGORITHM",
-                        format!("`{algorithm}` is not RS256 or ES256"),
-                    ));
-                }
-                JwtKey::PublicKey { algorithm, pem }
-            }
-            (None, Some(secret)) if secret.len() < 32 => {
-                return Err(err("PROJECTENGINE_JWT_SECRET", "must be at least 32 bytes"))
-            }
-            (None, Some(secret)) => JwtKey::Secret(secret),
-            (None, None) => JwtKey::Ephemeral(format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            )),
-        };
-        let concurrency = parse(env, "PROJECTENGINE_WORKER_CONCURRENCY", 16usize, "a number")?;
-        if concurrency == 0 || concurrency > 10_000 {
-            return Err(err(
-                "PROJECTENGINE_WORKER_CONCURRENCY",
-                "must be between 1 and 10000",
-            ));
-        }
-        let queues = get(env, "PROJECTENGINE_QUEUES").map(|v| {
-            v.split(',')
-                .map(|q| q.trim().to_owned())
-                .filter(|q| !q.is_empty())
-                .collect::<Vec<_>>()
-        });
-        let lease = duration(env, "PROJECTENGINE_LEASE", Duration::from_secs(30))?;
-        let heartbeat = duration(env, "PROJECTENGINE_HEARTBEAT", Duration::from_secs(10))?;
-        if heartbeat >= lease {
-            return Err(err(
+    /// The checks that involve more than one variable.
+    pub fn check(mut self) -> Result<Self, ConfigError> {
+        if self.heartbeat >= self.lease {
+            return Err(ConfigError::new(
                 "PROJECTENGINE_HEARTBEAT",
                 "must be shorter than PROJECTENGINE_LEASE",
             ));
         }
-        let log_format = match get(env, "PROJECTENGINE_LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(err(
-                    "PROJECTENGINE_LOG_FORMAT",
-                    format!("`{other}` is not text or json"),
-                ))
+        if self.jwt_public_key.is_some() && self.jwt_secret.is_some() {
+            return Err(ConfigError::new(
+                "PROJECTENGINE_JWT_PUBLIC_KEY",
+                "set either it or PROJECTENGINE_JWT_SECRET, not both",
+            ));
+        }
+        if let Some(queues) = &mut self.queues {
+            queues.retain(|q| !q.is_empty());
+        }
+        Ok(self)
+    }
+
+    /// The token verifier: the public key, else the secret, else a random
+    /// secret for this process only.
+    pub fn jwt_auth(&self) -> Result<JwtAuth, ConfigError> {
+        let auth = match (&self.jwt_public_key, &self.jwt_secret) {
+            (Some(pem), _) => JwtAuth::public_key_pem(self.jwt_algorithm, pem.as_bytes())
+                .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_PUBLIC_KEY", e.to_string()))?,
+            (None, Some(secret)) => JwtAuth::hs256(secret)
+                .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_SECRET", e.to_string()))?,
+            (None, None) => {
+                let random = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                JwtAuth::hs256(random)
+                    .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_SECRET", e.to_string()))?
             }
         };
-        Ok(Self {
-            bind,
-            database_url,
-            redis_url,
-            redis_prefix,
-            jwt,
-            jwt_issuer: get(env, "PROJECTENGINE_JWT_ISSUER"),
-            jwt_audience: get(env, "PROJECTENGINE_JWT_AUDIENCE"),
-            concurrency,
-            queues,
-            lease,
-            heartbeat,
-            shutdown_grace: duration(env, "PROJECTENGINE_SHUTDOWN_GRACE", Duration::from_secs(30))?,
-            recovery_every: duration(env, "PROJECTENGINE_RECOVERY_EVERY", Duration::from_secs(5))?,
-            default_kind: get(env, "PROJECTENGINE_DEFAULT_KIND").unwrap_or_else(|| "stub".into()),
-            stub_steps: parse(env, "PROJECTENGINE_STUB_STEPS", 5u32, "a number")?,
-            stub_delay: match get(env, "PROJECTENGINE_STUB_DELAY") {
-                None => Duration::from_millis(200),
-                Some(v) => parse_duration(&v).ok_or_else(|| {
-                    err(
-                        "PROJECTENGINE_STUB_DELAY",
-                        format!("`{v}` is not a duration"),
-                    )
-                })?,
-            },
-            max_body_bytes: parse(
-                env,
-                "PROJECTENGINE_MAX_BODY_BYTES",
-                64 * 1024usize,
-                "a number of bytes",
-            )?,
-            log_format,
+        let auth = match &self.jwt_issuer {
+            Some(iss) => auth.issuer(iss.clone()),
+            None => auth,
+        };
+        Ok(match &self.jwt_audience {
+            Some(aud) => auth.audience(aud.clone()),
+            None => auth,
         })
+    }
+}
+
+/// One line for a clap error about a value: the variable it came from (or the
+/// option, for one without a variable) and why it is wrong. `None` for other
+/// errors (help, unknown role, …), which clap renders itself.
+pub fn one_line(command: &Command, error: &clap::Error) -> Option<String> {
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // An argument shows as the error does only once built.
+    let mut command = command.clone();
+    command.build();
+    let arg = command
+        .get_subcommands()
+        .flat_map(Command::get_arguments)
+        .chain(command.get_arguments())
+        .find(|a| a.to_string() == *shown);
+    let reason = match (
+        std::error::Error::source(error),
+        error.get(ContextKind::InvalidValue),
+    ) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::String(value))) => {
+            let valid = match error.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) => v.join(" or "),
+                _ => "valid".into(),
+            };
+            format!("`{value}` is not {valid}")
+        }
+        _ => error.kind().to_string(),
+    };
+    Some(
+        match arg.and_then(|a| a.get_env()).map(OsStr::to_string_lossy) {
+            Some(var) => format!("invalid configuration: {var}: {reason}"),
+            None => format!("{shown}: {reason}"),
+        },
+    )
+}
+
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h 30m` (humantime), or a bare
+/// number of seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not a duration such as 500ms, 30s or 5m");
+    match s.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| bad()),
+        Err(_) => humantime::parse_duration(s).map_err(|_| bad()),
+    }
+}
+
+/// A duration longer than zero.
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "`{}` is not a positive duration such as 500ms, 30s or 5m",
+            s.trim()
+        )),
+    }
+}
+
+fn text(s: &str) -> Result<String, String> {
+    Ok(s.trim().to_owned())
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a number", s.trim()))
+}
+
+fn address(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not an address such as 127.0.0.1:8080", s.trim()))
+}
+
+fn concurrency(s: &str) -> Result<usize, String> {
+    match number::<usize>(s) {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err("must be between 1 and 10000".into()),
+    }
+}
+
+/// A URL with one of `schemes`; the value is not repeated, as it may hold a password.
+fn url(s: &str, schemes: &[&str]) -> Result<String, String> {
+    let s = s.trim();
+    if schemes.iter().any(|scheme| {
+        s.strip_prefix(scheme)
+            .is_some_and(|rest| rest.starts_with("://"))
+    }) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "must be a URL starting with {}://",
+            schemes.join(":// or ")
+        ))
+    }
+}
+
+fn postgres_url(s: &str) -> Result<String, String> {
+    url(s, &["postgres", "postgresql"])
+}
+
+fn redis_url(s: &str) -> Result<String, String> {
+    url(s, &["redis", "rediss"])
+}
+
+fn jwt_secret(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.len() < 32 {
+        return Err("must be at least 32 bytes".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// An inline PEM, or the path of a file holding one.
+fn public_key(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.contains("-----BEGIN") {
+        return Ok(s.to_owned());
+    }
+    std::fs::read_to_string(s).map_err(|e| format!("cannot read `{s}`: {e}"))
+}
+
+fn public_key_algorithm(s: &str) -> Result<Algorithm, String> {
+    match s.trim().parse() {
+        Ok(alg @ (Algorithm::RS256 | Algorithm::ES256)) => Ok(alg),
+        _ => Err(format!("`{}` is not RS256 or ES256", s.trim())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use clap::{CommandFactory, FromArgMatches};
 
-    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::from_lookup(&move |k| map.get(k).cloned())
+    use crate::Cli;
+
+    /// The command without its environment variables, so the test process's
+    /// own environment plays no part.
+    fn without_env() -> Command {
+        Cli::command().mut_args(|a| a.env(None::<&'static str>))
+    }
+
+    fn with(args: &[&str]) -> Result<Config, String> {
+        let command = Cli::command();
+        let matches = without_env()
+            .try_get_matches_from(std::iter::once("server").chain(args.iter().copied()))
+            .map_err(|e| one_line(&command, &e).unwrap_or_else(|| e.to_string()))?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        cli.config.check().map_err(|e| e.to_string())
     }
 
     #[test]
@@ -378,36 +357,67 @@ mod tests {
         let c = with(&[]).expect("defaults");
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert!(c.database_url.is_none() && c.redis_url.is_none());
-        assert!(matches!(c.jwt, JwtKey::Ephemeral(_)));
+        assert!(c.jwt_secret.is_none() && c.jwt_public_key.is_none());
+        assert_eq!(c.jwt_algorithm, Algorithm::RS256);
         assert_eq!(
-            (c.concurrency, c.lease, c.heartbeat),
+            (c.worker_concurrency, c.lease, c.heartbeat),
             (16, Duration::from_secs(30), Duration::from_secs(10))
         );
+        assert_eq!(c.stub_delay, Duration::from_millis(200));
+        assert_eq!(c.log_format, LogFormat::Text);
     }
 
     #[test]
     fn bad_values_name_their_variable() {
-        for (var, value) in [
-            ("PROJECTENGINE_BIND", "nowhere"),
-            ("DATABASE_URL", "mysql://x"),
-            ("REDIS_URL", "localhost"),
-            ("PROJECTENGINE_WORKER_CONCURRENCY", "0"),
-            ("PROJECTENGINE_LEASE", "soon"),
-            ("PROJECTENGINE_HEARTBEAT", "1h"),
-            ("PROJECTENGINE_LOG_FORMAT", "xml"),
-            ("PROJECTENGINE_JWT_SECRET", "short"),
+        for (flag, value, var) in [
+            ("--bind", "nowhere", "PROJECTENGINE_BIND"),
+            ("--database-url", "mysql://x", "DATABASE_URL"),
+            ("--redis-url", "localhost", "REDIS_URL"),
+            (
+                "--worker-concurrency",
+                "0",
+                "PROJECTENGINE_WORKER_CONCURRENCY",
+            ),
+            ("--lease", "soon", "PROJECTENGINE_LEASE"),
+            ("--heartbeat", "1h", "PROJECTENGINE_HEARTBEAT"),
+            ("--log-format", "xml", "PROJECTENGINE_LOG_FORMAT"),
+            ("--jwt-secret", "short", "PROJECTENGINE_JWT_SECRET"),
+            ("--jwt-algorithm", "HS256", "PROJECTENGINE_JWT_ALGORITHM"),
+            ("--stub-steps", "many", "PROJECTENGINE_STUB_STEPS"),
         ] {
-            let e = with(&[(var, value)]).expect_err(var);
-            assert_eq!(e.var, var, "{e}");
+            let e = with(&[flag, value]).expect_err(var);
+            assert!(
+                e.starts_with(&format!("invalid configuration: {var}: ")),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
         }
+        let e = with(&["--jwt-secret", &"s".repeat(32), "--jwt-public-key", "k.pem"])
+            .expect_err("a missing key file");
+        assert!(e.contains("PROJECTENGINE_JWT_PUBLIC_KEY"), "{e}");
     }
 
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("5 parsecs"), None);
+    fn durations_take_units_or_seconds() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(duration("5 parsecs").is_err());
+        assert!(duration("-1").is_err());
+        assert!(positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn the_algorithm_is_a_jsonwebtoken_algorithm() {
+        let c = with(&["--jwt-algorithm", "ES256"]).expect("ES256");
+        assert_eq!(c.jwt_algorithm, Algorithm::ES256);
+    }
+
+    #[test]
+    fn queues_are_split_on_commas() {
+        let c = with(&["--queues", "a, b,"]).expect("queues");
+        assert_eq!(c.queues, Some(vec!["a".to_owned(), "b".to_owned()]));
     }
 }

@@ -1,11 +1,12 @@
 //! The bundled projectEngine server: REST + WebSocket + workers.
 //!
 //! ```text
-//! cargo run --example server [all|web|worker|migrate|token --sub NAME [--ttl 24h]]
+//! cargo run --example server -- [OPTIONS] [all|web|worker|migrate|token --sub NAME [--ttl 24h]]
 //! ```
 //!
-//! Configuration comes from environment variables (see `config.rs` and the
-//! README); with none set it runs everything in one process, in memory.
+//! Configuration comes from environment variables, each also an option, and an
+//! optional `.env` file (see `config.rs`, `--help` and the README); with none
+//! set it runs everything in one process, in memory.
 
 mod backends;
 mod config;
@@ -17,72 +18,87 @@ mod serve;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use config::{Config, LogFormat};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use config::{Config, ConfigError, LogFormat};
 
-/// What this process does.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Web and worker in one process (the default).
-    All,
-    /// Only the HTTP API.
-    Web,
-    /// Only workers and recovery.
-    Worker,
-    /// Apply the store's migrations and exit.
-    Migrate,
-    /// Print a development token.
-    Token {
-        /// The owner the token names.
-        sub: String,
-        /// How long it is valid.
-        ttl: Duration,
-    },
-    /// Print the usage and the configuration variables.
-    Help,
+const AFTER_HELP: &str = "\
+Every option can be set by the environment variable shown with it; a variable
+set to an empty value counts as unset. A `.env` file in the working directory is
+read first when there is one; a variable already set in the environment wins.
+A bad value stops the server with one line naming the variable, and exit code 2.";
+
+/// The bundled projectEngine server: REST + WebSocket + workers. With nothing
+/// set, it runs everything in one process, in memory.
+#[derive(Debug, Parser)]
+#[command(name = "server", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// What this process does (default: all)
+    #[command(subcommand)]
+    pub role: Option<Role>,
+    /// The configuration
+    #[command(flatten, next_help_heading = "Configuration")]
+    pub config: Config,
 }
 
-const USAGE: &str = "usage: server [all|web|worker|migrate|token --sub NAME [--ttl 24h]]";
+/// What this process does.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum Role {
+    /// Web and worker in one process (the default)
+    All,
+    /// Only the HTTP API
+    Web,
+    /// Only workers and recovery, with /health, /ready and /metrics
+    Worker,
+    /// Apply the PostgreSQL migrations and exit
+    Migrate,
+    /// Print a development token signed with PROJECTENGINE_JWT_SECRET
+    Token {
+        /// The owner the token names
+        #[arg(long, value_parser = subject)]
+        sub: String,
+        /// How long it is valid
+        #[arg(long, default_value = "24h", value_parser = config::positive_duration)]
+        ttl: Duration,
+    },
+}
 
-fn parse_role(args: &[String]) -> Result<Role, String> {
-    let Some(first) = args.first() else {
-        return Ok(Role::All);
-    };
-    let rest = &args[1..];
-    let role = match first.as_str() {
-        "all" => Role::All,
-        "web" => Role::Web,
-        "worker" => Role::Worker,
-        "migrate" => Role::Migrate,
-        "token" => {
-            let (mut sub, mut ttl) = (None, Duration::from_secs(24 * 3600));
-            let mut it = rest.iter();
-            while let Some(flag) = it.next() {
-                let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-                match flag.as_str() {
-                    "--sub" => sub = Some(value.clone()),
-                    "--ttl" => {
-                        ttl = config::parse_duration(value)
-                            .filter(|d| !d.is_zero())
-                            .ok_or_else(|| {
-                                format!("--ttl: `{value}` is not a duration such as 30m or 24h")
-                            })?
-                    }
-                    other => return Err(format!("unknown option {other}")),
-                }
-            }
-            let sub = sub.ok_or("token needs --sub NAME")?;
-            if sub.trim().is_empty() {
-                return Err("--sub must not be empty".into());
-            }
-            return Ok(Role::Token { sub, ttl });
-        }
-        "-h" | "--help" | "help" => Role::Help,
-        other => return Err(format!("unknown role `{other}`")),
-    };
-    if let Some(extra) = rest.first() {
-        return Err(format!("unexpected argument `{extra}`"));
+fn subject(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("must not be empty".into()),
+        sub => Ok(sub.to_owned()),
     }
-    Ok(role)
+}
+
+/// Reads the command line and the environment (after `.env`): the role and the
+/// checked configuration, or the exit code to stop with.
+fn parse() -> Result<(Role, Config), ExitCode> {
+    if let Err(e) = config::load_env(&Cli::command()) {
+        eprintln!("server: {e}");
+        return Err(ExitCode::from(2));
+    }
+    // Built after `.env` is loaded: clap reads the variables as it builds.
+    let command = Cli::command();
+    let cli = command
+        .clone()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| match config::one_line(&command, &e) {
+            Some(line) => {
+                eprintln!("server: {line}");
+                ExitCode::from(2)
+            }
+            None => {
+                let _ = e.print();
+                ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+            }
+        })?;
+    match cli.config.check() {
+        Ok(config) => Ok((cli.role.unwrap_or(Role::All), config)),
+        Err(e) => {
+            eprintln!("server: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -98,30 +114,9 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let role = match parse_role(&args) {
-        Ok(role) => role,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("server: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    if role == Role::Help {
-        println!("{USAGE}\n\nconfiguration (environment variables):");
-        for (var, default, meaning) in config::VARIABLES {
-            println!("  {var:<34} {meaning} [default: {default}]");
-        }
-        return ExitCode::SUCCESS;
-    }
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("server: {e}");
-            return ExitCode::from(2);
-        }
+    let (role, config) = match parse() {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -136,13 +131,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(serve::run(role, config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(serve::Failure::Config(e)) => {
-            eprintln!("server: {e}");
-            ExitCode::from(2)
-        }
-        Err(serve::Failure::Runtime(e)) => {
-            eprintln!("server: {e}");
-            ExitCode::FAILURE
+        Err(e) => {
+            eprintln!("server: {e:#}");
+            if e.chain().any(|c| c.is::<ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -151,24 +146,42 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn role(args: &str) -> Result<Option<Role>, clap::Error> {
+        let args = std::iter::once("server").chain(args.split_whitespace());
+        Cli::command()
+            .mut_args(|a| a.env(None::<&'static str>))
+            .try_get_matches_from(args)
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .map(|cli| cli.role)
     }
 
     #[test]
     fn roles_parse() {
-        assert_eq!(parse_role(&[]), Ok(Role::All));
-        assert_eq!(parse_role(&args("worker")), Ok(Role::Worker));
+        assert_eq!(role("").unwrap(), None);
+        assert_eq!(role("worker").unwrap(), Some(Role::Worker));
         assert_eq!(
-            parse_role(&args("token --sub alice --ttl 30m")),
-            Ok(Role::Token {
+            role("token --sub alice --ttl 30m").unwrap(),
+            Some(Role::Token {
                 sub: "alice".into(),
                 ttl: Duration::from_secs(1800)
             })
         );
-        assert!(parse_role(&args("token")).is_err());
-        assert!(parse_role(&args("token --sub")).is_err());
-        assert!(parse_role(&args("dance")).is_err());
-        assert!(parse_role(&args("web extra")).is_err());
+        assert_eq!(
+            role("token --sub alice").unwrap(),
+            Some(Role::Token {
+                sub: "alice".into(),
+                ttl: Duration::from_secs(24 * 3600)
+            })
+        );
+        assert!(role("token").is_err());
+        assert!(role("token --sub").is_err());
+        assert!(role("token --sub alice --ttl 0s").is_err());
+        assert!(role("dance").is_err());
+        assert!(role("web extra").is_err());
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -3,24 +3,17 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use projectengine_core::{Engine, Registry, StubOrchestrator, Worker, WorkerConfig};
 use projectengine_http::{ApiState, HttpConfig, JwtAuth};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
-use crate::config::{Config, JwtKey};
+use crate::config::{Config, ConfigError};
 use crate::custom_orchestrator::AppBuilder;
 use crate::Role;
 
-/// Why the server stopped with an error.
-pub enum Failure {
-    /// Bad configuration: exit code 2.
-    Config(String),
-    /// Anything else: exit code 1.
-    Runtime(String),
-}
-
-fn registry(config: &Config) -> Result<Registry, Failure> {
+fn registry(config: &Config) -> Result<Registry, ConfigError> {
     let registry = Registry::new()
         .register(
             "stub",
@@ -29,43 +22,21 @@ fn registry(config: &Config) -> Result<Registry, Failure> {
         .register("app-builder", AppBuilder::default());
     if registry.get(&config.default_kind).is_none() {
         let kinds: Vec<&str> = registry.kinds().collect();
-        return Err(Failure::Config(format!(
-            "invalid configuration: PROJECTENGINE_DEFAULT_KIND: `{}` is not a registered kind ({})",
-            config.default_kind,
-            kinds.join(", ")
-        )));
+        return Err(ConfigError::new(
+            "PROJECTENGINE_DEFAULT_KIND",
+            format!(
+                "`{}` is not a registered kind ({})",
+                config.default_kind,
+                kinds.join(", ")
+            ),
+        ));
     }
     Ok(registry.set_default(config.default_kind.clone()))
 }
 
-fn auth(config: &Config) -> Result<JwtAuth, Failure> {
-    let bad = |var: &str, e: &dyn std::fmt::Display| {
-        Failure::Config(format!("invalid configuration: {var}: {e}"))
-    };
-    let auth = match &config.jwt {
-        JwtKey::Secret(s) | JwtKey::Ephemeral(s) => {
-            JwtAuth::hs256(s).map_err(|e| bad("PROJECTENGINE_JWT_SECRET", &e))?
-        }
-        JwtKey::PublicKey { algorithm, pem } if algorithm == "ES256" => {
-            JwtAuth::es256_pem(pem.as_bytes())
-                .map_err(|e| bad("PROJECTENGINE_JWT_PUBLIC_KEY", &e))?
-        }
-        JwtKey::PublicKey { pem, .. } => JwtAuth::rs256_pem(pem.as_bytes())
-            .map_err(|e| bad("PROJECTENGINE_JWT_PUBLIC_KEY", &e))?,
-    };
-    let auth = match &config.jwt_issuer {
-        Some(iss) => auth.issuer(iss.clone()),
-        None => auth,
-    };
-    Ok(match &config.jwt_audience {
-        Some(aud) => auth.audience(aud.clone()),
-        None => auth,
-    })
-}
-
 fn worker_config(config: &Config) -> WorkerConfig {
     WorkerConfig {
-        concurrency: config.concurrency,
+        concurrency: config.worker_concurrency,
         queues: config.queues.clone(),
         lease: config.lease,
         heartbeat: config.heartbeat,
@@ -98,42 +69,43 @@ async fn signal() {
     }
 }
 
-pub async fn run(role: Role, config: Config) -> Result<(), Failure> {
-    let rt = |e: String| Failure::Runtime(e);
+/// Runs `role`. A [`ConfigError`] in the chain of the error means the
+/// configuration is at fault (exit code 2).
+pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     match role {
         Role::Token { sub, ttl } => {
-            let JwtKey::Secret(_) = &config.jwt else {
-                return Err(Failure::Config(
-                    "invalid configuration: PROJECTENGINE_JWT_SECRET: must be set to mint tokens a server will accept".into(),
-                ));
-            };
-            let token = auth(&config)?
-                .mint(&sub, ttl)
-                .map_err(|e| rt(e.to_string()))?;
+            if config.jwt_secret.is_none() || config.jwt_public_key.is_some() {
+                return Err(ConfigError::new(
+                    "PROJECTENGINE_JWT_SECRET",
+                    "must be set to mint tokens a server will accept",
+                )
+                .into());
+            }
+            let token = config.jwt_auth()?.mint(&sub, ttl)?;
             println!("{token}");
             return Ok(());
         }
         Role::Migrate => {
             if config.database_url.is_none() {
-                return Err(Failure::Config(
-                    "invalid configuration: DATABASE_URL: must be set to migrate".into(),
-                ));
+                return Err(ConfigError::new("DATABASE_URL", "must be set to migrate").into());
             }
-            Backends::connect(&config, true).await.map_err(rt)?;
+            Backends::connect(&config, true).await?;
             tracing::info!("migrations applied");
             return Ok(());
         }
-        Role::Help | Role::All | Role::Web | Role::Worker => {}
+        Role::All | Role::Web | Role::Worker => {}
     }
     let registry = registry(&config)?;
-    let auth = auth(&config)?;
+    let auth = config.jwt_auth()?;
     let web = matches!(role, Role::All | Role::Web);
     let work = matches!(role, Role::All | Role::Worker);
-    let backends = Backends::connect(&config, work).await.map_err(rt)?;
+    let backends = Backends::connect(&config, work).await?;
     if role != Role::All && (backends.pg.is_none() || backends.redis_notifier.is_none()) {
-        return Err(Failure::Config(
-            "invalid configuration: DATABASE_URL and REDIS_URL: separate web and worker processes need both, or use the `all` role".into(),
-        ));
+        return Err(ConfigError::new(
+            "DATABASE_URL and REDIS_URL",
+            "separate web and worker processes need both, or use the `all` role",
+        )
+        .into());
     }
     tracing::info!("{}", backends.describe());
     let engine = Engine::new(
@@ -150,12 +122,14 @@ pub async fn run(role: Role, config: Config) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| {
-            Failure::Config(format!(
-                "invalid configuration: PROJECTENGINE_BIND: cannot listen on {}: {e}",
-                config.bind
-            ))
+            ConfigError::new(
+                "PROJECTENGINE_BIND",
+                format!("cannot listen on {}: {e}", config.bind),
+            )
         })?;
-    let addr = listener.local_addr().map_err(|e| rt(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     let mut http = HttpConfig::default();
     http.body_limit = config.max_body_bytes;
     let state = ApiState::with_config(engine.clone(), auth.clone(), http);
@@ -202,10 +176,10 @@ pub async fn run(role: Role, config: Config) -> Result<(), Failure> {
 fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr) {
     let url = format!("http://{addr}");
     println!("projectEngine listening on {url}  (API docs: {url}/docs)");
-    match &config.jwt {
-        JwtKey::PublicKey { .. } => println!("tokens: verified with the configured public key"),
-        jwt => {
-            if let JwtKey::Ephemeral(_) = jwt {
+    match (&config.jwt_public_key, &config.jwt_secret) {
+        (Some(_), _) => println!("tokens: verified with the configured public key"),
+        (None, secret) => {
+            if secret.is_none() {
                 println!("tokens: PROJECTENGINE_JWT_SECRET is not set; using a random secret for this process only");
             }
             if let Ok(token) = auth.mint("dev", Duration::from_secs(24 * 3600)) {

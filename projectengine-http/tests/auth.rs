@@ -272,6 +272,32 @@ async fn es256_accepts_its_key_only() {
 }
 
 #[tokio::test]
+async fn a_public_key_is_pinned_to_the_algorithm_it_is_given() {
+    let rs_app = router(
+        engine(),
+        JwtAuth::public_key_pem(Algorithm::RS256, RSA_PUBLIC).unwrap(),
+    );
+    assert_accepted(&rs_app, &rs(&claims("alice")), "RS256").await;
+    assert_refused(
+        &rs_app,
+        &es(&claims("alice")),
+        "ES256 where RS256 is pinned",
+    )
+    .await;
+    let es_app = router(
+        engine(),
+        JwtAuth::public_key_pem(Algorithm::ES256, EC_PUBLIC).unwrap(),
+    );
+    assert_accepted(&es_app, &es(&claims("alice")), "ES256").await;
+    assert_refused(
+        &es_app,
+        &rs(&claims("alice")),
+        "RS256 where ES256 is pinned",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn issuer_and_audience_are_checked_when_configured() {
     let auth = JwtAuth::hs256(SECRET)
         .unwrap()
@@ -324,6 +350,16 @@ fn configuration_errors() {
         JwtAuth::es256_pem(RSA_PUBLIC),
         Err(JwtConfigError::BadKey { .. })
     ));
+    assert!(matches!(
+        JwtAuth::public_key_pem(Algorithm::ES256, RSA_PUBLIC),
+        Err(JwtConfigError::BadKey { .. })
+    ));
+    for alg in [Algorithm::HS256, Algorithm::RS512, Algorithm::EdDSA] {
+        assert!(matches!(
+            JwtAuth::public_key_pem(alg, RSA_PUBLIC),
+            Err(JwtConfigError::UnsupportedAlgorithm(a)) if a == alg
+        ));
+    }
     let rs = JwtAuth::rs256_pem(RSA_PUBLIC).unwrap();
     assert!(matches!(
         rs.mint("alice", Duration::from_secs(1)),

@@ -28,6 +28,9 @@ pub enum JwtConfigError {
         /// What the parser said.
         reason: String,
     },
+    /// [`JwtAuth::public_key_pem`] supports RS256 and ES256 only.
+    #[error("{0:?} is not supported with a public key; use RS256 or ES256")]
+    UnsupportedAlgorithm(Algorithm),
     /// Only an HS256 authenticator holds what it takes to sign.
     #[error("minting needs an HS256 secret; this authenticator only verifies")]
     CannotMint,
@@ -124,6 +127,26 @@ impl JwtAuth {
             reason: e.to_string(),
         })?;
         Ok(Self::with_key(key, Algorithm::ES256, None))
+    }
+
+    /// Verifies tokens of `algorithm` with a public key in PEM: RSA for
+    /// [`Algorithm::RS256`], EC P-256 for [`Algorithm::ES256`]. The same as
+    /// [`JwtAuth::rs256_pem`] or [`JwtAuth::es256_pem`], chosen by a value read
+    /// from configuration.
+    ///
+    /// ```
+    /// use projectengine_http::{JwtAuth, JwtConfigError};
+    /// use jsonwebtoken::Algorithm;
+    ///
+    /// let err = JwtAuth::public_key_pem(Algorithm::HS256, b"").unwrap_err();
+    /// assert!(matches!(err, JwtConfigError::UnsupportedAlgorithm(Algorithm::HS256)));
+    /// ```
+    pub fn public_key_pem(algorithm: Algorithm, public_key: &[u8]) -> Result<Self, JwtConfigError> {
+        match algorithm {
+            Algorithm::RS256 => Self::rs256_pem(public_key),
+            Algorithm::ES256 => Self::es256_pem(public_key),
+            other => Err(JwtConfigError::UnsupportedAlgorithm(other)),
+        }
     }
 
     fn with_key(key: DecodingKey, alg: Algorithm, signer: Option<EncodingKey>) -> Self {
