@@ -2,10 +2,16 @@
 
 use std::borrow::Cow;
 
+/// The error a backend failed with, kept as the source of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in projectEngine.
 ///
 /// Adapters map their driver's errors onto these variants; callers match on
-/// these, never on a driver's error.
+/// these, never on a driver's error. [`Error::Unavailable`] and
+/// [`Error::Internal`] keep the driver's error as their
+/// [`source`](std::error::Error::source), for logs and error reporters, without
+/// its type becoming part of this API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -34,11 +40,23 @@ pub enum Error {
     #[error("limit reached: {0}")]
     LimitExceeded(Cow<'static, str>),
     /// A backend (database, broker) cannot be reached or timed out.
-    #[error("unavailable: {0}")]
-    Unavailable(Cow<'static, str>),
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: Cow<'static, str>,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Anything else: a bug or an unexpected backend answer.
-    #[error("internal error: {0}")]
-    Internal(Cow<'static, str>),
+    #[error("internal error: {message}")]
+    Internal {
+        /// What failed.
+        message: Cow<'static, str>,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl Error {
@@ -62,12 +80,28 @@ impl Error {
 
     /// Shorthand for [`Error::Unavailable`].
     pub fn unavailable(msg: impl Into<Cow<'static, str>>) -> Self {
-        Error::Unavailable(msg.into())
+        Error::Unavailable {
+            message: msg.into(),
+            source: None,
+        }
     }
 
     /// Shorthand for [`Error::Internal`].
     pub fn internal(msg: impl Into<Cow<'static, str>>) -> Self {
-        Error::Internal(msg.into())
+        Error::Internal {
+            message: msg.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `source` as the cause of an [`Error::Unavailable`] or
+    /// [`Error::Internal`]; any other variant is returned as it is.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        if let Error::Unavailable { source: s, .. } | Error::Internal { source: s, .. } = &mut self
+        {
+            *s = Some(source.into());
+        }
+        self
     }
 
     /// A stable, machine-readable code for the variant (`not_found`, `invalid`, …).
@@ -78,11 +112,34 @@ impl Error {
             Error::StaleAttempt => "stale_attempt",
             Error::Invalid { .. } => "invalid",
             Error::LimitExceeded(_) => "limit_exceeded",
-            Error::Unavailable(_) => "unavailable",
-            Error::Internal(_) => "internal",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Internal { .. } => "internal",
         }
     }
 }
 
 /// `Result` with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_backend_error_is_kept_as_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::unavailable("PostgreSQL connection failed: refused").with_source(io);
+        assert_eq!(e.code(), "unavailable");
+        assert_eq!(
+            e.to_string(),
+            "unavailable: PostgreSQL connection failed: refused"
+        );
+        let source = e.source().expect("the driver's error");
+        assert_eq!(source.to_string(), "refused");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        // Other variants have no source to keep.
+        let e = Error::conflict("x").with_source(std::io::Error::other("y"));
+        assert!(e.source().is_none());
+    }
+}

@@ -23,7 +23,7 @@ pub mod testkit;
 pub use app::{App, NewApp};
 pub use attempt::{Attempt, AttemptStatus, Fence};
 pub use engine::{Engine, EventObserver, Limits, Submit};
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use event::{EventData, JobEvent, LogLevel, LogLine, Step, StepStatus};
 pub use ids::{AppId, AttemptId, JobId, Owner};
 pub use job::{Job, JobError, JobQuery, JobStatus, NewJob, Page};

@@ -135,7 +135,9 @@ impl From<Error> for OrchestratorError {
     fn from(e: Error) -> Self {
         match e {
             Error::StaleAttempt => Self::new(ErrorKind::Stale, "stale_attempt", e.to_string()),
-            Error::Unavailable(_) => Self::new(ErrorKind::Retryable, "unavailable", e.to_string()),
+            Error::Unavailable { .. } => {
+                Self::new(ErrorKind::Retryable, "unavailable", e.to_string())
+            }
             other => Self::new(ErrorKind::Fatal, other.code(), other.to_string()),
         }
     }

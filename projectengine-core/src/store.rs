@@ -98,10 +98,16 @@ pub struct DueJob {
 /// The source of truth for jobs, attempts, events and apps.
 ///
 /// # Contract
-/// - **Transitions** follow [`JobStatus::can_become`](crate::JobStatus::can_become);
-///   each change is one atomic compare-and-set (never read-then-write). A change
-///   the table forbids returns [`Error::Conflict`](crate::Error::Conflict) and
-///   changes nothing.
+/// - **Transitions** are planned by [`transition`](crate::transition) (claim,
+///   heartbeat, cancel, retry, finish, recovery's `Lost`), which checks them
+///   against [`JobStatus::can_become`](crate::JobStatus::can_become); a store
+///   executes the plan as one atomic compare-and-set on the state the plan
+///   starts from (never read-then-write). A change the table forbids returns
+///   [`Error::Conflict`](crate::Error::Conflict) and changes nothing.
+/// - **Quota**: a [`NewJob`] with `max_queued` is refused with
+///   [`Error::LimitExceeded`](crate::Error::LimitExceeded) when its owner has
+///   that many `queued` jobs, counted atomically with the insert: concurrent
+///   submissions never pass it.
 /// - **Events**: every change appends its events in the same transaction, with a
 ///   per-job `seq` of 1, 2, 3 … without gaps, even under concurrent writers. Every
 ///   mutating call returns the events it appended so the caller can publish them.
@@ -114,6 +120,60 @@ pub struct DueJob {
 ///   [`Error::NotFound`](crate::Error::NotFound).
 /// - Owner checks are the [`Engine`](crate::Engine)'s; the store trusts its caller.
 /// - Times come from the store's own clock.
+///
+/// The kit's `store_suite!` (feature `testkit`) checks all of it, and runs the
+/// differential check: every method's answers, side by side with
+/// [`MemoryStore`](crate::memory::MemoryStore), the reference.
+///
+/// # Provided methods
+/// [`Store::job_detail`] has a default built on [`Store::get_job`],
+/// [`Store::events`] and [`Store::attempts`] (several round trips); a store
+/// that can answer in one read overrides it. Every other method is required.
+///
+/// # Wrappers
+/// A store that wraps another (adds latency, counts calls, injects faults)
+/// must forward **every** method, provided ones included, or it silently
+/// replaces the inner store's override with the default. Put
+/// `#[deny(clippy::missing_trait_methods)]` on the `impl` so the compiler says
+/// when one is missing:
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use projectengine_core::Store;
+/// #[derive(Debug)]
+/// struct Counting {
+///     inner: Arc<dyn Store>,
+/// }
+///
+/// #[async_trait::async_trait]
+/// #[deny(clippy::missing_trait_methods)]
+/// impl Store for Counting {
+///     // ... every method, forwarding to `self.inner` ...
+/// #   async fn create_job(&self, j: projectengine_core::NewJob) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.create_job(j).await }
+/// #   async fn get_job(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Option<projectengine_core::Job>> { self.inner.get_job(id).await }
+/// #   async fn list_jobs(&self, o: &projectengine_core::Owner, q: &projectengine_core::JobQuery) -> projectengine_core::Result<Vec<projectengine_core::Job>> { self.inner.list_jobs(o, q).await }
+/// #   async fn claim(&self, id: projectengine_core::JobId, w: &str, l: std::time::Duration) -> projectengine_core::Result<Option<projectengine_core::Claim>> { self.inner.claim(id, w, l).await }
+/// #   async fn append(&self, f: projectengine_core::Fence, e: Vec<projectengine_core::EventData>) -> projectengine_core::Result<Vec<projectengine_core::JobEvent>> { self.inner.append(f, e).await }
+/// #   async fn heartbeat(&self, f: projectengine_core::Fence, l: std::time::Duration) -> projectengine_core::Result<projectengine_core::Heartbeat> { self.inner.heartbeat(f, l).await }
+/// #   async fn finish(&self, f: projectengine_core::Fence, o: projectengine_core::Outcome) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.finish(f, o).await }
+/// #   async fn save_app(&self, f: projectengine_core::Fence, a: projectengine_core::NewApp) -> projectengine_core::Result<(projectengine_core::App, Vec<projectengine_core::JobEvent>)> { self.inner.save_app(f, a).await }
+/// #   async fn request_cancel(&self, id: projectengine_core::JobId) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.request_cancel(id).await }
+/// #   async fn retry(&self, id: projectengine_core::JobId) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.retry(id).await }
+/// #   async fn events(&self, id: projectengine_core::JobId, a: u64, l: usize) -> projectengine_core::Result<Vec<projectengine_core::JobEvent>> { self.inner.events(id, a, l).await }
+/// #   async fn attempts(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::Attempt>> { self.inner.attempts(id).await }
+/// #   async fn job_detail(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Option<projectengine_core::JobDetail>> { self.inner.job_detail(id).await }
+/// #   async fn get_app(&self, id: projectengine_core::AppId) -> projectengine_core::Result<Option<projectengine_core::App>> { self.inner.get_app(id).await }
+/// #   async fn app_by_job(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Option<projectengine_core::App>> { self.inner.app_by_job(id).await }
+/// #   async fn list_apps(&self, o: &projectengine_core::Owner, c: Option<projectengine_core::AppId>, l: usize) -> projectengine_core::Result<Vec<projectengine_core::App>> { self.inner.list_apps(o, c, l).await }
+/// #   async fn expired_leases(&self, l: usize) -> projectengine_core::Result<Vec<projectengine_core::Fence>> { self.inner.expired_leases(l).await }
+/// #   async fn due_jobs(&self, o: std::time::Duration, l: usize) -> projectengine_core::Result<Vec<projectengine_core::DueJob>> { self.inner.due_jobs(o, l).await }
+/// #   async fn ping(&self) -> projectengine_core::Result<()> { self.inner.ping().await }
+/// }
+/// ```
+///
+/// There is no blanket `impl Store for Arc<T>`: the engine holds an
+/// `Arc<dyn Store>` already, and such an impl would make every call through
+/// it box a second future to forward to the first.
 #[async_trait]
 pub trait Store: Send + Sync + Debug + 'static {
     /// Creates a `queued` job and appends its first event (`status: queued`, seq 1).

@@ -180,7 +180,7 @@ impl From<Error> for ApiError {
             Error::LimitExceeded(msg) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", msg)
             }
-            Error::Unavailable(msg) => {
+            Error::Unavailable { message: msg, .. } => {
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -8,7 +8,7 @@ use redis::RedisError;
 
 /// Redis failed or refused `what`: the backend is unavailable to us.
 pub(crate) fn redis(what: &str, e: &RedisError) -> Error {
-    Error::unavailable(format!("redis {what}: {e}"))
+    Error::unavailable(format!("redis {what}: {e}")).with_source(e.clone())
 }
 
 /// `what` got no answer within `after`.
@@ -42,6 +42,8 @@ mod tests {
         let mapped = redis("pop", &e);
         assert_eq!(mapped.code(), "unavailable");
         assert!(mapped.to_string().contains("redis pop"), "{mapped}");
+        let source = std::error::Error::source(&mapped).expect("the driver's error is kept");
+        assert!(source.downcast_ref::<RedisError>().is_some());
         assert_eq!(
             timed_out("ack", Duration::from_secs(1)).code(),
             "unavailable"

@@ -3,9 +3,14 @@
 use projectengine_core::Error;
 use sqlx::error::ErrorKind;
 
-/// Converts a sqlx error into the core error.
+/// Converts a sqlx error into the core error; an unavailable or internal
+/// error keeps the driver's error as its source.
 pub(crate) fn map(err: sqlx::Error) -> Error {
-    match err {
+    let err = match err {
+        sqlx::Error::Migrate(e) => return map_migrate(*e),
+        other => other,
+    };
+    let mapped = match &err {
         sqlx::Error::Database(db) => map_database(db.as_ref()),
         sqlx::Error::Io(e) => Error::unavailable(format!("PostgreSQL connection failed: {e}")),
         sqlx::Error::Tls(e) => Error::unavailable(format!("PostgreSQL TLS failed: {e}")),
@@ -20,12 +25,12 @@ pub(crate) fn map(err: sqlx::Error) -> Error {
         sqlx::Error::Configuration(e) => {
             Error::invalid("database_url", format!("bad PostgreSQL configuration: {e}"))
         }
-        sqlx::Error::Migrate(e) => map_migrate(*e),
         other => {
             tracing::error!(error = %other, "unexpected PostgreSQL error");
             Error::internal(format!("PostgreSQL: {other}"))
         }
-    }
+    };
+    mapped.with_source(err)
 }
 
 fn map_database(db: &dyn sqlx::error::DatabaseError) -> Error {
@@ -78,7 +83,9 @@ fn map_migrate(err: sqlx::migrate::MigrateError) -> Error {
     use sqlx::migrate::MigrateError;
     match err {
         MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => map(e),
-        other => Error::internal(format!("PostgreSQL migration failed: {other}")),
+        other => {
+            Error::internal(format!("PostgreSQL migration failed: {other}")).with_source(other)
+        }
     }
 }
 

@@ -132,7 +132,7 @@ async fn an_unmigrated_schema_is_unavailable() {
     };
     let store = schema.store(1).await;
     let err = store.get_job(JobId::new()).await.expect_err("no tables");
-    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(err.to_string().contains("run migrations"), "{err}");
 }
 
@@ -141,7 +141,10 @@ async fn an_unreachable_server_is_unavailable() {
     let err = PgStore::connect("postgres://postgres@127.0.0.1:1/none")
         .await
         .expect_err("nothing listens on port 1");
-    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    // The driver's error is kept as the source, not only as text.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(!source.to_string().is_empty());
 }
 
 #[tokio::test]
@@ -168,5 +171,5 @@ async fn a_closed_pool_is_unavailable() {
     };
     store.pool().close().await;
     let err = store.ping().await.expect_err("closed");
-    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
 }

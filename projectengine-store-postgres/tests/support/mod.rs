@@ -136,6 +136,7 @@ impl std::ops::Deref for TestStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Store for TestStore {
     async fn create_job(&self, job: NewJob) -> Result<Changed> {
         self.store.create_job(job).await
