@@ -182,6 +182,24 @@ impl Engine {
         registry: Registry,
         limits: Limits,
     ) -> Self {
+        Self::build(
+            store,
+            queue,
+            notifier,
+            registry,
+            limits,
+            WatchConfig::default(),
+        )
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        notifier: Arc<dyn Notifier>,
+        registry: Registry,
+        limits: Limits,
+        watch: WatchConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 observers: Default::default(),
@@ -191,7 +209,7 @@ impl Engine {
                 notifier,
                 registry,
                 limits,
-                watch: WatchConfig::default(),
+                watch,
             }),
         }
     }
@@ -229,6 +247,35 @@ impl Engine {
     /// The submission limits.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// This engine with other [`WatchConfig`] settings for its watches. The
+    /// answer is a new engine over the same backends and registry, with the
+    /// observers registered so far; clones made before keep the old settings.
+    pub fn with_watch_config(self, watch: WatchConfig) -> Self {
+        let i = &self.inner;
+        let observers = i
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let engine = Self::build(
+            i.store.clone(),
+            i.queue.clone(),
+            i.notifier.clone(),
+            i.registry.clone(),
+            i.limits.clone(),
+            watch,
+        );
+        for o in observers {
+            engine.add_observer(o);
+        }
+        engine
+    }
+
+    /// The settings of this engine's watches.
+    pub fn watch_config(&self) -> &WatchConfig {
+        &self.inner.watch
     }
 
     /// Validates a submission into a [`NewJob`] without storing anything.
@@ -497,7 +544,7 @@ impl Engine {
     /// Publishes persisted events of a job of `kind` to the notifier and the
     /// observers; a notifier failure is logged, not returned, because watchers
     /// catch up from the store.
-    pub async fn publish(&self, kind: &str, events: &[JobEvent]) {
+    pub(crate) async fn publish(&self, kind: &str, events: &[JobEvent]) {
         if events.is_empty() {
             return;
         }
@@ -523,7 +570,7 @@ impl Engine {
 
     /// Pushes a queued job to its queue; a queue failure is logged, not
     /// returned, because recovery pushes due jobs again.
-    pub async fn wake(&self, job: &Job) {
+    pub(crate) async fn wake(&self, job: &Job) {
         // A job due by its own last change (a submission for now) is due now:
         // no need to read the clock.
         let delayed = job.run_at > job.updated_at && job.run_at > Utc::now();
