@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use crate::metrics::EngineMetrics;
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
     App, AppId, Attempt, Error, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner,
@@ -150,6 +151,10 @@ struct Inner {
     registry: Registry,
     limits: Limits,
     watch: WatchConfig,
+    /// Handles registered with the recorder current when the engine was built.
+    metrics: EngineMetrics,
+    /// Handles registered by [`Engine::bind_metrics`]; they win when set.
+    bound_metrics: std::sync::OnceLock<EngineMetrics>,
 }
 
 impl fmt::Debug for Engine {
@@ -207,6 +212,8 @@ impl Engine {
                 store,
                 queue,
                 notifier,
+                metrics: EngineMetrics::register(&registry),
+                bound_metrics: Default::default(),
                 registry,
                 limits,
                 watch,
@@ -269,6 +276,9 @@ impl Engine {
         );
         for o in observers {
             engine.add_observer(o);
+        }
+        if let Some(bound) = i.bound_metrics.get() {
+            let _ = engine.inner.bound_metrics.set(bound.clone());
         }
         engine
     }
@@ -384,6 +394,7 @@ impl Engine {
     pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
         let new = self.validate(owner, req)?;
         let changed = self.inner.store.create_job(new).await?;
+        self.metrics().submitted(&changed.job.kind);
         // Independent: watchers order events by seq whatever arrives first.
         tokio::join!(
             self.publish(&changed.job.kind, &changed.events),
@@ -529,6 +540,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Registers this engine's [metrics](crate::metrics) with `recorder`
+    /// instead of the recorder current when it was built (the global one).
+    /// Only the first binding counts: `false` if the engine was bound before.
+    /// Bind before work runs: an attempt keeps the handles it started with.
+    pub fn bind_metrics(&self, recorder: &dyn ::metrics::Recorder) -> bool {
+        let mut fresh = false;
+        self.inner.bound_metrics.get_or_init(|| {
+            fresh = true;
+            EngineMetrics::register_with(recorder, &self.inner.registry)
+        });
+        fresh
+    }
+
+    /// Sets the queue-depth gauges from the queue: call it before rendering
+    /// the [metrics](crate::metrics).
+    pub async fn read_queue_depth(&self) {
+        self.metrics().read_queue_depth(&*self.inner.queue).await;
+    }
+
+    pub(crate) fn metrics(&self) -> &EngineMetrics {
+        self.inner
+            .bound_metrics
+            .get()
+            .unwrap_or(&self.inner.metrics)
+    }
+
     /// Registers an observer of every event this engine publishes.
     pub fn add_observer(&self, observer: Arc<dyn EventObserver>) {
         self.inner
@@ -548,6 +585,7 @@ impl Engine {
         if events.is_empty() {
             return;
         }
+        self.metrics().persisted(kind, events);
         if self
             .inner
             .observed

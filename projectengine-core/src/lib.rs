@@ -8,6 +8,7 @@ mod event;
 mod ids;
 mod job;
 pub mod memory;
+pub mod metrics;
 mod notifier;
 mod orchestrator;
 mod queue;

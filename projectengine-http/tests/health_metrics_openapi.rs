@@ -333,3 +333,54 @@ async fn the_docs_page_loads_the_document() {
         );
     }
 }
+
+/// A worker process without a router: the engine's metrics go to the
+/// recorder that was current when it was built (here a local one; in a
+/// process, the global one).
+#[tokio::test]
+async fn engine_metrics_reach_the_recorder_current_when_it_was_built() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let registry =
+        Registry::new().register("stub", StubOrchestrator::new(2, Duration::from_millis(5)));
+    let engine = metrics::with_local_recorder(&recorder, || Engine::in_memory(registry));
+    let worker = projectengine_core::Worker::new(
+        engine.clone(),
+        projectengine_core::WorkerConfig::default(),
+    )
+    .spawn();
+    let owner = projectengine_core::Owner::new("alice");
+    let job = engine
+        .submit(&owner, projectengine_core::Submit::new("x"))
+        .await
+        .expect("submit");
+    let done = async {
+        loop {
+            let j = engine.get(&owner, job.id).await.expect("get");
+            if j.status == JobStatus::Succeeded {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("the job ran");
+    worker.shutdown().await;
+    let m = handle.render();
+    let expect = [
+        (r#"projectengine_jobs_submitted_total{kind="stub"}"#, 1.0),
+        (
+            r#"projectengine_jobs_finished_total{kind="stub",status="succeeded"}"#,
+            1.0,
+        ),
+        (r#"projectengine_running_attempts{kind="stub"}"#, 0.0),
+        (
+            r#"projectengine_attempt_duration_seconds_count{kind="stub"}"#,
+            1.0,
+        ),
+    ];
+    for (series, value) in expect {
+        assert_eq!(sample(&m, series), Some(value), "{series}\n{m}");
+    }
+}
