@@ -11,7 +11,9 @@ use projectengine_core::{AppId, JobId};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
+use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::state::ApiState;
 
 /// A JSON body: `Content-Type: application/json`, within the body limit,
 /// deserialized with the path of the field at fault on error.
@@ -221,5 +223,14 @@ mod tests {
         assert_eq!(e.field(), Some("cursor"));
         let q = parse_query::<ListJobsQuery>("limit=2&status=queued&order=desc&x=1").unwrap();
         assert_eq!(q.limit, Some(2));
+    }
+}
+
+impl FromRequestParts<ApiState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let owner = state.authenticator().authenticate(parts).await?;
+        Ok(Authenticated(owner))
     }
 }

@@ -384,3 +384,65 @@ async fn engine_metrics_reach_the_recorder_current_when_it_was_built() {
         assert_eq!(sample(&m, series), Some(value), "{series}\n{m}");
     }
 }
+
+/// The document states the engine's configured limits, not the defaults.
+#[tokio::test]
+async fn the_openapi_document_states_the_configured_limits() {
+    let limits = projectengine_core::Limits {
+        max_prompt_bytes: 100,
+        priority: -5..=5,
+        max_attempts: 2..=7,
+        default_max_attempts: 4,
+        timeout: Duration::from_secs(10)..=Duration::from_secs(600),
+        default_timeout: Duration::from_secs(60),
+        max_page: 20,
+        ..projectengine_core::Limits::default()
+    };
+    let registry = Registry::new().register("stub", StubOrchestrator::default());
+    let engine = Engine::with_limits(
+        Arc::new(MemoryStore::new()),
+        Arc::new(projectengine_core::memory::MemoryQueue::default()),
+        Arc::new(MemoryNotifier::default()),
+        registry,
+        limits,
+    );
+    let app = router(engine, JwtAuth::hs256(common::SECRET).expect("secret"));
+    let res = app
+        .oneshot(
+            Request::get("/openapi.json")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let doc: Value = serde_json::from_slice(&bytes).expect("json");
+    let p = &doc["components"]["schemas"]["CreateJob"]["properties"];
+    assert_eq!(p["prompt"]["maxLength"], 100);
+    assert_eq!(
+        (&p["priority"]["minimum"], &p["priority"]["maximum"]),
+        (&json!(-5), &json!(5))
+    );
+    assert_eq!(
+        (&p["max_attempts"]["minimum"], &p["max_attempts"]["maximum"]),
+        (&json!(2), &json!(7))
+    );
+    assert_eq!(p["max_attempts"]["default"], 4);
+    assert_eq!(
+        (&p["timeout_s"]["minimum"], &p["timeout_s"]["maximum"]),
+        (&json!(10), &json!(600))
+    );
+    assert_eq!(p["timeout_s"]["default"], 60);
+    let limit = doc["paths"]["/api/jobs/"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|q| q["name"] == "limit")
+        .expect("limit");
+    assert!(
+        limit["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("1–20")),
+        "{limit}"
+    );
+}
