@@ -190,6 +190,15 @@ where
     }
 }
 
+impl FromRequestParts<ApiState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let owner = state.authenticator().authenticate(parts).await?;
+        Ok(Authenticated(owner))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,14 +232,5 @@ mod tests {
         assert_eq!(e.field(), Some("cursor"));
         let q = parse_query::<ListJobsQuery>("limit=2&status=queued&order=desc&x=1").unwrap();
         assert_eq!(q.limit, Some(2));
-    }
-}
-
-impl FromRequestParts<ApiState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let owner = state.authenticator().authenticate(parts).await?;
-        Ok(Authenticated(owner))
     }
 }
