@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use crate::metrics::EngineMetrics;
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
     App, AppId, Attempt, Error, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner,
@@ -155,6 +156,10 @@ struct Inner {
     registry: Registry,
     limits: Limits,
     watch: WatchConfig,
+    /// Handles registered with the recorder current when the engine was built.
+    metrics: EngineMetrics,
+    /// Handles registered by [`Engine::bind_metrics`]; they win when set.
+    bound_metrics: std::sync::OnceLock<EngineMetrics>,
 }
 
 impl fmt::Debug for Engine {
@@ -187,6 +192,24 @@ impl Engine {
         registry: Registry,
         limits: Limits,
     ) -> Self {
+        Self::build(
+            store,
+            queue,
+            notifier,
+            registry,
+            limits,
+            WatchConfig::default(),
+        )
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        notifier: Arc<dyn Notifier>,
+        registry: Registry,
+        limits: Limits,
+        watch: WatchConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 observers: Default::default(),
@@ -194,9 +217,11 @@ impl Engine {
                 store,
                 queue,
                 notifier,
+                metrics: EngineMetrics::register(&registry),
+                bound_metrics: Default::default(),
                 registry,
                 limits,
-                watch: WatchConfig::default(),
+                watch,
             }),
         }
     }
@@ -234,6 +259,38 @@ impl Engine {
     /// The submission limits.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// This engine with other [`WatchConfig`] settings for its watches. The
+    /// answer is a new engine over the same backends and registry, with the
+    /// observers registered so far; clones made before keep the old settings.
+    pub fn with_watch_config(self, watch: WatchConfig) -> Self {
+        let i = &self.inner;
+        let observers = i
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let engine = Self::build(
+            i.store.clone(),
+            i.queue.clone(),
+            i.notifier.clone(),
+            i.registry.clone(),
+            i.limits.clone(),
+            watch,
+        );
+        for o in observers {
+            engine.add_observer(o);
+        }
+        if let Some(bound) = i.bound_metrics.get() {
+            let _ = engine.inner.bound_metrics.set(bound.clone());
+        }
+        engine
+    }
+
+    /// The settings of this engine's watches.
+    pub fn watch_config(&self) -> &WatchConfig {
+        &self.inner.watch
     }
 
     /// Validates a submission into a [`NewJob`] without storing anything.
@@ -343,6 +400,7 @@ impl Engine {
     pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
         let new = self.validate(owner, req)?;
         let changed = self.inner.store.create_job(new).await?;
+        self.metrics().submitted(&changed.job.kind);
         // Independent: watchers order events by seq whatever arrives first.
         tokio::join!(
             self.publish(&changed.job.kind, &changed.events),
@@ -488,6 +546,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Registers this engine's [metrics](crate::metrics) with `recorder`
+    /// instead of the recorder current when it was built (the global one).
+    /// Only the first binding counts: `false` if the engine was bound before.
+    /// Bind before work runs: an attempt keeps the handles it started with.
+    pub fn bind_metrics(&self, recorder: &dyn ::metrics::Recorder) -> bool {
+        let mut fresh = false;
+        self.inner.bound_metrics.get_or_init(|| {
+            fresh = true;
+            EngineMetrics::register_with(recorder, &self.inner.registry)
+        });
+        fresh
+    }
+
+    /// Sets the queue-depth gauges from the queue: call it before rendering
+    /// the [metrics](crate::metrics).
+    pub async fn read_queue_depth(&self) {
+        self.metrics().read_queue_depth(&*self.inner.queue).await;
+    }
+
+    pub(crate) fn metrics(&self) -> &EngineMetrics {
+        self.inner
+            .bound_metrics
+            .get()
+            .unwrap_or(&self.inner.metrics)
+    }
+
     /// Registers an observer of every event this engine publishes.
     pub fn add_observer(&self, observer: Arc<dyn EventObserver>) {
         self.inner
@@ -503,10 +587,11 @@ impl Engine {
     /// Publishes persisted events of a job of `kind` to the notifier and the
     /// observers; a notifier failure is logged, not returned, because watchers
     /// catch up from the store.
-    pub async fn publish(&self, kind: &str, events: &[JobEvent]) {
+    pub(crate) async fn publish(&self, kind: &str, events: &[JobEvent]) {
         if events.is_empty() {
             return;
         }
+        self.metrics().persisted(kind, events);
         if self
             .inner
             .observed
@@ -529,7 +614,7 @@ impl Engine {
 
     /// Pushes a queued job to its queue; a queue failure is logged, not
     /// returned, because recovery pushes due jobs again.
-    pub async fn wake(&self, job: &Job) {
+    pub(crate) async fn wake(&self, job: &Job) {
         // A job due by its own last change (a submission for now) is due now:
         // no need to read the clock.
         let delayed = job.run_at > job.updated_at && job.run_at > Utc::now();

@@ -8,6 +8,7 @@ mod event;
 mod ids;
 mod job;
 pub mod memory;
+pub mod metrics;
 mod notifier;
 mod orchestrator;
 mod queue;
@@ -34,7 +35,7 @@ pub use orchestrator::{
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
 pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
-pub use watch::EventStream;
+pub use watch::{EventStream, WatchConfig};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
 
 /// Re-exported so orchestrators need not depend on tokio-util themselves.

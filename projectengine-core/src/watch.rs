@@ -15,20 +15,29 @@ use crate::{JobEvent, JobId, Notification, NotificationStream, Notifier, Result,
 pub type EventStream = BoxStream<'static, Result<JobEvent>>;
 
 /// How a watch catches up when live notifications are quiet or unavailable.
-#[derive(Clone, Debug)]
-pub(crate) struct WatchConfig {
-    /// With a live subscription: read the store after this long without news.
-    pub idle_poll: Duration,
-    /// Without one (the notifier is down): read the store this often.
+///
+/// A watch relies on its notifier's contract: a subscription is live once
+/// [`Notifier::subscribe`] returns, and every event it may have missed is
+/// reported as [`Notification::Lagged`] (or shows as a gap in seq). Both send
+/// it to the store at once. The safety net covers only what no notifier can
+/// know: an event persisted by a process that died before publishing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchConfig {
+    /// With a live subscription, read the store anyway after this long
+    /// without news (default 30 s).
+    pub safety_net: Duration,
+    /// Without one (the notifier is down): read the store, and try to
+    /// subscribe again, this often (default 250 ms).
     pub fallback_poll: Duration,
-    /// Events read from the store at a time.
+    /// Events read from the store at a time (default 500).
     pub batch: usize,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
         Self {
-            idle_poll: Duration::from_secs(2),
+            safety_net: Duration::from_secs(30),
             fallback_poll: Duration::from_millis(250),
             batch: 500,
         }
@@ -48,8 +57,9 @@ struct State {
     done: bool,
 }
 
-/// Subscribes first, then replays from the store, then forwards live events,
-/// dropping duplicates and filling gaps from the store.
+/// Subscribes first (a subscription is live once `subscribe` returns), then
+/// replays from the store, then forwards live events, dropping duplicates and
+/// filling gaps from the store.
 pub(crate) async fn watch(
     store: Arc<dyn Store>,
     notifier: Arc<dyn Notifier>,
@@ -135,7 +145,7 @@ impl State {
         let after = self.buf.back().map_or(self.last, |e| e.seq);
         let events = self
             .store
-            .events(self.job_id, after, self.config.batch)
+            .events(self.job_id, after, self.config.batch.max(1))
             .await?;
         let found = !events.is_empty();
         self.buf.extend(events);
@@ -150,7 +160,7 @@ impl State {
             self.sub = subscribe(&*self.notifier, self.job_id).await;
             return;
         };
-        let next = tokio::time::timeout(self.config.idle_poll, sub.next()).await;
+        let next = tokio::time::timeout(self.config.safety_net, sub.next()).await;
         match next {
             Ok(Some(Notification::Event(ev))) => {
                 if ev.job_id != self.job_id || ev.seq <= self.last {

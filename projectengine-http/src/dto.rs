@@ -15,13 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    /// What to do (1 byte to 32 KiB of UTF-8, not only whitespace).
-    #[schema(
-        example = "build me a todo app",
-        min_length = 1,
-        max_length = 32768,
-        pattern = "\\S"
-    )]
+    /// What to do (1 byte up to the configured limit of UTF-8, not only
+    /// whitespace).
+    #[schema(example = "build me a todo app", min_length = 1, pattern = "\\S")]
     pub prompt: String,
     /// Orchestrator kind; the default kind when absent. Must be registered.
     #[serde(default)]
@@ -30,17 +26,14 @@ pub struct CreateJob {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub params: Option<Map<String, Value>>,
-    /// Higher runs first, −100 to 100 (default 0).
+    /// Higher runs first, within the configured bounds (default 0).
     #[serde(default, deserialize_with = "whole")]
-    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
-    /// Attempts allowed, 1 to 100 (default 3).
+    /// Attempts allowed, within the configured bounds.
     #[serde(default, deserialize_with = "whole")]
-    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
-    /// Per-attempt timeout in seconds, 1 to 604800 (default 3600).
+    /// Per-attempt timeout in seconds, within the configured bounds.
     #[serde(default, deserialize_with = "whole")]
-    #[schema(minimum = 1, maximum = 604800)]
     pub timeout_s: Option<u64>,
     /// Not before this time (RFC 3339).
     #[serde(default)]
@@ -392,7 +385,8 @@ pub enum Order {
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
-    /// Page size, 1–500 (default 50; 0 means the default; more is taken as 500).
+    /// Page size, up to the configured largest page (default 50; 0 means the
+    /// default; more is taken as the largest page).
     #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
@@ -410,7 +404,8 @@ pub struct ListJobsQuery {
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListAppsQuery {
-    /// Page size, 1–500 (default 50; 0 means the default; more is taken as 500).
+    /// Page size, up to the configured largest page (default 50; 0 means the
+    /// default; more is taken as the largest page).
     #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
@@ -425,7 +420,8 @@ pub struct EventsQuery {
     /// Only events with a greater seq (default 0: from the start).
     #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
-    /// At most this many, 1–500 (default 50; 0 means the default; more is taken as 500).
+    /// Page size, up to the configured largest page (default 50; 0 means the
+    /// default; more is taken as the largest page).
     #[param(minimum = 0, maximum = 18446744073709551615_u64)]
     pub limit: Option<usize>,
 }

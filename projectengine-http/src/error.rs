@@ -10,8 +10,6 @@ use projectengine_core::Error;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::AuthError;
-
 /// An error answered to a client: a status, a stable code, a message, and the
 /// field at fault when there is one.
 ///
@@ -115,6 +113,18 @@ impl ApiError {
         e
     }
 
+    /// Adds a detail that is logged, never shown.
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Answers with `WWW-Authenticate: Bearer` (for a 401).
+    pub(crate) fn with_challenge(mut self) -> Self {
+        self.challenge = true;
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -190,28 +200,6 @@ impl From<Error> for ApiError {
                 err
             }
             other => ApiError::internal(other.to_string()),
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Unavailable(detail) => {
-                let mut err = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "authentication is unavailable; try again later",
-                );
-                err.detail = Some(detail.into_owned());
-                err
-            }
-            other => {
-                let mut err =
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string());
-                err.challenge = true;
-                err
-            }
         }
     }
 }

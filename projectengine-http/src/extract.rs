@@ -11,7 +11,9 @@ use projectengine_core::{AppId, JobId};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
+use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::state::ApiState;
 
 /// A JSON body: `Content-Type: application/json`, within the body limit,
 /// deserialized with the path of the field at fault on error.
@@ -185,6 +187,15 @@ where
             .map_err(|_| ApiError::bad_param(name, "must be a UUID"))?;
         id.record();
         Ok(PathId(id))
+    }
+}
+
+impl FromRequestParts<ApiState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let owner = state.authenticator().authenticate(parts).await?;
+        Ok(Authenticated(owner))
     }
 }
 

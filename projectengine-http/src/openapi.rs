@@ -6,6 +6,8 @@ use axum::response::{Html, IntoResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use projectengine_core::Limits;
+
 use crate::routes::{apps, health, jobs, sse, ws};
 use crate::state::ApiState;
 
@@ -51,7 +53,8 @@ impl Modify for BearerScheme {
     }
 }
 
-/// The document as served: the generated one.
+/// The generated document. `/openapi.json` serves it with the deployment's
+/// kinds and the engine's configured [`Limits`] written in.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
@@ -77,7 +80,105 @@ pub(crate) async fn openapi_json(State(state): State<ApiState>) -> impl IntoResp
         kinds.push(serde_json::Value::Null);
         kind["enum"] = serde_json::Value::Array(kinds);
     }
+    apply_limits(&mut doc, state.engine().limits());
     axum::Json(doc).into_response()
+}
+
+/// Writes the configured limits into the document: the bounds and defaults
+/// of a submission, and the largest page.
+fn apply_limits(doc: &mut serde_json::Value, limits: &Limits) {
+    use serde_json::json;
+    let create = "/components/schemas/CreateJob/properties";
+    let mut set = |field: &str, values: serde_json::Value| {
+        if let (Some(schema), serde_json::Value::Object(values)) =
+            (doc.pointer_mut(&format!("{create}/{field}")), values)
+        {
+            for (k, v) in values {
+                schema[k] = v;
+            }
+        }
+    };
+    set(
+        "prompt",
+        json!({
+            "maxLength": limits.max_prompt_bytes,
+            "description": format!(
+                "What to do (1 to {} bytes of UTF-8, not only whitespace).",
+                limits.max_prompt_bytes
+            ),
+        }),
+    );
+    set(
+        "params",
+        json!({
+            "description": format!(
+                "Parameters for the orchestrator: a JSON object of at most {} bytes serialized.",
+                limits.max_params_bytes
+            ),
+        }),
+    );
+    let (lo, hi) = (*limits.priority.start(), *limits.priority.end());
+    set(
+        "priority",
+        json!({
+            "minimum": lo,
+            "maximum": hi,
+            "default": 0.clamp(lo, hi),
+            "description": format!("Higher runs first, {lo} to {hi} (default 0)."),
+        }),
+    );
+    let (lo, hi) = (*limits.max_attempts.start(), *limits.max_attempts.end());
+    set(
+        "max_attempts",
+        json!({
+            "minimum": lo,
+            "maximum": hi,
+            "default": limits.default_max_attempts,
+            "description": format!(
+                "Attempts allowed, {lo} to {hi} (default {}).",
+                limits.default_max_attempts
+            ),
+        }),
+    );
+    let (lo, hi) = (
+        limits.timeout.start().as_secs(),
+        limits.timeout.end().as_secs(),
+    );
+    let default = limits.default_timeout.as_secs();
+    set(
+        "timeout_s",
+        json!({
+            "minimum": lo,
+            "maximum": hi,
+            "default": default,
+            "description": format!(
+                "Per-attempt timeout in seconds, {lo} to {hi} (default {default})."
+            ),
+        }),
+    );
+    // Page sizes: any number is accepted (more is clamped), so only the text
+    // names the largest page.
+    let page = format!(
+        "Page size, 1–{max} (default 50; 0 means the default; more is taken as {max}).",
+        max = limits.max_page
+    );
+    if let Some(serde_json::Value::Object(paths)) = doc.get_mut("paths") {
+        for item in paths.values_mut() {
+            let serde_json::Value::Object(ops) = item else {
+                continue;
+            };
+            for op in ops.values_mut() {
+                let Some(serde_json::Value::Array(params)) = op.get_mut("parameters") else {
+                    continue;
+                };
+                for p in params {
+                    if p["name"] == "limit" && p["in"] == "query" {
+                        p["description"] = json!(page);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A page that fetches `/openapi.json` and lists the operations.

@@ -338,3 +338,116 @@ async fn the_docs_page_loads_the_document() {
         );
     }
 }
+
+/// A worker process without a router: the engine's metrics go to the
+/// recorder that was current when it was built (here a local one; in a
+/// process, the global one).
+#[tokio::test]
+async fn engine_metrics_reach_the_recorder_current_when_it_was_built() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let registry =
+        Registry::new().register("stub", StubOrchestrator::new(2, Duration::from_millis(5)));
+    let engine = metrics::with_local_recorder(&recorder, || Engine::in_memory(registry));
+    let worker = projectengine_core::Worker::new(
+        engine.clone(),
+        projectengine_core::WorkerConfig::default(),
+    )
+    .spawn();
+    let owner = projectengine_core::Owner::new("alice");
+    let job = engine
+        .submit(&owner, projectengine_core::Submit::new("x"))
+        .await
+        .expect("submit");
+    let done = async {
+        loop {
+            let j = engine.get(&owner, job.id).await.expect("get");
+            if j.status == JobStatus::Succeeded {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("the job ran");
+    worker.shutdown().await;
+    let m = handle.render();
+    let expect = [
+        (r#"projectengine_jobs_submitted_total{kind="stub"}"#, 1.0),
+        (
+            r#"projectengine_jobs_finished_total{kind="stub",status="succeeded"}"#,
+            1.0,
+        ),
+        (r#"projectengine_running_attempts{kind="stub"}"#, 0.0),
+        (
+            r#"projectengine_attempt_duration_seconds_count{kind="stub"}"#,
+            1.0,
+        ),
+    ];
+    for (series, value) in expect {
+        assert_eq!(sample(&m, series), Some(value), "{series}\n{m}");
+    }
+}
+
+/// The document states the engine's configured limits, not the defaults.
+#[tokio::test]
+async fn the_openapi_document_states_the_configured_limits() {
+    let limits = projectengine_core::Limits {
+        max_prompt_bytes: 100,
+        priority: -5..=5,
+        max_attempts: 2..=7,
+        default_max_attempts: 4,
+        timeout: Duration::from_secs(10)..=Duration::from_secs(600),
+        default_timeout: Duration::from_secs(60),
+        max_page: 20,
+        ..projectengine_core::Limits::default()
+    };
+    let registry = Registry::new().register("stub", StubOrchestrator::default());
+    let engine = Engine::with_limits(
+        Arc::new(MemoryStore::new()),
+        Arc::new(projectengine_core::memory::MemoryQueue::default()),
+        Arc::new(MemoryNotifier::default()),
+        registry,
+        limits,
+    );
+    let app = router(engine, JwtAuth::hs256(common::SECRET).expect("secret"));
+    let res = app
+        .oneshot(
+            Request::get("/openapi.json")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let doc: Value = serde_json::from_slice(&bytes).expect("json");
+    let p = &doc["components"]["schemas"]["CreateJob"]["properties"];
+    assert_eq!(p["prompt"]["maxLength"], 100);
+    assert_eq!(
+        (&p["priority"]["minimum"], &p["priority"]["maximum"]),
+        (&json!(-5), &json!(5))
+    );
+    assert_eq!(
+        (&p["max_attempts"]["minimum"], &p["max_attempts"]["maximum"]),
+        (&json!(2), &json!(7))
+    );
+    assert_eq!(p["max_attempts"]["default"], 4);
+    assert_eq!(
+        (&p["timeout_s"]["minimum"], &p["timeout_s"]["maximum"]),
+        (&json!(10), &json!(600))
+    );
+    assert_eq!(p["timeout_s"]["default"], 60);
+    let limit = doc["paths"]["/api/jobs/"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|q| q["name"] == "limit")
+        .expect("limit");
+    assert!(
+        limit["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("1–20")),
+        "{limit}"
+    );
+}

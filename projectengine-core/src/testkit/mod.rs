@@ -133,6 +133,8 @@ macro_rules! notifier_suite {
             check_subscription_is_per_job,
             check_every_subscriber_receives,
             check_publish_without_subscribers,
+            check_subscription_is_live_when_subscribe_returns,
+            check_every_loss_is_reported,
         );
     };
 }

@@ -1,4 +1,5 @@
-//! The [`Notifier`] suite.
+//! The [`Notifier`] suite. No check waits after `subscribe`: a subscription
+//! must be live when it returns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,16 +38,10 @@ async fn next_event(sub: &mut NotificationStream) -> JobEvent {
     }
 }
 
-/// Give a subscription time to be established at a remote broker.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
 /// Published events reach a subscriber, in order, intact.
 pub async fn check_publish_reaches_subscriber(notifier: Arc<dyn Notifier>) {
     let job = JobId::new();
     let mut sub = notifier.subscribe(job).await.expect("subscribe");
-    settle().await;
     let events: Vec<JobEvent> = (1..=3).map(|s| event(job, s)).collect();
     notifier.publish(&events[..2]).await.expect("publish");
     notifier.publish(&events[2..]).await.expect("publish");
@@ -59,7 +54,6 @@ pub async fn check_publish_reaches_subscriber(notifier: Arc<dyn Notifier>) {
 pub async fn check_subscription_is_per_job(notifier: Arc<dyn Notifier>) {
     let (mine, other) = (JobId::new(), JobId::new());
     let mut sub = notifier.subscribe(mine).await.expect("subscribe");
-    settle().await;
     notifier
         .publish(&[event(other, 1), event(other, 2)])
         .await
@@ -76,7 +70,6 @@ pub async fn check_every_subscriber_receives(notifier: Arc<dyn Notifier>) {
     for _ in 0..5 {
         subs.push(notifier.subscribe(job).await.expect("subscribe"));
     }
-    settle().await;
     notifier
         .publish(&[event(job, 1), event(job, 2)])
         .await
@@ -98,4 +91,63 @@ pub async fn check_publish_without_subscribers(notifier: Arc<dyn Notifier>) {
         .await
         .expect("publish");
     notifier.publish(&[]).await.expect("publish nothing");
+}
+
+/// A subscription is live as soon as `subscribe` returns: an event published
+/// right after reaches it, whether the job is the first one watched (a broker
+/// subscribes) or others are watched already.
+pub async fn check_subscription_is_live_when_subscribe_returns(notifier: Arc<dyn Notifier>) {
+    let mut kept = Vec::new();
+    for round in 0..12 {
+        let job = JobId::new();
+        let mut sub = notifier.subscribe(job).await.expect("subscribe");
+        notifier.publish(&[event(job, 1)]).await.expect("publish");
+        let got = next_event(&mut sub).await;
+        assert_eq!((got.job_id, got.seq), (job, 1), "round {round}");
+        kept.push(sub);
+        if round % 3 == 2 {
+            // Nothing watched any more: the next round subscribes afresh.
+            kept.clear();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A subscriber that does not keep up may lose events, but never silently:
+/// whatever it misses, it is told [`Notification::Lagged`] before the events
+/// that come after the loss (and at all, when the loss is at the end).
+pub async fn check_every_loss_is_reported(notifier: Arc<dyn Notifier>) {
+    const EVENTS: u64 = 5000;
+    const QUIET: Duration = Duration::from_secs(2);
+    let job = JobId::new();
+    let mut sub = notifier.subscribe(job).await.expect("subscribe");
+    // Published before anything is read: a bounded adapter overflows.
+    for seq in 1..=EVENTS {
+        notifier.publish(&[event(job, seq)]).await.expect("publish");
+    }
+    let (mut last, mut lagged, mut received) = (0, false, 0u64);
+    while last < EVENTS {
+        match tokio::time::timeout(QUIET, sub.next()).await {
+            Ok(Some(Notification::Lagged)) => lagged = true,
+            Ok(Some(Notification::Event(e))) => {
+                assert_eq!(e.job_id, job);
+                assert!(
+                    e.seq <= last + 1 || lagged,
+                    "events {}..{} were lost without a Lagged",
+                    last + 1,
+                    e.seq
+                );
+                last = last.max(e.seq);
+                received += 1;
+            }
+            Ok(None) => panic!("the subscription ended"),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        last == EVENTS || lagged,
+        "events {}..={EVENTS} were lost without a Lagged",
+        last + 1
+    );
+    assert!(received > 0 || lagged, "nothing arrived, and no Lagged");
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
-    JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobDetail,
+    JobEvent, JobId, JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
 };
 
 /// Wraps a store and sleeps `delay` before each write of a running attempt
@@ -30,6 +30,7 @@ impl SlowStore {
     }
 }
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl Store for SlowStore {
     async fn create_job(&self, job: NewJob) -> Result<Changed> {
@@ -71,6 +72,9 @@ impl Store for SlowStore {
     }
     async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
         self.inner.attempts(id).await
+    }
+    async fn job_detail(&self, id: JobId) -> Result<Option<JobDetail>> {
+        self.inner.job_detail(id).await
     }
     async fn get_app(&self, id: AppId) -> Result<Option<App>> {
         self.inner.get_app(id).await

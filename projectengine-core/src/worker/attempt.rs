@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::callbacks::AttemptCallbacks;
 use super::WorkerConfig;
+use crate::metrics::RunningAttempt;
 use crate::{
     Claim, Engine, Error, ErrorKind, Job, JobError, JobStatus, OrchestratorError, Outcome,
     Registered,
@@ -36,6 +37,7 @@ pub(crate) async fn run(
     let span =
         tracing::info_span!("attempt", job_id = %job.id, attempt = fence.attempt, kind = %job.kind);
     async move {
+        let _running = RunningAttempt::start(engine.metrics().kind(&job.kind));
         let Some(registered) = engine.registry().get(&job.kind) else {
             let outcome = Outcome::Failed {
                 error: JobError::new(

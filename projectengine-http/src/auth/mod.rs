@@ -1,5 +1,7 @@
 //! Authentication: the [`Authenticator`] trait an application implements (or
-//! takes [`JwtAuth`] for), and the extractor handlers use.
+//! takes [`JwtAuth`] for), and the extractor handlers use. This module
+//! depends on [`crate::error`] (an [`AuthError`] becomes an [`ApiError`]),
+//! never the other way round.
 
 mod jwt;
 
@@ -7,15 +9,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use projectengine_core::Owner;
 
 pub use jwt::{JwtAuth, JwtConfigError};
 
 use crate::error::ApiError;
-use crate::ApiState;
 
 /// Why a request could not be authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +40,21 @@ impl AuthError {
     /// Shorthand for [`AuthError::Invalid`].
     pub fn invalid(reason: impl Into<Cow<'static, str>>) -> Self {
         AuthError::Invalid(reason.into())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unavailable(detail) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "authentication is unavailable; try again later",
+            )
+            .with_detail(detail.into_owned()),
+            other => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string())
+                .with_challenge(),
+        }
     }
 }
 
@@ -137,15 +152,6 @@ fn protocol_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The authenticated owner of a request: the extractor every protected handler
-/// takes first.
+/// takes first (it asks the state's [`Authenticator`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authenticated(pub Owner);
-
-impl FromRequestParts<ApiState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let owner = state.authenticator().authenticate(parts).await?;
-        Ok(Authenticated(owner))
-    }
-}

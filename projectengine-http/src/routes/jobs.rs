@@ -68,7 +68,6 @@ pub async fn create(
         .await
         .map_err(|e| ApiError::from(e).rename_field("timeout", "timeout_s"))?;
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    state.metrics().job_submitted(&job.kind);
     let location = format!("{}/{}/", uri.path().trim_end_matches('/'), job.id);
     let mut res = (StatusCode::CREATED, Json(JobDto::from(job))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -36,7 +36,10 @@ use subscriber::Request;
 /// (at most [`RedisConfig::command_timeout`]) until what this process
 /// published before is sent, then sets a barrier on the subscriber connection
 /// (the `SUBSCRIBE`, or a `PING` when already subscribed), so the new
-/// subscription sees only events published after it was established.
+/// subscription sees only events published after it was established. It
+/// returns once Redis answered that barrier: the subscription is live, as the
+/// [`Notifier`] contract asks; while the subscriber connection is down it
+/// fails with [`Error::Unavailable`] instead (the watch then polls the store).
 ///
 /// Every subscription of a process shares **one** subscriber connection (RESP3,
 /// named `<prefix>:subscriber`), owned by a background task that fans
