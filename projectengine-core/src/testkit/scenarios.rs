@@ -160,6 +160,8 @@ pub async fn check_watch_across_reconnects(backends: Backends) {
         )
         .await
         .expect("events in time");
+        // Each connection ends mid-job, so the next one resumes with `after`.
+        assert_eq!(part.len(), take, "the job ended before the reconnects");
         seen.extend(part);
     }
     let rest = h.watch_all(job.id, seen.last().map_or(0, |e| e.seq)).await;
@@ -177,6 +179,8 @@ pub async fn check_watch_of_a_finished_job(backends: Backends) {
     let worker = h.worker();
     let job = h.submit(json!({})).await;
     let first = h.watch_all(job.id, 0).await;
+    assert_gap_free(&first, 1);
+    assert!(first.last().is_some_and(JobEvent::is_terminal), "{first:?}");
     let again = h.watch_all(job.id, 0).await;
     assert_eq!(first, again);
     let last = first.last().map_or(0, |e| e.seq);
