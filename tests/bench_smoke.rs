@@ -140,3 +140,30 @@ async fn w1_pg_redis() {
     assert!(v["pg_xacts_per_job"].as_f64().is_some(), "{v}");
     assert!(v["redis_cmds_per_job"].as_f64().is_some(), "{v}");
 }
+
+#[tokio::test]
+async fn w2_pg_redis_counts_redis_commands() {
+    if !services().await {
+        return;
+    }
+    let v = tokio::task::spawn_blocking(|| run(&["w2", "--backend", "pg-redis", "--n", "5"]))
+        .await
+        .expect("bench");
+    assert_complete(&v, 5, 5);
+    assert!(v["redis_cmds_per_job"].as_f64().is_some(), "{v}");
+}
+
+#[tokio::test]
+async fn store_xacts_pg() {
+    if !services().await {
+        return;
+    }
+    let v = tokio::task::spawn_blocking(|| run(&["store-xacts", "--n", "20"]))
+        .await
+        .expect("bench");
+    assert_eq!(v["n"], 20, "{v}");
+    assert_eq!(v["pg_rollbacks"], 0, "{v}");
+    // One transaction at least for each of the 9 calls a job makes.
+    let per_job = v["pg_xacts_per_job"].as_f64().expect("pg_xacts_per_job");
+    assert!(per_job >= 9.0, "{v}");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{
-    assert_seqs, deployment, http, migrate, submit, token, wait_status, watch_to_end, Server,
+    assert_seqs, deployment, migrate, submit, token, wait_events, wait_status, watch_to_end, Server,
 };
 
 /// The local cluster's version, when `pg_ctlcluster` can manage it.
@@ -48,7 +48,11 @@ impl Drop for PgUp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_a_postgresql_restart() {
     let Some(version) = cluster() else {
-        println!("SKIPPED: pg_ctlcluster is not available");
+        projectengine_core::testkit::service_missing(
+            "pg_ctlcluster",
+            "/etc/postgresql",
+            &"not installed, or no cluster",
+        );
         return;
     };
     let Some(env) = deployment().await else {
@@ -72,26 +76,11 @@ async fn jobs_survive_a_postgresql_restart() {
         })
         .collect();
     // Restart once every job has made some progress.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for id in &ids {
-        loop {
-            let (_, page) = http(
-                addr,
-                "GET",
-                &format!("/api/jobs/{id}/events/?after=0&limit=500"),
-                Some(&t),
-                None,
-            )
-            .await;
-            let steps = page["items"]
-                .as_array()
-                .map_or(0, |a| a.iter().filter(|e| e["type"] == "step").count());
-            if steps >= 3 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no progress");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_events(addr, &t, id, "three steps", |evs| {
+            evs.iter().filter(|e| e["type"] == "step").count() >= 3
+        })
+        .await;
     }
     {
         let _guard = PgUp(version.clone());

@@ -13,12 +13,19 @@
 //! MONITOR, split into top-level ones and ones run inside scripts (it slows
 //! Redis down: use it for the counts, not for the timings).
 //!
+//! `store-xacts` counts the PostgreSQL transactions of N jobs (`--n`, default
+//! 1000) made through the Store API alone, K step appends each (`--k`,
+//! default 5), one call at a time on one connection; it always runs on
+//! `DATABASE_URL`. W2 on pg-redis reports Redis commands per job for jobs run
+//! one at a time (every pop waits first), W1 for a full queue.
+//!
 //! Prints a human table and one JSON line per run.
 
 mod backends;
 mod http;
 mod observe;
 mod report;
+mod store_xacts;
 mod workloads;
 
 use std::process::ExitCode;
@@ -26,7 +33,7 @@ use std::process::ExitCode;
 /// The command line.
 #[derive(Clone, Debug)]
 pub struct Args {
-    /// `w1`, `w2`, `w3` or `w4`.
+    /// `w1`, `w2`, `w3`, `w4` or `store-xacts`.
     pub workload: String,
     /// `memory` or `pg-redis`.
     pub backend: String,
@@ -57,7 +64,7 @@ pub struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let workload = it.next().ok_or(
-        "usage: bench <w1|w2|w3|w4> [--backend memory|pg-redis] [--n N] [--k K] [--concurrency C] \
+        "usage: bench <w1|w2|w3|w4|store-xacts> [--backend memory|pg-redis] [--n N] [--k K] [--concurrency C] \
          [--inflight F] [--pg-writers W] [--pg-batch B] [--publish-interval-ms MS] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
     )?;
     let mut args = Args {

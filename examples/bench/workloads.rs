@@ -11,7 +11,7 @@ use projectengine_core::{
 };
 use serde_json::json;
 
-use crate::backends::{self, Backends};
+use crate::backends::{self, Backends, CommandStats};
 use crate::observe::Observer;
 use crate::report::{peak_rss_mb, percentile, Report};
 use crate::Args;
@@ -93,6 +93,9 @@ async fn setup(args: &Args, k: u32, concurrency: usize, step: Duration) -> Resul
 }
 
 pub async fn run(args: &Args) -> Result<Report, String> {
+    if args.workload == "store-xacts" {
+        return crate::store_xacts::run(args).await;
+    }
     // The workload's defaults (WORKLOADS.md).
     let (k, concurrency, step) = match args.workload.as_str() {
         "w1" | "w2" | "w4" => (args.k.unwrap_or(5), args.concurrency.unwrap_or(16), 0),
@@ -101,7 +104,11 @@ pub async fn run(args: &Args) -> Result<Report, String> {
             args.concurrency.unwrap_or(100),
             args.step_ms,
         ),
-        other => return Err(format!("unknown workload `{other}` (w1, w2, w3, w4)")),
+        other => {
+            return Err(format!(
+                "unknown workload `{other}` (w1, w2, w3, w4, store-xacts)"
+            ))
+        }
     };
     let mut s = setup(args, k, concurrency, Duration::from_millis(step)).await?;
     let result = match args.workload.as_str() {
@@ -145,10 +152,7 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
         Some(pg) => Some(pg.xact_commit().await?),
         None => None,
     };
-    let redis_before = match s.backends.redis.as_mut() {
-        Some(r) => Some((r.command_stats().await?, r.monitor_counts())),
-        None => None,
-    };
+    let redis_before = redis_snapshot(s).await?;
     let owner = Owner::new("bench");
     let start = Instant::now();
     let engine = &s.engine;
@@ -172,10 +176,7 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
         .iter()
         .filter(|id| s.observer.times(**id).finished.map(|f| f.1) != Some(JobStatus::Succeeded))
         .count();
-    let redis_after = match s.backends.redis.as_mut() {
-        Some(r) => Some((r.command_stats().await?, r.monitor_counts())),
-        None => None,
-    };
+    let redis_after = redis_snapshot(s).await?;
     s.stop_worker().await;
     let xact_after = match &s.backends.pg {
         Some(pg) => {
@@ -209,37 +210,19 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
             round(hot as f64 / updates.max(1) as f64, 2),
         );
     }
-    if let (Some((b, mb)), Some((a, ma))) = (redis_before, redis_after) {
-        let mut per_cmd = a.since(&b);
-        // The first INFO is counted in the second snapshot.
-        if let Some(v) = per_cmd.get_mut("info") {
-            *v -= 1;
-        }
-        per_cmd.retain(|_, v| *v > 0);
-        let total: u64 = per_cmd.values().sum();
-        let evalsha = per_cmd.get("evalsha").copied().unwrap_or(0)
-            + per_cmd.get("eval").copied().unwrap_or(0);
-        r.set("redis_cmds", total);
-        r.set("redis_cmds_per_job", round(total as f64 / n as f64, 2));
-        r.set("redis_scripts_per_job", round(evalsha as f64 / n as f64, 2));
-        if let (Some((bt, bs)), Some((at, as_))) = (mb, ma) {
-            let (top, inner) = (at - bt, as_ - bs);
-            r.set("redis_toplevel_per_job", round(top as f64 / n as f64, 2));
-            r.set(
-                "redis_in_scripts_per_job",
-                round(inner as f64 / n as f64, 2),
-            );
-        }
-        r.set("redis_by_command", json!(per_cmd));
-        r.set("redis_other_clients", other_clients);
+    set_redis_counts(&mut r, n, redis_before, redis_after);
+    if let Some(c) = other_clients {
+        r.set("redis_other_clients", c);
     }
     Ok(r)
 }
 
-/// W2: idle workers; jobs submitted one at a time, each awaited before the next.
+/// W2: idle workers; jobs submitted one at a time, each awaited before the
+/// next (so every pop waits first). On pg-redis, Redis commands per job too.
 async fn w2(args: &Args, s: &mut Setup) -> Result<Report, String> {
     let n = args.n.unwrap_or(300);
     s.spawn_worker();
+    let redis_before = redis_snapshot(s).await?;
     let owner = Owner::new("bench");
     let (mut to_start, mut to_done) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let start = Instant::now();
@@ -261,6 +244,7 @@ async fn w2(args: &Args, s: &mut Setup) -> Result<Report, String> {
         to_done.push((done - t0).as_secs_f64() * 1000.0);
     }
     let wall = start.elapsed();
+    let redis_after = redis_snapshot(s).await?;
     to_start.sort_by(f64::total_cmp);
     to_done.sort_by(f64::total_cmp);
     let mut r = report(args, s, n);
@@ -274,7 +258,47 @@ async fn w2(args: &Args, s: &mut Setup) -> Result<Report, String> {
     r.set("p95_ms", percentile(&to_done, 95.0));
     r.set("p99_ms", percentile(&to_done, 99.0));
     r.set("peak_rss_mb", peak_rss_mb());
+    set_redis_counts(&mut r, n, redis_before, redis_after);
     Ok(r)
+}
+
+/// Redis's command counters (and MONITOR's, when on), on a run with Redis.
+type RedisSnapshot = Option<(CommandStats, Option<(u64, u64)>)>;
+
+async fn redis_snapshot(s: &mut Setup) -> Result<RedisSnapshot, String> {
+    Ok(match s.backends.redis.as_mut() {
+        Some(r) => Some((r.command_stats().await?, r.monitor_counts())),
+        None => None,
+    })
+}
+
+/// Redis commands per job between two snapshots: in all, by command, scripts,
+/// and (with MONITOR) top-level ones and ones run inside scripts.
+fn set_redis_counts(r: &mut Report, n: usize, before: RedisSnapshot, after: RedisSnapshot) {
+    let (Some((b, mb)), Some((a, ma))) = (before, after) else {
+        return;
+    };
+    let mut per_cmd = a.since(&b);
+    // The first INFO is counted in the second snapshot.
+    if let Some(v) = per_cmd.get_mut("info") {
+        *v -= 1;
+    }
+    per_cmd.retain(|_, v| *v > 0);
+    let total: u64 = per_cmd.values().sum();
+    let evalsha =
+        per_cmd.get("evalsha").copied().unwrap_or(0) + per_cmd.get("eval").copied().unwrap_or(0);
+    r.set("redis_cmds", total);
+    r.set("redis_cmds_per_job", round(total as f64 / n as f64, 2));
+    r.set("redis_scripts_per_job", round(evalsha as f64 / n as f64, 2));
+    if let (Some((bt, bs)), Some((at, as_))) = (mb, ma) {
+        let (top, inner) = (at - bt, as_ - bs);
+        r.set("redis_toplevel_per_job", round(top as f64 / n as f64, 2));
+        r.set(
+            "redis_in_scripts_per_job",
+            round(inner as f64 / n as f64, 2),
+        );
+    }
+    r.set("redis_by_command", json!(per_cmd));
 }
 
 pub async fn wait_all(observer: &Observer, n: usize, limit: Duration) -> Result<(), String> {

@@ -1,18 +1,19 @@
 //! The engine's failure paths, with mocks for faults a real backend cannot
 //! produce on demand: a store failing mid-attempt, a notifier that is down.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::watch_to_end;
 use futures::executor::block_on;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use projectengine_core::testkit::assert::{assert_gap_free, watch_to_end};
 use projectengine_core::testkit::scenarios::fast_worker;
 use projectengine_core::testkit::{MockNotifier, MockStore};
 use projectengine_core::*;
+
+/// How long a watch may take to reach the end of its job.
+const WATCH: Duration = Duration::from_secs(30);
 
 /// A mock store that does what the in-memory store does, except where a test
 /// overrides a method. (The in-memory store never awaits, so `block_on` is safe.)
@@ -93,11 +94,6 @@ fn engine(store: Arc<dyn Store>, notifier: Arc<dyn Notifier>) -> Engine {
     )
 }
 
-fn assert_gap_free(events: &[JobEvent]) {
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_failing_mid_attempt_costs_one_attempt_not_the_job() {
     let mem = Arc::new(MemoryStore::new());
@@ -110,8 +106,8 @@ async fn a_store_failing_mid_attempt_costs_one_attempt_not_the_job() {
         .submit(&owner, Submit::new("x"))
         .await
         .expect("submit");
-    let events = watch_to_end(&engine, &owner, job.id).await;
-    assert_gap_free(&events);
+    let events = watch_to_end(&engine, &owner, job.id, 0, WATCH).await;
+    assert_gap_free(&events, 1);
     let job = engine.get(&owner, job.id).await.expect("get");
     assert_eq!(job.status, JobStatus::Succeeded);
     let attempts = engine.attempts(&owner, job.id).await.expect("attempts");
@@ -137,8 +133,8 @@ async fn an_outcome_the_store_could_not_record_is_recovered() {
         .submit(&owner, Submit::new("x"))
         .await
         .expect("submit");
-    let events = watch_to_end(&engine, &owner, job.id).await;
-    assert_gap_free(&events);
+    let events = watch_to_end(&engine, &owner, job.id, 0, WATCH).await;
+    assert_gap_free(&events, 1);
     let attempts = engine.attempts(&owner, job.id).await.expect("attempts");
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0].status, AttemptStatus::Lost);
@@ -167,8 +163,8 @@ async fn with_the_notifier_down_jobs_finish_and_watch_reads_the_store() {
         .submit(&owner, Submit::new("x"))
         .await
         .expect("submit");
-    let events = watch_to_end(&engine, &owner, job.id).await;
-    assert_gap_free(&events);
+    let events = watch_to_end(&engine, &owner, job.id, 0, WATCH).await;
+    assert_gap_free(&events, 1);
     assert_eq!(
         events.last().and_then(JobEvent::status),
         Some(JobStatus::Succeeded)

@@ -2,19 +2,20 @@
 //! in the order reported, coalesced while a write is in flight, refused at the
 //! call when no store could hold them, and refused once the attempt is lost.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::watch_to_end;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use projectengine_core::testkit::assert::{assert_gap_free, watch_to_end};
 use projectengine_core::testkit::scenarios::fast_worker;
 use projectengine_core::testkit::SlowStore;
 use projectengine_core::worker::{recover_once, RecoveryReport};
 use projectengine_core::*;
 use serde_json::json;
+
+/// How long a watch may take to reach the end of its job.
+const WATCH: Duration = Duration::from_secs(30);
 
 /// What the test orchestrator saw from its calls.
 #[derive(Default, Debug)]
@@ -87,11 +88,10 @@ async fn steps_reported_during_a_write_share_the_next_and_keep_their_order() {
         .submit(&owner, Submit::new("x"))
         .await
         .expect("submit");
-    let events = watch_to_end(&engine, &owner, job.id).await;
+    let events = watch_to_end(&engine, &owner, job.id, 0, WATCH).await;
     worker.shutdown().await;
 
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_gap_free(&events, 1);
     let steps: Vec<String> = events
         .iter()
         .filter_map(|e| match &e.data {
@@ -165,7 +165,7 @@ async fn a_report_no_store_can_hold_is_refused_at_its_call() {
         .submit(&owner, Submit::new("x"))
         .await
         .expect("submit");
-    let events = watch_to_end(&engine, &owner, job.id).await;
+    let events = watch_to_end(&engine, &owner, job.id, 0, WATCH).await;
     worker.shutdown().await;
     assert_eq!(
         seen.all(),
@@ -266,7 +266,7 @@ async fn reports_after_the_attempt_was_lost_are_refused_and_never_stored() {
     }
     assert_eq!(recovered.lost, 1, "the attempt was declared lost");
     lost.notify_one();
-    let events = watch_to_end(&engine, &owner, job.id).await;
+    let events = watch_to_end(&engine, &owner, job.id, 0, WATCH).await;
     worker.shutdown().await;
 
     let answers = seen.all();

@@ -1,4 +1,4 @@
-//! The SSE route over a real socket, read with a plain HTTP/1.1 client.
+//! The SSE route over a real socket, read with `reqwest`.
 
 mod common;
 
@@ -9,8 +9,6 @@ use common::TestApp;
 use projectengine_core::{JobId, JobStatus, Owner};
 use projectengine_http::HttpConfig;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// One server-sent event, or a comment line.
@@ -25,49 +23,37 @@ struct SseEvent {
 /// A response being read: status, headers, then the body as SSE events.
 struct SseResponse {
     status: u16,
-    headers: Vec<(String, String)>,
-    reader: BufReader<TcpStream>,
-    chunk_left: usize,
+    response: reqwest::Response,
+    /// Body bytes received but not yet split into lines.
+    buf: Vec<u8>,
     done: bool,
 }
 
 impl SseResponse {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
-    /// The next body line (de-chunked), without its line end; `None` at the end.
+    /// The next body line, without its line end; `None` at the end.
     async fn line(&mut self) -> Option<String> {
-        let mut out = Vec::new();
         loop {
+            if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+                let rest = self.buf.split_off(at + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                return Some(String::from_utf8(line).expect("UTF-8 lines"));
+            }
             if self.done {
-                return (!out.is_empty()).then(|| String::from_utf8(out).unwrap());
+                return (!self.buf.is_empty())
+                    .then(|| String::from_utf8(std::mem::take(&mut self.buf)).expect("UTF-8"));
             }
-            if self.chunk_left == 0 {
-                let mut size = String::new();
-                if self.reader.read_line(&mut size).await.ok()? == 0 {
-                    self.done = true;
-                    continue;
-                }
-                if size.trim().is_empty() {
-                    continue; // the CRLF after a chunk
-                }
-                self.chunk_left = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-                if self.chunk_left == 0 {
-                    self.done = true;
-                    continue;
-                }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.buf.extend_from_slice(&bytes),
+                Ok(None) | Err(_) => self.done = true,
             }
-            let mut byte = [0u8; 1];
-            self.reader.read_exact(&mut byte).await.ok()?;
-            self.chunk_left -= 1;
-            if byte[0] == b'\n' {
-                return Some(String::from_utf8(out).unwrap());
-            }
-            out.push(byte[0]);
         }
     }
 
@@ -122,54 +108,35 @@ impl SseResponse {
 }
 
 async fn open(addr: SocketAddr, path: &str, headers: &[(&str, String)]) -> SseResponse {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nConnection: close\r\n"
-    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client");
+    let mut req = client
+        .get(format!("http://{addr}{path}"))
+        .header("Accept", "text/event-stream");
     for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
+        req = req.header(*n, v);
     }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).await.unwrap();
-    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).await.unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (n, v) = line.split_once(':').unwrap();
-        headers.push((n.trim().to_owned(), v.trim().to_owned()));
-    }
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let response = req.send().await.expect("an HTTP response");
+    let status = response.status().as_u16();
     assert!(
-        chunked || status != 200,
-        "expected a chunked stream: {headers:?}"
+        status != 200 || response.content_length().is_none(),
+        "expected a streamed body: {:?}",
+        response.headers()
     );
     SseResponse {
         status,
-        headers,
-        reader,
-        chunk_left: 0,
+        response,
+        buf: Vec::new(),
         done: false,
     }
 }
 
 /// The plain body of a non-streaming answer.
-async fn body(mut res: SseResponse) -> Value {
-    let len: usize = res
-        .header("content-length")
-        .map_or(0, |v| v.parse().unwrap());
-    let mut buf = vec![0; len];
-    res.reader.read_exact(&mut buf).await.unwrap();
-    serde_json::from_slice(&buf).unwrap_or(Value::Null)
+async fn body(res: SseResponse) -> Value {
+    let bytes = res.response.bytes().await.expect("the body");
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
 fn bearer(t: &str) -> Vec<(&'static str, String)> {

@@ -1,7 +1,7 @@
-//! How many Redis commands a job costs, from `INFO commandstats` before and
-//! after 1000 jobs, on a private `redis-server` (nothing else runs there).
-//!
-//! `cargo test -p projectengine-queue-redis --test commands -- --ignored --nocapture`
+//! How many Redis commands a job's queue and notifier calls cost, from `INFO
+//! commandstats` before and after 1000 jobs, on a private `redis-server`
+//! (nothing else runs there). What an engine and a worker cost in all is
+//! measured by the bench program (`bench w1|w2 --backend pg-redis`).
 //!
 //! Commands run inside a Lua script are counted by Redis under their own
 //! names as well as the `EVALSHA` that ran them: "top-level" counts what
@@ -15,11 +15,7 @@ use std::time::Duration;
 
 use common::server::Server;
 use common::{event, TestRedis};
-use projectengine_core::memory::MemoryStore;
-use projectengine_core::{
-    Engine, JobEvent, JobId, Notifier, Owner, Queue, QueueEntry, Registry, StubOrchestrator,
-    Submit, Worker, WorkerConfig,
-};
+use projectengine_core::{JobEvent, JobId, Notifier, Queue, QueueEntry};
 
 const JOBS: usize = 1000;
 
@@ -167,82 +163,4 @@ async fn commands_per_job_push_pop_ack_publish() {
     assert!(publishes >= 1.0 / 7.0, "events were published");
     assert!(publishes <= 3.0, "{publishes:.2} PUBLISHes per job");
     assert!(per_job("time") < 0.1, "a TIME per pop: {}", per_job("time"));
-}
-
-/// An engine and a worker on the in-memory store, with the Redis queue and
-/// notifier, running stub jobs of 5 steps: 1000 jobs submitted at once
-/// (`one_at_a_time = false`, the W1 shape, 16 at a time) or each once the one
-/// before is done (every pop blocks first).
-async fn engine_and_worker(title: &str, concurrency: usize, one_at_a_time: bool) {
-    let Some(server) = Server::start() else {
-        return;
-    };
-    let r = server.ready().await;
-    let registry = Registry::new().register("stub", StubOrchestrator::new(5, Duration::ZERO));
-    let queue: Arc<dyn Queue> = Arc::new(r.queue().await);
-    let notifier: Arc<dyn Notifier> = Arc::new(r.notifier().await);
-    let engine = Engine::new(Arc::new(MemoryStore::new()), queue, notifier, registry);
-    let worker = Worker::new(
-        engine.clone(),
-        WorkerConfig {
-            concurrency,
-            ..WorkerConfig::default()
-        },
-    )
-    .spawn();
-    let owner = Owner::new("alice");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = commandstats(&r).await;
-    let mut ids = Vec::new();
-    for i in 0..JOBS {
-        let job = engine
-            .submit(&owner, Submit::new(format!("job {i}")))
-            .await
-            .expect("submit");
-        ids.push(job.id);
-        if one_at_a_time {
-            wait_done(&engine, &owner, job.id).await;
-        }
-    }
-    let mut events = 0;
-    for id in ids {
-        events += wait_done(&engine, &owner, id).await;
-    }
-    let after = commandstats(&r).await;
-    println!("\n{:.2} events per job", events as f64 / JOBS as f64);
-    let (top, _) = report(title, &before, &after);
-    assert!(top >= 3.0, "{top}");
-    worker.shutdown().await;
-}
-
-/// Waits for a job to succeed (polling the in-memory store, not Redis);
-/// answers its number of events.
-async fn wait_done(engine: &Engine, owner: &Owner, id: JobId) -> u64 {
-    let start = tokio::time::Instant::now();
-    loop {
-        let job = engine.get(owner, id).await.expect("get");
-        if job.status.is_terminal() {
-            assert_eq!(job.status, projectengine_core::JobStatus::Succeeded);
-            return job.last_seq;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "job {id} stuck");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-async fn commands_per_job_engine_w1() {
-    engine_and_worker(
-        "engine + worker, W1: all submitted at once, 16 at a time",
-        16,
-        false,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-async fn commands_per_job_engine_one_at_a_time() {
-    engine_and_worker("engine + worker, one job at a time", 1, true).await;
 }

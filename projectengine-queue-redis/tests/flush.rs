@@ -10,8 +10,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_all_succeeded, TestRedis};
+use common::TestRedis;
 use projectengine_core::memory::MemoryStore;
+use projectengine_core::testkit::assert::wait_all_succeeded;
 use projectengine_core::testkit::scenarios::fast_worker;
 use projectengine_core::{
     Engine, JobId, Owner, Queue, Registry, StubOrchestrator, Submit, Worker, WorkerConfig,

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
+use projectengine_core::testkit::assert::{assert_seqs, seqs as seqs_of};
 use projectengine_core::{
-    AttemptStatus, Error, EventData, Fence, JobEvent, JobId, JobStatus, LogLevel, LogLine, NewApp,
-    NewJob, Outcome, Owner, Store,
+    AttemptStatus, Error, EventData, Fence, JobId, JobStatus, LogLevel, LogLine, NewApp, NewJob,
+    Outcome, Owner, Store,
 };
 use serde_json::json;
 
@@ -56,11 +57,6 @@ async fn running_job(store: &Arc<dyn Store>, lease: Duration) -> Fence {
         .fence()
 }
 
-fn assert_gap_free(events: &[JobEvent], last_seq: u64) {
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=last_seq).collect::<Vec<_>>(), "seq 1..=last_seq");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_thousand_concurrent_appends_get_seqs_without_gaps() {
     let Some(store) = support::fresh(24).await else {
@@ -88,7 +84,7 @@ async fn two_thousand_concurrent_appends_get_seqs_without_gaps() {
     // 1 = queued, 2 = running, then the 2 000 appends.
     assert_eq!(got, (3..=2002).collect::<Vec<_>>());
     let events = store.events(fence.job_id, 0, 10_000).await.expect("events");
-    assert_gap_free(&events, 2002);
+    assert_seqs(&seqs_of(&events), 1..=2002);
     // Each append's line is stored under the seq it was told.
     for (seq, i) in seqs {
         assert_eq!(
@@ -259,7 +255,7 @@ async fn concurrent_saves_of_an_attempt_publish_one_app() {
     );
     let events = store.events(fence.job_id, 0, 100).await.expect("events");
     assert_eq!(events.iter().filter(|e| e.data.kind() == "app").count(), 1);
-    assert_gap_free(&events, 3);
+    assert_seqs(&seqs_of(&events), 1..=3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -285,7 +281,7 @@ async fn concurrent_cancels_request_once() {
         events.last().map(|e| &e.data),
         Some(&EventData::CancelRequested)
     );
-    assert_gap_free(&events, 3);
+    assert_seqs(&seqs_of(&events), 1..=3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -323,7 +319,7 @@ async fn appends_racing_a_finish_land_before_it_or_are_refused() {
     );
     assert_eq!(accepted.len() as u64, terminal - 3);
     let events = store.events(fence.job_id, 0, 1000).await.expect("events");
-    assert_gap_free(&events, terminal);
+    assert_seqs(&seqs_of(&events), 1..=terminal);
     assert!(events.last().is_some_and(|e| e.is_terminal()));
 }
 
@@ -353,7 +349,7 @@ async fn claims_racing_cancels_leave_a_consistent_job() {
             assert_eq!(cancel.job.status, JobStatus::Cancelled);
         }
         let events = store.events(id, 0, 10).await.expect("events");
-        assert_gap_free(&events, job.last_seq);
+        assert_seqs(&seqs_of(&events), 1..=job.last_seq);
         // queued, running, cancel_requested; or queued, cancelled.
         assert_eq!(events.len(), if claimed { 3 } else { 2 });
     }

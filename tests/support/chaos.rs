@@ -132,8 +132,7 @@ pub async fn run(c: &Chaos) -> Option<Report> {
             }
         }
         report.orphaned += usize::from(reran);
-        let (code, body) = http(addr, "GET", &format!("/api/jobs/{id}/"), Some(&t), None).await;
-        let job = body.get("job").cloned().unwrap_or(body);
+        let (code, job) = http(addr, "GET", &format!("/api/jobs/{id}/"), Some(&t), None).await;
         match (code, job["status"].as_str()) {
             (200, Some("succeeded")) => report.succeeded += 1,
             (200, Some("failed" | "cancelled")) => {}

@@ -8,9 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use projectengine_core::testkit::assert::{assert_gap_free_seqs, eventually};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -134,7 +133,16 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request over a fresh TCP connection: (status, JSON body or Null).
+/// A client for the tests' requests: plain HTTP to loopback, no proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// One request to the server at `addr`: (status, JSON body or Null).
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -142,52 +150,21 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut req = client().request(method, format!("http://{addr}{path}"));
     if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        req = req.bearer_auth(t);
     }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").expect("a response");
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+    if let Some(b) = body {
+        req = req.json(b);
     }
-    out
+    let res = req.send().await.expect("an HTTP response");
+    let status = res.status().as_u16();
+    let bytes = res.bytes().await.expect("the body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// Watches a job over a real WebSocket from `after`, collecting events until
@@ -232,17 +209,18 @@ pub async fn ws_watch(
     }
 }
 
-/// The seqs of events, asserting they are exactly `from..from+n`.
+/// Asserts the JSON events are seq `from, from + 1, …`: at least one, each
+/// once, in order.
 pub fn assert_seqs(events: &[Value], from: u64) {
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
-    let expected: Vec<u64> = (from..from + seqs.len() as u64).collect();
-    assert_eq!(seqs, expected, "each seq once, in order");
+    assert_gap_free_seqs(&seqs, from);
 }
 
-/// Polls a job over REST until its status is `status`.
+/// Polls a job over REST until its status is `status`; fails at once if it
+/// ends in another terminal status.
 pub async fn wait_status(
     addr: SocketAddr,
     token: &str,
@@ -250,31 +228,18 @@ pub async fn wait_status(
     status: &str,
     limit: Duration,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (code, body) = http(
-            addr,
-            "GET",
-            &format!("/api/jobs/{job_id}/"),
-            Some(token),
-            None,
-        )
-        .await;
-        assert_eq!(code, 200, "{body}");
-        let job = if body.get("job").is_some() {
-            body["job"].clone()
-        } else {
-            body.clone()
-        };
-        if job["status"] == status {
-            return job;
-        }
+    let path = format!("/api/jobs/{job_id}/");
+    eventually(&format!("job {job_id} becomes {status}"), limit, || async {
+        let (code, job) = http(addr, "GET", &path, Some(token), None).await;
+        assert_eq!(code, 200, "{job}");
+        let now = job["status"].as_str().expect("a status");
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "job never became {status}: {job}"
+            now == status || !matches!(now, "succeeded" | "failed" | "cancelled"),
+            "job {job_id} ended {now} while waiting for {status}: {job}"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        (now == status).then_some(job)
+    })
+    .await
 }
 
 /// A fresh database and Redis prefix for one test; `None` (skipped) when a
@@ -443,22 +408,19 @@ pub async fn wait_events(
     what: &str,
     done: impl Fn(&[Value]) -> bool,
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if done(&events(addr, token, job_id).await) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(what, Duration::from_secs(30), || async {
+        done(&events(addr, token, job_id).await).then_some(())
+    })
+    .await
 }
 
-/// An unauthenticated GET answered as text (e.g. `/metrics`).
+/// An unauthenticated GET answered as text (e.g. `/metrics`), asserting 200.
 pub async fn get_text(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.expect("read");
-    out
+    let res = client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("an HTTP response");
+    assert_eq!(res.status(), reqwest::StatusCode::OK, "GET {path}");
+    res.text().await.expect("the body")
 }

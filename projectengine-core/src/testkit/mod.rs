@@ -14,6 +14,7 @@
 //!
 //! Queues under test must have a visibility timeout of [`QUEUE_VISIBILITY_TIMEOUT`].
 
+pub mod assert;
 pub mod differential;
 mod mock;
 pub mod notifier;

@@ -8,7 +8,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::unique;
+use super::{assert, unique};
 use crate::worker::Backoff;
 use crate::{
     AttemptStatus, Engine, Error, EventData, Job, JobEvent, JobId, JobQuery, JobStatus, Notifier,
@@ -62,33 +62,12 @@ impl Harness {
 
     /// Watches the job from `after` to its end, with a deadline.
     pub async fn watch_all(&self, id: JobId, after: u64) -> Vec<JobEvent> {
-        let stream = self
-            .engine
-            .watch(&self.owner, id, after)
-            .await
-            .expect("watch");
-        tokio::time::timeout(
-            DEADLINE,
-            stream.map(|e| e.expect("event")).collect::<Vec<_>>(),
-        )
-        .await
-        .expect("the job finished in time")
+        assert::watch_to_end(&self.engine, &self.owner, id, after, DEADLINE).await
     }
 
     /// Waits until the job is in `status`.
     pub async fn wait_for(&self, id: JobId, status: JobStatus) -> Job {
-        let start = tokio::time::Instant::now();
-        loop {
-            let job = self.engine.get(&self.owner, id).await.expect("get");
-            if job.status == status {
-                return job;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "job never became {status}: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert::wait_for_status(&self.engine, &self.owner, id, status, DEADLINE).await
     }
 }
 
@@ -115,17 +94,7 @@ pub fn fast_worker() -> WorkerConfig {
     }
 }
 
-/// Asserts the events are seq 1..=n (or from `first`), each once, in order.
-pub fn assert_gap_free(events: &[JobEvent], first: u64) {
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(
-            e.seq,
-            first + i as u64,
-            "seqs must be consecutive: {:?}",
-            events.iter().map(|e| e.seq).collect::<Vec<_>>()
-        );
-    }
-}
+pub use super::assert::assert_gap_free;
 
 fn statuses(events: &[JobEvent]) -> Vec<JobStatus> {
     events.iter().filter_map(JobEvent::status).collect()
@@ -191,6 +160,8 @@ pub async fn check_watch_across_reconnects(backends: Backends) {
         )
         .await
         .expect("events in time");
+        // Each connection ends mid-job, so the next one resumes with `after`.
+        assert_eq!(part.len(), take, "the job ended before the reconnects");
         seen.extend(part);
     }
     let rest = h.watch_all(job.id, seen.last().map_or(0, |e| e.seq)).await;
@@ -208,6 +179,8 @@ pub async fn check_watch_of_a_finished_job(backends: Backends) {
     let worker = h.worker();
     let job = h.submit(json!({})).await;
     let first = h.watch_all(job.id, 0).await;
+    assert_gap_free(&first, 1);
+    assert!(first.last().is_some_and(JobEvent::is_terminal), "{first:?}");
     let again = h.watch_all(job.id, 0).await;
     assert_eq!(first, again);
     let last = first.last().map_or(0, |e| e.seq);

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
+use projectengine_core::testkit::assert::wait_for_status;
 use projectengine_core::worker::Backoff;
 use projectengine_core::{
     Engine, JobId, JobStatus, Limits, Owner, Registry, StubOrchestrator, Worker, WorkerConfig,
@@ -140,19 +141,7 @@ impl TestApp {
     /// Waits until the job has `status` (at most 10 s).
     pub async fn wait_for(&self, owner: &str, id: JobId, status: JobStatus) {
         let owner = Owner::new(owner);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let job = self.engine.get(&owner, id).await.expect("job");
-            if job.status == status {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} stuck in {} waiting for {status}",
-                job.status
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_status(&self.engine, &owner, id, status, Duration::from_secs(10)).await;
     }
 
     /// Serves the router on 127.0.0.1 on a free port.

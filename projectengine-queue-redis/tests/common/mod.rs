@@ -160,36 +160,3 @@ pub fn event(job_id: JobId, seq: u64) -> JobEvent {
         }),
     }
 }
-
-/// Waits until every job is `succeeded`; panics with the laggards after `deadline`.
-pub async fn wait_all_succeeded(
-    engine: &projectengine_core::Engine,
-    owner: &projectengine_core::Owner,
-    jobs: &[JobId],
-    deadline: Duration,
-) {
-    use projectengine_core::JobStatus;
-    let start = tokio::time::Instant::now();
-    loop {
-        let mut pending = Vec::new();
-        for id in jobs {
-            let job = engine.get(owner, *id).await.expect("get");
-            match job.status {
-                JobStatus::Succeeded => {}
-                JobStatus::Failed | JobStatus::Cancelled => {
-                    panic!("job {id} ended {}: {:?}", job.status, job.error)
-                }
-                _ => pending.push((job.id, job.status)),
-            }
-        }
-        if pending.is_empty() {
-            return;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{} jobs not done after {deadline:?}: {pending:?}",
-            pending.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
