@@ -31,29 +31,48 @@ pub trait Orchestrator: Send + Sync + 'static {
 /// What an orchestrator can do while it runs.
 ///
 /// Reports (stage, step, progress, log) are written behind the orchestrator:
-/// a call checks its input, queues the report and returns, and the worker
-/// writes the queue in the order reported — everything reported while a write
-/// is in flight goes into the next one — and publishes each report once it is
-/// durable. [`JobCallbacks::publish_app`] waits until every earlier report is
-/// written, and so does the end of the attempt: a run that returns `Ok(())`
-/// succeeds only once all its reports are stored.
+/// a call checks its input, queues the report and returns without waiting for
+/// the store. When the orchestrator next yields (its future is pending: it
+/// awaits a timer, I/O, or [`JobCallbacks::publish_app`]), the worker writes
+/// what it reported meanwhile as one append, in the order reported; whatever is
+/// reported while that write is in flight goes into the next one. Each report
+/// is published only once it is durable. Log lines may wait longer: see
+/// [`JobCallbacks::log`]. A call waits for the store only when thousands of
+/// reports are already queued.
 ///
-/// Every write is fenced by the attempt. Once a write failed — the attempt
-/// lost its lease ([`Error::StaleAttempt`]), or the store failed — every later
-/// call answers that error, and nothing more of the attempt is written.
+/// [`JobCallbacks::publish_app`] waits until every earlier report is written,
+/// and so does the end of the attempt: a run that returns `Ok(())` succeeds
+/// only once all its reports are stored (if they cannot be, the attempt fails
+/// with `reports_not_saved`).
+///
+/// Every write is fenced by the attempt. Once a write failed, nothing more of
+/// the attempt is written and every later call answers that failure:
+/// [`Error::StaleAttempt`] when the attempt lost its lease,
+/// [`Error::Unavailable`] when the store failed. The calls whose reports that
+/// write held had already answered `Ok(())`.
 #[async_trait]
 pub trait JobCallbacks: Send + Sync {
-    /// Enters a stage (free text, e.g. `PLANNING`).
+    /// Enters a stage (free text, e.g. `PLANNING`). A NUL character is
+    /// [`Error::Invalid`].
     async fn stage(&self, stage: &str) -> Result<()>;
 
-    /// Reports a step.
+    /// Reports a step. A NUL character in its name or detail is
+    /// [`Error::Invalid`].
     async fn step(&self, step: Step) -> Result<()>;
 
     /// Reports progress, 0–100 (more is [`Error::Invalid`]).
     async fn progress(&self, percent: u8) -> Result<()>;
 
-    /// Logs a line. Lines are buffered and persisted in batches: before the next
-    /// other call, when the buffer is full, or shortly after.
+    /// Logs a line. A NUL character in `message` is [`Error::Invalid`].
+    ///
+    /// Unlike the other reports, a line alone does not make the worker write
+    /// when the orchestrator yields: it waits for company. It is written with
+    /// the attempt's next write (any other report, [`JobCallbacks::publish_app`],
+    /// the end of the attempt), once
+    /// [`WorkerConfig::log_batch`](crate::WorkerConfig::log_batch) lines are
+    /// queued (at the next yield), and in any case at the worker's next
+    /// [`WorkerConfig::log_flush`](crate::WorkerConfig::log_flush) tick. Lines
+    /// are published once durable, like every report.
     async fn log(&self, level: LogLevel, message: &str) -> Result<()>;
 
     /// Publishes the job's App. A job publishes at most one.

@@ -36,8 +36,8 @@ struct Inner {
 }
 
 /// Events a job's log has room for from the start: a job without retries or
-/// logs has its status events, a few steps and its app (9 in W1), so this
-/// usually spares the log every regrowth. 11 [`Logged`] events take 968 bytes,
+/// logs has its status events, a few steps and its app, so this usually
+/// spares the log every regrowth. 11 [`Logged`] events take 968 bytes,
 /// just under glibc's 1 KiB "large request" size, which would make every
 /// job's log consolidate the allocator's fast bins.
 const EVENTS_RESERVED: usize = 11;

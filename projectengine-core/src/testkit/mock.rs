@@ -1,6 +1,8 @@
-//! mockall mocks of the backend traits, for the failure paths a real backend
-//! cannot produce on demand (a store failing mid-attempt, a notifier that is down).
-//! Behaviour is tested on the real backends, through the suites.
+//! mockall mocks of the [`Store`] and [`Notifier`] ports, for the failure paths
+//! a real adapter cannot produce on demand (a store failing mid-attempt, a
+//! notifier that is down). There is no mock of the [`Queue`](crate::Queue) port:
+//! the in-memory queue serves those tests. Behaviour is tested on the real
+//! adapters, through the suites.
 #![allow(missing_docs)]
 
 use std::time::Duration;

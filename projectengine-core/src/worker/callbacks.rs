@@ -8,10 +8,14 @@
 //! orchestrator never waits for a commit to report its next step, every event
 //! is durable before it is published, and the attempt's events keep the order
 //! in which they were reported. `publish_app` and the end of the attempt wait
-//! until everything reported before them is written.
+//! until everything reported before them is written. Log lines alone do not
+//! call for a write: they go with the next one, at the first yield once
+//! `log_batch` of them wait, or on the supervisor's `log_flush` tick.
 //!
-//! A write that fails stops the attempt's writes: the calls that follow
-//! answer its error ([`Error::StaleAttempt`] once the attempt lost its lease).
+//! What no store may be able to hold (a NUL character) is refused at the call
+//! that reported it. A write that fails stops the attempt's writes: the calls
+//! that follow answer its error ([`Error::StaleAttempt`] once the attempt lost
+//! its lease).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -45,9 +45,11 @@ pub struct WorkerConfig {
     pub recovery_every: Option<Duration>,
     /// A queued job this long past due is pushed to the queue again by recovery.
     pub recovery_overdue: Duration,
-    /// Log lines buffered before a flush.
+    /// Log lines that may wait for other reports: once this many are queued,
+    /// they are written when the orchestrator next yields (see
+    /// [`JobCallbacks::log`](crate::JobCallbacks::log)).
     pub log_batch: usize,
-    /// Buffered log lines are flushed at least this often.
+    /// Queued log lines are written at least this often.
     pub log_flush: Duration,
     /// How long one queue pop waits.
     pub pop_wait: Duration,

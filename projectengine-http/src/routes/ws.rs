@@ -85,9 +85,9 @@ pub async fn watch(State(state): State<ApiState>, req: Request) -> ApiResult<Res
         .write_buffer_size(0)
         // The client sends little (pings, closes); and tungstenite zero-fills
         // the free part of its read buffer before every read, so its 128 KiB
-        // default costs a 128 KiB memset per read (a third of the CPU of a
-        // server with 1 000 sockets, in W3). Larger messages still arrive:
-        // the buffer grows for them.
+        // default costs a 128 KiB memset per read, a large share of the CPU of
+        // a server with many concurrent sockets. Larger messages still
+        // arrive: the buffer grows for them.
         .read_buffer_size(WS_READ_BUFFER);
     let span = tracing::Span::current();
     Ok(upgrade.on_upgrade(move |socket| {
