@@ -98,6 +98,20 @@ async fn store_on(options: &PgConnectOptions) -> Result<PgStore, String> {
 /// Committed and rolled back transactions of `db`, once the counters settle
 /// (backends report their counts when they exit or go idle).
 async fn counters(admin: &mut PgConnection, db: &str) -> Result<(i64, i64), String> {
+    // A closed pool's sessions end asynchronously, and each reports its
+    // counts as it ends: wait until none is left.
+    for _ in 0..100 {
+        let sessions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(db)
+                .fetch_one(&mut *admin)
+                .await
+                .map_err(|e| format!("pg_stat_activity: {e}"))?;
+        if sessions == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut last = (-1, -1);
     loop {
         sqlx::query("SELECT pg_stat_force_next_flush(), pg_stat_clear_snapshot()")
