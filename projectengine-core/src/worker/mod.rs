@@ -178,7 +178,14 @@ impl Worker {
                     errors = 0;
                     backlog.store(deliveries.len() == free, Ordering::Relaxed);
                     for delivery in deliveries {
-                        let permit = permits.pop().expect("a permit per delivery");
+                        let Some(permit) = permits.pop() else {
+                            // More than asked for: not this worker's to run.
+                            tracing::warn!(job_id = %delivery.job_id, "the queue answered more entries than asked for; giving one back");
+                            if let Err(e) = self.engine.queue().nack(&delivery, None).await {
+                                tracing::debug!(error = %e, "nack failed");
+                            }
+                            continue;
+                        };
                         let this = self.clone();
                         let release = release.clone();
                         let shutdown = shutdown.clone();
