@@ -50,6 +50,31 @@ async fn a_job_runs_to_its_app_over_http_and_websocket() {
     assert_eq!(status, 404);
 }
 
+/// The per-owner quota of queued jobs, set on the server, refuses a
+/// submission beyond it with 429 and stores nothing; another owner has a
+/// quota of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queued_quota_is_enforced_by_the_server() {
+    let server = Server::start(
+        "all",
+        &[("PROJECTENGINE_MAX_QUEUED_PER_OWNER", "2".to_owned())],
+    );
+    let addr = server.addr();
+    let alice = token("alice");
+    // Scheduled an hour ahead: they stay queued.
+    let run_at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let body = json!({"prompt": "later", "run_at": run_at});
+    submit(addr, &alice, &body).await;
+    submit(addr, &alice, &body).await;
+    let (status, err) = http(addr, "POST", "/api/jobs/", Some(&alice), Some(&body)).await;
+    assert_eq!(status, 429, "{err}");
+    assert_eq!(err["error"]["code"], "limit_exceeded", "{err}");
+    let (status, page) = http(addr, "GET", "/api/jobs/?limit=10", Some(&alice), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2), "{page}");
+    submit(addr, &token("bob"), &body).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_is_cancelled_within_two_heartbeats() {
     let heartbeat = Duration::from_millis(200);
@@ -116,6 +141,8 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_STUB_STEPS", "[default: 5]"),
     ("PROJECTENGINE_STUB_DELAY", "[default: 200ms]"),
     ("PROJECTENGINE_MAX_BODY_BYTES", "[default: 65536]"),
+    ("PROJECTENGINE_MAX_QUEUED_PER_OWNER", "(unset: no quota)"),
+    ("PROJECTENGINE_MAX_STREAMS_PER_OWNER", "(unset: no limit)"),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
 ];
 

@@ -122,6 +122,14 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_MAX_BODY_BYTES", default_value = "65536", value_parser = number::<usize>)]
     pub max_body_bytes: usize,
 
+    /// Most queued jobs one owner may have; more is 429, counted by the store (unset: no quota)
+    #[arg(long, env = "PROJECTENGINE_MAX_QUEUED_PER_OWNER", value_parser = limit::<u32>)]
+    pub max_queued_per_owner: Option<u32>,
+
+    /// Most WebSocket and SSE streams one owner may have open on this process (unset: no limit)
+    #[arg(long, env = "PROJECTENGINE_MAX_STREAMS_PER_OWNER", value_parser = limit::<usize>)]
+    pub max_streams_per_owner: Option<usize>,
+
     /// How log lines are written; RUST_LOG filters them (default info)
     #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -269,6 +277,14 @@ fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
         .map_err(|_| format!("`{}` is not a number", s.trim()))
 }
 
+/// A limit: a whole number, at least 1.
+fn limit<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match number::<T>(s) {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err("must be a whole number, at least 1".into()),
+    }
+}
+
 fn address(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
@@ -379,6 +395,16 @@ mod tests {
                 "PROJECTENGINE_WORKER_CONCURRENCY",
             ),
             ("--lease", "soon", "PROJECTENGINE_LEASE"),
+            (
+                "--max-queued-per-owner",
+                "0",
+                "PROJECTENGINE_MAX_QUEUED_PER_OWNER",
+            ),
+            (
+                "--max-streams-per-owner",
+                "lots",
+                "PROJECTENGINE_MAX_STREAMS_PER_OWNER",
+            ),
             ("--heartbeat", "1h", "PROJECTENGINE_HEARTBEAT"),
             ("--log-format", "xml", "PROJECTENGINE_LOG_FORMAT"),
             ("--jwt-secret", "short", "PROJECTENGINE_JWT_SECRET"),

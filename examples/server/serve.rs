@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use projectengine_core::{Engine, Registry, StubOrchestrator, Worker, WorkerConfig};
+use projectengine_core::{Engine, Limits, Registry, StubOrchestrator, Worker, WorkerConfig};
 use projectengine_http::{ApiState, HttpConfig, JwtAuth};
 use tokio_util::sync::CancellationToken;
 
@@ -108,11 +108,16 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         .into());
     }
     tracing::info!("{}", backends.describe());
-    let engine = Engine::new(
+    let limits = Limits {
+        max_queued_per_owner: config.max_queued_per_owner,
+        ..Limits::default()
+    };
+    let engine = Engine::with_limits(
         backends.store.clone(),
         backends.queue.clone(),
         backends.notifier.clone(),
         registry,
+        limits,
     );
     let stop = CancellationToken::new();
     let worker = work.then(|| Worker::new(engine.clone(), worker_config(&config)).spawn());
@@ -132,6 +137,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         .context("cannot read the listening address")?;
     let mut http = HttpConfig::default();
     http.body_limit = config.max_body_bytes;
+    http.max_streams_per_owner = config.max_streams_per_owner;
     let state = ApiState::with_config(engine.clone(), auth.clone(), http);
     let router = if web {
         greet(&config, &auth, addr);
