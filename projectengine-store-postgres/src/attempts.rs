@@ -134,15 +134,7 @@ async fn apply(
         .await
         .map_err(map)?
         .ok_or(Error::StaleAttempt)?;
-    let job = rows::job(&row)?;
-    let events = rows::appended(
-        job.id,
-        job.attempt,
-        job.last_seq,
-        job.updated_at,
-        plan.events,
-    );
-    Ok(Changed { job, events })
+    rows::changed(&row, plan.events)
 }
 
 fn split(error: Option<JobError>) -> (Option<String>, Option<String>) {

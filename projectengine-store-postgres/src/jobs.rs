@@ -297,15 +297,7 @@ pub(crate) async fn request_cancel(pool: &PgPool, id: JobId) -> Result<Changed> 
         .map_err(map)?
         .ok_or_else(|| Error::internal("the locked job did not take the cancel"))?;
     tx.commit().await.map_err(map)?;
-    let job = rows::job(&row)?;
-    let events = rows::appended(
-        job.id,
-        job.attempt,
-        job.last_seq,
-        job.updated_at,
-        plan.events().to_vec(),
-    );
-    Ok(Changed { job, events })
+    rows::changed(&row, plan.events().to_vec())
 }
 
 // Executes a retry plan on the locked job: `$2` the status compared, `$3` the
@@ -339,13 +331,5 @@ pub(crate) async fn retry(pool: &PgPool, id: JobId) -> Result<Changed> {
         .map_err(map)?
         .ok_or_else(|| Error::internal("the locked job did not take the retry"))?;
     tx.commit().await.map_err(map)?;
-    let job = rows::job(&row)?;
-    let events = rows::appended(
-        job.id,
-        job.attempt,
-        job.last_seq,
-        job.updated_at,
-        plan.events,
-    );
-    Ok(Changed { job, events })
+    rows::changed(&row, plan.events)
 }

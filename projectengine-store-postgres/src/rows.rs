@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use projectengine_core::{
-    App, AppId, Attempt, AttemptId, AttemptStatus, Error, EventData, Job, JobError, JobEvent,
-    JobId, JobStatus, Owner, Result,
+    App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Error, EventData, Job, JobError,
+    JobEvent, JobId, JobStatus, Owner, Result,
 };
 use serde_json::Value;
 use sqlx::postgres::types::PgInterval;
@@ -160,6 +160,14 @@ pub(crate) fn appended(
             data,
         })
         .collect()
+}
+
+/// The job a write returned (`row`), with the `events` it appended at its
+/// `updated_at`, ending at its `last_seq`.
+pub(crate) fn changed(row: &PgRow, events: Vec<EventData>) -> Result<Changed> {
+    let job = job(row)?;
+    let events = appended(job.id, job.attempt, job.last_seq, job.updated_at, events);
+    Ok(Changed { job, events })
 }
 
 /// A u32 as the bigint column that holds it.
