@@ -120,7 +120,6 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         limits,
     );
     let stop = CancellationToken::new();
-    let worker = work.then(|| Worker::new(engine.clone(), worker_config(&config)).spawn());
 
     // Every role serves HTTP: `web` and `all` the whole API, `worker` its
     // health, readiness and metrics (its attempts are counted there).
@@ -139,6 +138,9 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     http.body_limit = config.max_body_bytes;
     http.max_streams_per_owner = config.max_streams_per_owner;
     let state = ApiState::with_config(engine.clone(), auth.clone(), http);
+    // After the state: it binds the engine's metrics to its recorder, which
+    // the worker's attempts then report to from the first one.
+    let worker = work.then(|| Worker::new(engine.clone(), worker_config(&config)).spawn());
     let router = if web {
         greet(&config, &auth, addr);
         projectengine_http::router_with(state.clone())
