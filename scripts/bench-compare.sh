@@ -37,18 +37,4 @@ for w in "${workloads[@]}"; do
   done
 done
 echo "raw results: $out" >&2
-python3 - "$out" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-runs = defaultdict(list)
-for line in open(sys.argv[1]):
-    d = json.loads(line)
-    runs[(d["workload"], d["backend"], d["build"])].append(d)
-for (w, b, build), ds in sorted(runs.items()):
-    print(f"{w} {b} {build} ({len(ds)} runs): median of each figure, then the runs")
-    keys = [k for k, v in ds[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    for k in keys:
-        vals = [d[k] for d in ds if isinstance(d.get(k), (int, float))]
-        if vals:
-            print(f"  {k:<28} {statistics.median(vals):>12g}   {', '.join(f'{v:g}' for v in vals)}")
-PY
+python3 scripts/bench-medians.py "$out"

@@ -9,8 +9,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use projectengine_core::{EventData, JobId, NewApp, NewJob, Outcome, Owner, Step, Store};
+use projectengine_core::{EventData, NewApp, Outcome, Owner, Step, Store};
 use projectengine_store_postgres::PgStore;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -135,21 +134,10 @@ async fn counters(admin: &mut PgConnection, db: &str) -> Result<(i64, i64), Stri
 }
 
 async fn one_job(store: &PgStore, owner: &Owner, k: u32) -> Result<(), String> {
-    let id = JobId::new();
+    let new = projectengine_core::testkit::store::new_job(owner);
+    let id = new.id;
     store
-        .create_job(NewJob {
-            id,
-            owner: owner.clone(),
-            kind: "stub".into(),
-            queue: "q".into(),
-            prompt: "p".into(),
-            params: json!({}),
-            priority: 0,
-            max_attempts: 3,
-            timeout_ms: 60_000,
-            run_at: Utc::now(),
-            max_queued: None,
-        })
+        .create_job(new)
         .await
         .map_err(|e| format!("create_job: {e}"))?;
     let claim = store

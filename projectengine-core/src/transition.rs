@@ -47,6 +47,20 @@ pub fn holds(job: &Job, fence: Fence) -> bool {
     job.id == fence.job_id && job.status == JobStatus::Running && job.attempt == fence.attempt
 }
 
+/// The owner's quota at submission: a job whose owner has `queued` jobs
+/// `queued` already may be created only below `max` (the job's
+/// [`NewJob::max_queued`](crate::NewJob::max_queued)); otherwise
+/// [`LimitExceeded`](Error::LimitExceeded). The store counts `queued` in the
+/// same atomic step as the insert.
+pub fn check_quota(queued: u64, max: Option<u32>) -> Result<()> {
+    match max {
+        Some(max) if queued >= u64::from(max) => Err(Error::LimitExceeded(
+            "too many queued jobs; wait for some to start".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A claim: a due `queued` job becomes `running` under a new attempt.
 ///
 /// The job must be in [`ClaimPlan::from`] with `run_at <= now` ([`claimable`]);
@@ -287,6 +301,13 @@ fn terminal(attempt_status: AttemptStatus, job_status: JobStatus) -> FinishPlan 
     }
 }
 
+/// Whether the plan for `outcome` depends on the job as it is (a failure, a
+/// release, a lost lease): then it comes from [`plan_finish`], and a store
+/// reads (and locks) the job first; otherwise from [`plan_finish_unread`].
+pub fn finish_reads_job(outcome: &Outcome) -> bool {
+    !matches!(outcome, Outcome::Succeeded | Outcome::Cancelled)
+}
+
 /// The plan for `outcome` when it does not depend on the job (a success, an
 /// honoured cancel), so a store may write it without reading the job first;
 /// `None` when it does: then use [`plan_finish`].
@@ -294,7 +315,10 @@ pub fn plan_finish_unread(outcome: &Outcome) -> Option<FinishPlan> {
     match outcome {
         Outcome::Succeeded => Some(terminal(AttemptStatus::Succeeded, JobStatus::Succeeded)),
         Outcome::Cancelled => Some(terminal(AttemptStatus::Cancelled, JobStatus::Cancelled)),
-        _ => None,
+        _ => {
+            debug_assert!(finish_reads_job(outcome));
+            None
+        }
     }
 }
 
@@ -509,5 +533,16 @@ mod tests {
             );
         }
         assert_eq!(plan_finish_unread(&Outcome::Lost), None);
+        for outcome in [
+            Outcome::Succeeded,
+            Outcome::Cancelled,
+            Outcome::Lost,
+            Outcome::Released,
+        ] {
+            assert_eq!(
+                finish_reads_job(&outcome),
+                plan_finish_unread(&outcome).is_none()
+            );
+        }
     }
 }

@@ -73,7 +73,7 @@ const APPLY: &str = concat!(
 
 /// Whether `finish` needs two statements (see [`finish`]).
 pub(crate) fn needs_lock(outcome: &Outcome) -> bool {
-    transition::plan_finish_unread(outcome).is_none()
+    transition::finish_reads_job(outcome)
 }
 
 /// Ends the attempt. An outcome whose plan depends on the job (a failure, a

@@ -53,11 +53,7 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
             .fetch_one(&mut *conn)
             .await
             .map_err(map)?;
-        if queued >= i64::from(max) {
-            return Err(Error::LimitExceeded(
-                "too many queued jobs; wait for some to start".into(),
-            ));
-        }
+        transition::check_quota(u64::try_from(queued).unwrap_or(0), Some(max))?;
     }
     let row = sqlx::query(CREATE)
         .bind(new.id.0)

@@ -133,11 +133,6 @@ impl Record {
     }
 }
 
-/// The answer to a submission beyond its owner's quota of queued jobs.
-pub(crate) fn quota_reached() -> Error {
-    Error::LimitExceeded("too many queued jobs; wait for some to start".into())
-}
-
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -156,19 +151,20 @@ impl Inner {
         self.jobs.get_mut(&id).ok_or(Error::not_found("job"))
     }
 
-    /// Keeps the status indexes in step with a status change.
+    /// Keeps the status indexes in step with a status change (`old` is
+    /// `None` for a new job).
     fn reindex(
         &mut self,
         id: JobId,
-        old: (JobStatus, DateTime<Utc>),
+        old: Option<(JobStatus, DateTime<Utc>)>,
         new: (JobStatus, DateTime<Utc>),
     ) {
-        match old.0 {
-            JobStatus::Running => {
+        match old {
+            Some((JobStatus::Running, _)) => {
                 self.running.remove(&id);
             }
-            JobStatus::Queued => {
-                self.queued.remove(&(old.1, id));
+            Some((JobStatus::Queued, at)) => {
+                self.queued.remove(&(at, id));
             }
             _ => {}
         }
@@ -181,7 +177,8 @@ impl Inner {
             }
             _ => {}
         }
-        let (was, is) = (old.0 == JobStatus::Queued, new.0 == JobStatus::Queued);
+        let was = matches!(old, Some((JobStatus::Queued, _)));
+        let is = new.0 == JobStatus::Queued;
         if was != is {
             let owner = &self.jobs[&id].job.owner;
             let n = self.queued_per_owner.get_mut(owner);
@@ -245,16 +242,13 @@ impl Store for MemoryStore {
         if inner.jobs.contains_key(&job.id) {
             return Err(Error::conflict("a job with this id exists"));
         }
-        if let Some(max) = new.max_queued {
-            if inner.queued_per_owner.get(&job.owner).copied().unwrap_or(0) >= max {
-                return Err(quota_reached());
-            }
+        if new.max_queued.is_some() {
+            let queued = inner.queued_per_owner.get(&job.owner).copied().unwrap_or(0);
+            transition::check_quota(u64::from(queued), new.max_queued)?;
         }
         index_owner(&mut inner.by_owner, &job.owner, job.id);
         inner.jobs.insert(job.id, rec);
-        // A new job comes from no status the indexes hold.
-        let unindexed = (JobStatus::Succeeded, job.run_at);
-        inner.reindex(job.id, unindexed, (JobStatus::Queued, job.run_at));
+        inner.reindex(job.id, None, (JobStatus::Queued, job.run_at));
         drop(inner);
         Ok(Changed {
             job,
@@ -327,7 +321,7 @@ impl Store for MemoryStore {
         rec.attempts.push(stored);
         let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
-        inner.reindex(id, old, (job.status, job.run_at));
+        inner.reindex(id, Some(old), (job.status, job.run_at));
         Ok(Some(Claim {
             job,
             attempt,
@@ -404,7 +398,7 @@ impl Store for MemoryStore {
         attempt.finished_at = Some(now);
         let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
-        inner.reindex(fence.job_id, old, (job.status, job.run_at));
+        inner.reindex(fence.job_id, Some(old), (job.status, job.run_at));
         Ok(Changed { job, events })
     }
 
@@ -488,7 +482,7 @@ impl Store for MemoryStore {
             .map(|d| rec.push(d.clone(), now))
             .collect();
         let job = rec.job.clone();
-        inner.reindex(id, old, (job.status, job.run_at));
+        inner.reindex(id, Some(old), (job.status, job.run_at));
         Ok(Changed { job, events })
     }
 
@@ -501,7 +495,7 @@ impl Store for MemoryStore {
         plan.apply_to(&mut rec.job);
         let events = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
-        inner.reindex(id, old, (job.status, job.run_at));
+        inner.reindex(id, Some(old), (job.status, job.run_at));
         Ok(Changed { job, events })
     }
 
