@@ -1,19 +1,20 @@
 //! The [`Engine`]: the one API that HTTP handlers and embedders call.
 
 use std::fmt;
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::artifact::{self, ArtifactBody, ArtifactReader, ArtifactStore, NewArtifact};
 use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use crate::metrics::EngineMetrics;
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
-    App, AppId, Attempt, Error, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner,
-    Page, Queue, QueueEntry, Registry, Result, Store,
+    App, AppId, Artifact, Attempt, Error, Fence, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob,
+    Notifier, Owner, Page, Queue, QueueEntry, Registry, Result, Store,
 };
 
 /// What a client may submit. Unset fields take the [`Limits`]' defaults.
@@ -156,6 +157,7 @@ struct Inner {
     registry: Registry,
     limits: Limits,
     watch: WatchConfig,
+    artifacts: ArtifactStore,
     /// Handles registered with the recorder current when the engine was built.
     metrics: EngineMetrics,
     /// Handles registered by [`Engine::bind_metrics`]; they win when set.
@@ -199,6 +201,7 @@ impl Engine {
             registry,
             limits,
             WatchConfig::default(),
+            ArtifactStore::in_memory(),
         )
     }
 
@@ -209,6 +212,7 @@ impl Engine {
         registry: Registry,
         limits: Limits,
         watch: WatchConfig,
+        artifacts: ArtifactStore,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -222,6 +226,7 @@ impl Engine {
                 registry,
                 limits,
                 watch,
+                artifacts,
             }),
         }
     }
@@ -265,6 +270,17 @@ impl Engine {
     /// answer is a new engine over the same backends and registry, with the
     /// observers registered so far; clones made before keep the old settings.
     pub fn with_watch_config(self, watch: WatchConfig) -> Self {
+        self.rebuild(watch, self.inner.artifacts.clone())
+    }
+
+    /// This engine with its artifacts' bytes in `artifacts` (by default, in
+    /// memory). Like [`Engine::with_watch_config`], the answer is a new engine;
+    /// clones made before keep the old store.
+    pub fn with_artifacts(self, artifacts: ArtifactStore) -> Self {
+        self.rebuild(self.inner.watch.clone(), artifacts)
+    }
+
+    fn rebuild(&self, watch: WatchConfig, artifacts: ArtifactStore) -> Self {
         let i = &self.inner;
         let observers = i
             .observers
@@ -278,6 +294,7 @@ impl Engine {
             i.registry.clone(),
             i.limits.clone(),
             watch,
+            artifacts,
         );
         for o in observers {
             engine.add_observer(o);
@@ -286,6 +303,11 @@ impl Engine {
             let _ = engine.inner.bound_metrics.set(bound.clone());
         }
         engine
+    }
+
+    /// Where artifacts' bytes are kept, with their size limits.
+    pub fn artifact_store(&self) -> &ArtifactStore {
+        &self.inner.artifacts
     }
 
     /// The settings of this engine's watches.
@@ -530,6 +552,100 @@ impl Engine {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// The artifacts of the owner's job, by name.
+    pub async fn artifacts(&self, owner: &Owner, job_id: JobId) -> Result<Vec<Artifact>> {
+        self.get(owner, job_id).await?;
+        self.inner.store.artifacts(job_id).await
+    }
+
+    /// The artifact `name` of the owner's job.
+    pub async fn artifact(&self, owner: &Owner, job_id: JobId, name: &str) -> Result<Artifact> {
+        self.get(owner, job_id).await?;
+        self.inner
+            .store
+            .artifact(job_id, name)
+            .await?
+            .ok_or(Error::not_found("artifact"))
+    }
+
+    /// Opens the artifact `name` of the owner's job for reading: all of it, or
+    /// the bytes `range` (which must lie within it, else
+    /// [`Error::Invalid`]). The bytes stream as they are read, never held
+    /// whole.
+    pub async fn open_artifact(
+        &self,
+        owner: &Owner,
+        job_id: JobId,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<ArtifactReader> {
+        let mut artifact = self.artifact(owner, job_id, name).await?;
+        // A later attempt may replace the artifact between the read of its
+        // metadata and the read of its bytes, whose old blob is then gone:
+        // read the metadata again, once.
+        for last in [false, true] {
+            let range = range.clone().unwrap_or(0..artifact.size);
+            if range.start > range.end || range.end > artifact.size {
+                return Err(Error::invalid("range", "must lie within the artifact"));
+            }
+            match self
+                .inner
+                .artifacts
+                .read(&artifact.blob, range.clone())
+                .await
+            {
+                Ok(body) => {
+                    return Ok(ArtifactReader {
+                        artifact,
+                        range,
+                        body,
+                    })
+                }
+                Err(Error::NotFound { .. }) if !last => {
+                    artifact = self.artifact(owner, job_id, name).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::not_found("artifact"))
+    }
+
+    /// Uploads an artifact of the attempt `fence`, then makes it visible
+    /// (fenced): on any refusal, the upload is deleted and nothing is visible.
+    pub(crate) async fn put_artifact(
+        &self,
+        kind: &str,
+        fence: Fence,
+        name: &str,
+        content_type: &str,
+        body: ArtifactBody,
+    ) -> Result<Artifact> {
+        artifact::validate_name(name)?;
+        artifact::validate_content_type(content_type)?;
+        let blobs = &self.inner.artifacts;
+        let up = blobs.upload(fence.job_id, fence.attempt, body).await?;
+        let new = NewArtifact {
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            size: up.size,
+            sha256: up.sha256,
+            blob: up.blob.clone(),
+            max_job_bytes: Some(blobs.limits().max_job_bytes),
+        };
+        let saved = match self.inner.store.put_artifact(fence, new).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                blobs.delete(&up.blob).await;
+                return Err(e);
+            }
+        };
+        self.publish(kind, &saved.events).await;
+        if let Some(old) = saved.replaced {
+            blobs.delete(&old.blob).await;
+        }
+        Ok(saved.artifact)
     }
 
     /// Checks that the store and the queue answer.

@@ -76,6 +76,9 @@ pub enum EventData {
         /// Its name.
         name: String,
     },
+    /// An artifact was stored (or replaced one of the same name). Boxed: it
+    /// is rare, and would otherwise make every event bigger.
+    Artifact(Box<ArtifactStored>),
     /// An attempt failed (the job may still be retried).
     Error(JobError),
     /// The owner asked to cancel the running attempt.
@@ -92,10 +95,24 @@ impl EventData {
             EventData::Progress { .. } => "progress",
             EventData::Log(_) => "log",
             EventData::App { .. } => "app",
+            EventData::Artifact(_) => "artifact",
             EventData::Error(_) => "error",
             EventData::CancelRequested => "cancel_requested",
         }
     }
+}
+
+/// What an `artifact` event says of the artifact stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactStored {
+    /// Its name.
+    pub name: String,
+    /// Its size, in bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+    /// Its media type.
+    pub content_type: String,
 }
 
 /// A step an orchestrator reports.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod app;
+pub mod artifact;
 mod attempt;
 mod engine;
 mod error;
@@ -22,10 +23,14 @@ pub mod worker;
 pub mod testkit;
 
 pub use app::{App, NewApp};
+pub use artifact::{
+    Artifact, ArtifactBody, ArtifactLimits, ArtifactReader, ArtifactStore, NewArtifact,
+    SavedArtifact,
+};
 pub use attempt::{Attempt, AttemptStatus, Fence};
 pub use engine::{Engine, EventObserver, Limits, Submit};
 pub use error::{BoxError, Error, Result};
-pub use event::{EventData, JobEvent, LogLevel, LogLine, Step, StepStatus};
+pub use event::{ArtifactStored, EventData, JobEvent, LogLevel, LogLine, Step, StepStatus};
 pub use ids::{AppId, AttemptId, JobId, Owner};
 pub use job::{Job, JobError, JobQuery, JobStatus, NewJob, Page};
 pub use notifier::{Notification, NotificationStream, Notifier};

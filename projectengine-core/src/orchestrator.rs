@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::{App, Error, Job, LogLevel, NewApp, Result, Step};
+use crate::{App, Artifact, ArtifactBody, Error, Job, LogLevel, NewApp, Result, Step};
 
 /// Runs one attempt of a job.
 ///
@@ -77,6 +77,22 @@ pub trait JobCallbacks: Send + Sync {
 
     /// Publishes the job's App. A job publishes at most one.
     async fn publish_app(&self, app: NewApp) -> Result<App>;
+
+    /// Stores a file of this attempt under `name` (relative, `/`-separated:
+    /// see [`artifact::validate_name`](crate::artifact::validate_name)), with
+    /// its media type, and appends an `artifact` event. `body` may be bytes or
+    /// a stream, uploaded as it comes. A name already stored (by this attempt
+    /// or an earlier one) is replaced. Like
+    /// [`JobCallbacks::publish_app`], it waits until every earlier report is
+    /// written. Past the size limits it is
+    /// [`Error::LimitExceeded`]; once the attempt lost its lease (or ended),
+    /// [`Error::StaleAttempt`] — and then nothing of the upload is visible.
+    async fn put_artifact(
+        &self,
+        name: &str,
+        content_type: &str,
+        body: ArtifactBody,
+    ) -> Result<Artifact>;
 
     /// Fires when the attempt must stop: cancel, timeout, shutdown or lost lease.
     fn cancellation(&self) -> &CancellationToken;

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    App, AppId, Attempt, EventData, Fence, Job, JobError, JobEvent, JobId, JobQuery, NewApp,
-    NewJob, Owner, Result,
+    App, AppId, Artifact, Attempt, EventData, Fence, Job, JobError, JobEvent, JobId, JobQuery,
+    NewApp, NewArtifact, NewJob, Owner, Result, SavedArtifact,
 };
 
 /// A job after a change, with the events the change appended (to publish).
@@ -157,6 +157,9 @@ pub struct DueJob {
 /// #   async fn heartbeat(&self, f: projectengine_core::Fence, l: std::time::Duration) -> projectengine_core::Result<projectengine_core::Heartbeat> { self.inner.heartbeat(f, l).await }
 /// #   async fn finish(&self, f: projectengine_core::Fence, o: projectengine_core::Outcome) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.finish(f, o).await }
 /// #   async fn save_app(&self, f: projectengine_core::Fence, a: projectengine_core::NewApp) -> projectengine_core::Result<(projectengine_core::App, Vec<projectengine_core::JobEvent>)> { self.inner.save_app(f, a).await }
+/// #   async fn put_artifact(&self, f: projectengine_core::Fence, a: projectengine_core::NewArtifact) -> projectengine_core::Result<projectengine_core::SavedArtifact> { self.inner.put_artifact(f, a).await }
+/// #   async fn artifacts(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::Artifact>> { self.inner.artifacts(id).await }
+/// #   async fn artifact(&self, id: projectengine_core::JobId, n: &str) -> projectengine_core::Result<Option<projectengine_core::Artifact>> { self.inner.artifact(id, n).await }
 /// #   async fn request_cancel(&self, id: projectengine_core::JobId) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.request_cancel(id).await }
 /// #   async fn retry(&self, id: projectengine_core::JobId) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.retry(id).await }
 /// #   async fn events(&self, id: projectengine_core::JobId, a: u64, l: usize) -> projectengine_core::Result<Vec<projectengine_core::JobEvent>> { self.inner.events(id, a, l).await }
@@ -207,6 +210,19 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// App: a later attempt's App replaces an earlier attempt's (keeping its id);
     /// a second App from the same attempt is a [`Conflict`](crate::Error::Conflict).
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)>;
+
+    /// Makes an uploaded artifact visible (fenced) and appends the `artifact`
+    /// event. A name is unique in its job: a later write of the same name, by
+    /// this attempt or a later one, replaces the earlier and answers it as
+    /// `replaced`. Past `artifact.max_job_bytes` it is
+    /// [`LimitExceeded`](crate::Error::LimitExceeded) and changes nothing.
+    async fn put_artifact(&self, fence: Fence, artifact: NewArtifact) -> Result<SavedArtifact>;
+
+    /// The job's artifacts, by name.
+    async fn artifacts(&self, job_id: JobId) -> Result<Vec<Artifact>>;
+
+    /// The job's artifact of that name, if any.
+    async fn artifact(&self, job_id: JobId, name: &str) -> Result<Option<Artifact>>;
 
     /// The owner's cancel: a `queued` job becomes `cancelled` at once; a `running`
     /// job gets `cancel_requested` (and a `cancel_requested` event) for its worker

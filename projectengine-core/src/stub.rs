@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde_json::{Map, Value};
 
-use crate::{Job, JobCallbacks, LogLevel, NewApp, Orchestrator, OrchestratorError, Step};
+use crate::{
+    ArtifactBody, Job, JobCallbacks, LogLevel, NewApp, Orchestrator, OrchestratorError, Step,
+};
 
 /// Makes `steps` steps, `delay` apart, then publishes an App of about
 /// `app_bytes` bytes. Honours cancellation between steps.
@@ -15,7 +18,10 @@ use crate::{Job, JobCallbacks, LogLevel, NewApp, Orchestrator, OrchestratorError
 /// "ignore_cancel": true, "log_lines": 3}` — `fail` and `panic` make it fail on purpose (only in
 /// the first `fail_attempts` attempts when that is given), for tests and demos of
 /// retries; `ignore_cancel` makes it sleep through its cancellation;
-/// `log_lines` logs that many lines before each step.
+/// `log_lines` logs that many lines before each step. `"artifacts": {"name":
+/// bytes}` (or `{"name": {"bytes": n, "content_type": "text/plain"}}`) stores
+/// those artifacts before the App, each streamed from a generator whose byte
+/// `i` is `i % 251` ([`StubOrchestrator::artifact_byte`]).
 #[derive(Clone, Debug)]
 pub struct StubOrchestrator {
     /// Steps per job.
@@ -37,6 +43,24 @@ impl Default for StubOrchestrator {
 }
 
 impl StubOrchestrator {
+    /// Byte `i` of every artifact the stub stores.
+    pub fn artifact_byte(i: u64) -> u8 {
+        (i % 251) as u8
+    }
+
+    /// A stream of `size` bytes of [`StubOrchestrator::artifact_byte`], made
+    /// as it is read.
+    fn artifact_body(size: u64) -> ArtifactBody {
+        const CHUNK: u64 = 64 * 1024;
+        let chunks = futures::stream::iter((0..size).step_by(CHUNK as usize)).map(move |start| {
+            let end = (start + CHUNK).min(size);
+            Ok(bytes::Bytes::from_iter(
+                (start..end).map(Self::artifact_byte),
+            ))
+        });
+        ArtifactBody::stream(chunks)
+    }
+
     /// A stub with `steps` steps, `delay` apart.
     pub fn new(steps: u32, delay: Duration) -> Self {
         Self {
@@ -103,6 +127,20 @@ impl Orchestrator for StubOrchestrator {
         if steps == 0 {
             cb.log(LogLevel::Info, "nothing to do").await?;
         }
+        if let Some(Value::Object(artifacts)) = p.get("artifacts") {
+            for (name, spec) in artifacts {
+                let size = spec
+                    .as_u64()
+                    .or_else(|| spec.get("bytes").and_then(Value::as_u64))
+                    .unwrap_or(0);
+                let content_type = spec
+                    .get("content_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("application/octet-stream");
+                cb.put_artifact(name, content_type, Self::artifact_body(size))
+                    .await?;
+            }
+        }
         let filler = "x".repeat(self.app_bytes.saturating_sub(64));
         cb.publish_app(NewApp {
             name: format!("app for job {}", job.id),
@@ -164,6 +202,16 @@ mod tests {
                 payload: app.payload,
                 created_at: chrono::Utc::now(),
             })
+        }
+        async fn put_artifact(
+            &self,
+            _: &str,
+            _: &str,
+            _: crate::ArtifactBody,
+        ) -> Result<crate::Artifact> {
+            Err(crate::Error::unavailable(
+                "this recorder keeps no artifacts",
+            ))
         }
         fn cancellation(&self) -> &CancellationToken {
             &self.token

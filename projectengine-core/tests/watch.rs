@@ -70,6 +70,23 @@ impl Store for CountingStore {
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
         self.inner.save_app(fence, app).await
     }
+    async fn put_artifact(
+        &self,
+        fence: Fence,
+        artifact: projectengine_core::NewArtifact,
+    ) -> Result<projectengine_core::SavedArtifact> {
+        self.inner.put_artifact(fence, artifact).await
+    }
+    async fn artifacts(&self, job_id: JobId) -> Result<Vec<projectengine_core::Artifact>> {
+        self.inner.artifacts(job_id).await
+    }
+    async fn artifact(
+        &self,
+        job_id: JobId,
+        name: &str,
+    ) -> Result<Option<projectengine_core::Artifact>> {
+        self.inner.artifact(job_id, name).await
+    }
     async fn request_cancel(&self, id: JobId) -> Result<Changed> {
         self.inner.request_cancel(id).await
     }

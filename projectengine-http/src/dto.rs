@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use projectengine_core::{
-    App, AppId, Attempt, AttemptStatus, EventData, Job, JobError, JobEvent, JobId, JobStatus, Page,
-    StepStatus,
+    App, AppId, Artifact, Attempt, AttemptStatus, EventData, Job, JobError, JobEvent, JobId,
+    JobStatus, Page, StepStatus,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -268,7 +268,7 @@ pub struct EventDto {
     pub attempt: u32,
     /// When it was recorded.
     pub at: DateTime<Utc>,
-    /// `status`, `stage`, `step`, `progress`, `log`, `app`, `error` or `cancel_requested`.
+    /// `status`, `stage`, `step`, `progress`, `log`, `app`, `artifact`, `error` or `cancel_requested`.
     #[serde(rename = "type")]
     #[schema(example = "step")]
     pub kind: String,
@@ -293,6 +293,45 @@ impl From<&JobEvent> for EventDto {
             data,
         }
     }
+}
+
+/// A file a job left behind.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ArtifactDto {
+    /// Its name, unique in the job: relative, `/`-separated.
+    #[schema(example = "dist/index.html")]
+    pub name: String,
+    /// Its size, in bytes.
+    pub size: u64,
+    /// The SHA-256 of its bytes, lowercase hex (also its `ETag`).
+    pub sha256: String,
+    /// Its media type.
+    #[schema(example = "text/html")]
+    pub content_type: String,
+    /// The attempt that stored it.
+    pub attempt: u32,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Artifact> for ArtifactDto {
+    fn from(a: Artifact) -> Self {
+        Self {
+            name: a.name,
+            size: a.size,
+            sha256: a.sha256,
+            content_type: a.content_type,
+            attempt: a.attempt,
+            created_at: a.created_at,
+        }
+    }
+}
+
+/// A job's artifacts, by name.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ArtifactList {
+    /// The artifacts.
+    pub items: Vec<ArtifactDto>,
 }
 
 /// A page of a job's events.

@@ -53,6 +53,7 @@ pub fn api_routes(state: ApiState) -> Router {
     let limit = state.config().body_limit;
     Router::new()
         .merge(routes::jobs::routes())
+        .merge(routes::artifacts::routes())
         .merge(routes::sse::routes())
         .merge(routes::apps::routes())
         .method_not_allowed_fallback(method_not_allowed)

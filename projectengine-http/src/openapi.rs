@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use projectengine_core::Limits;
 
-use crate::routes::{apps, health, jobs, sse, ws};
+use crate::routes::{apps, artifacts, health, jobs, sse, ws};
 use crate::state::ApiState;
 
 /// The API's OpenAPI description.
@@ -21,6 +21,7 @@ use crate::state::ApiState;
     paths(
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
         sse::stream, ws::watch,
+        artifacts::list, artifacts::download,
         apps::list, apps::detail, apps::by_job,
         health::health, health::ready, health::metrics, openapi_json, docs,
     ),
@@ -29,6 +30,7 @@ use crate::state::ApiState;
     tags(
         (name = "jobs", description = "Submit, read, cancel and retry jobs; read their event log"),
         (name = "streams", description = "A job's events live, over WebSocket or Server-Sent Events"),
+        (name = "artifacts", description = "The files jobs left behind"),
         (name = "apps", description = "The Apps jobs published"),
         (name = "health", description = "Liveness, readiness and metrics (no auth)"),
     )

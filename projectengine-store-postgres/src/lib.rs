@@ -31,6 +31,7 @@ macro_rules! rfc3339 {
 }
 
 mod apps;
+mod artifacts;
 mod attempts;
 mod error;
 mod events;
@@ -44,8 +45,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use projectengine_core::{
-    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobDetail,
-    JobEvent, JobId, JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+    App, AppId, Artifact, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job,
+    JobDetail, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, Outcome, Owner, Result,
+    SavedArtifact, Store,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -182,6 +184,18 @@ impl Store for PgStore {
             Done::App(app, events) => Ok((app, events)),
             _ => Err(unexpected()),
         }
+    }
+
+    async fn put_artifact(&self, fence: Fence, artifact: NewArtifact) -> Result<SavedArtifact> {
+        artifacts::put(&self.pool, fence, artifact).await
+    }
+
+    async fn artifacts(&self, job_id: JobId) -> Result<Vec<Artifact>> {
+        artifacts::list(&self.pool, job_id).await
+    }
+
+    async fn artifact(&self, job_id: JobId, name: &str) -> Result<Option<Artifact>> {
+        artifacts::get(&self.pool, job_id, name).await
     }
 
     async fn request_cancel(&self, id: JobId) -> Result<Changed> {

@@ -6,11 +6,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::hash::{IdMap, IdSet};
+use crate::artifact::check_job_bytes;
 use crate::transition::{self, lease_until, CancelPlan};
 use crate::{
-    App, AppId, Attempt, AttemptId, AttemptStatus, Changed, Claim, DueJob, Error, EventData, Fence,
-    Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewJob, Outcome, Owner, Result,
-    Store,
+    App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
+    DueJob, Error, EventData, Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp,
+    NewArtifact, NewJob, Outcome, Owner, Result, SavedArtifact, Store,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -33,6 +34,8 @@ struct Inner {
     apps: IdMap<AppId, App>,
     apps_by_owner: BTreeMap<Owner, BTreeSet<AppId>>,
     app_by_job: IdMap<JobId, AppId>,
+    /// Jobs' artifacts, by name; only jobs that have some are here.
+    artifacts: IdMap<JobId, BTreeMap<String, Artifact>>,
 }
 
 /// Events a job's log has room for from the start: a job without retries or
@@ -461,6 +464,67 @@ impl Store for MemoryStore {
             created_at: now,
         };
         Ok((app, vec![ev]))
+    }
+
+    async fn put_artifact(&self, fence: Fence, new: NewArtifact) -> Result<SavedArtifact> {
+        let now = Utc::now();
+        let event = EventData::Artifact(Box::new(ArtifactStored {
+            name: new.name.clone(),
+            size: new.size,
+            sha256: new.sha256.clone(),
+            content_type: new.content_type.clone(),
+        }));
+        let mut inner = self.lock();
+        let others: u64 = inner.artifacts.get(&fence.job_id).map_or(0, |by_name| {
+            by_name
+                .values()
+                .filter(|a| a.name != new.name)
+                .map(|a| a.size)
+                .sum()
+        });
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
+        rec.fenced(fence)?;
+        check_job_bytes(others, new.size, new.max_job_bytes)?;
+        let ev = rec.push(event, now);
+        let artifact = Artifact {
+            job_id: fence.job_id,
+            name: new.name,
+            attempt: fence.attempt,
+            size: new.size,
+            sha256: new.sha256,
+            content_type: new.content_type,
+            blob: new.blob,
+            created_at: now,
+        };
+        let replaced = inner
+            .artifacts
+            .entry(fence.job_id)
+            .or_default()
+            .insert(artifact.name.clone(), artifact.clone());
+        Ok(SavedArtifact {
+            artifact,
+            replaced,
+            events: vec![ev],
+        })
+    }
+
+    async fn artifacts(&self, job_id: JobId) -> Result<Vec<Artifact>> {
+        let inner = self.lock();
+        Ok(inner
+            .artifacts
+            .get(&job_id)
+            .map(|by_name| by_name.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn artifact(&self, job_id: JobId, name: &str) -> Result<Option<Artifact>> {
+        let inner = self.lock();
+        Ok(inner
+            .artifacts
+            .get(&job_id)
+            .and_then(|by_name| by_name.get(name).cloned()))
     }
 
     async fn request_cancel(&self, id: JobId) -> Result<Changed> {

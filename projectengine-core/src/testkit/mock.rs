@@ -27,6 +27,9 @@ mockall::mock! {
         async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat>;
         async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed>;
         async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)>;
+        async fn put_artifact(&self, fence: Fence, artifact: crate::NewArtifact) -> Result<crate::SavedArtifact>;
+        async fn artifacts(&self, job_id: JobId) -> Result<Vec<crate::Artifact>>;
+        async fn artifact(&self, job_id: JobId, name: &str) -> Result<Option<crate::Artifact>>;
         async fn request_cancel(&self, id: JobId) -> Result<Changed>;
         async fn retry(&self, id: JobId) -> Result<Changed>;
         async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>>;

@@ -14,6 +14,7 @@
 //!
 //! Queues under test must have a visibility timeout of [`QUEUE_VISIBILITY_TIMEOUT`].
 
+pub mod artifacts;
 pub mod assert;
 pub mod differential;
 mod mock;
@@ -95,6 +96,12 @@ macro_rules! store_suite {
             check_events_rebuild_the_job,
             check_job_detail_reads_job_log_and_attempts,
             check_queued_quota_is_exact,
+        );
+        $crate::__testkit_suite!(artifacts, $make;
+            check_artifact_is_listed_with_its_event,
+            check_artifact_is_fenced,
+            check_artifact_replaces_by_name,
+            check_artifact_job_bytes_are_exact,
         );
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,

@@ -61,6 +61,19 @@ impl Store for SlowStore {
         self.pause().await;
         self.inner.save_app(fence, app).await
     }
+    async fn put_artifact(
+        &self,
+        fence: Fence,
+        artifact: crate::NewArtifact,
+    ) -> Result<crate::SavedArtifact> {
+        self.inner.put_artifact(fence, artifact).await
+    }
+    async fn artifacts(&self, job_id: JobId) -> Result<Vec<crate::Artifact>> {
+        self.inner.artifacts(job_id).await
+    }
+    async fn artifact(&self, job_id: JobId, name: &str) -> Result<Option<crate::Artifact>> {
+        self.inner.artifact(job_id, name).await
+    }
     async fn request_cancel(&self, id: JobId) -> Result<Changed> {
         self.inner.request_cancel(id).await
     }

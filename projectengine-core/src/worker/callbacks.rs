@@ -25,7 +25,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    App, Engine, Error, EventData, Fence, JobCallbacks, LogLevel, LogLine, NewApp, Result, Step,
+    App, Artifact, ArtifactBody, Engine, Error, EventData, Fence, JobCallbacks, LogLevel, LogLine,
+    NewApp, Result, Step,
 };
 
 /// Reports waiting beyond this many make the reporter wait for a write.
@@ -295,6 +296,20 @@ impl JobCallbacks for AttemptCallbacks {
         let (app, events) = inner.engine.store().save_app(inner.fence, app).await?;
         inner.engine.publish(&inner.kind, &events).await;
         Ok(app)
+    }
+
+    async fn put_artifact(
+        &self,
+        name: &str,
+        content_type: &str,
+        body: ArtifactBody,
+    ) -> Result<Artifact> {
+        self.flush().await?;
+        let inner = &self.inner;
+        inner
+            .engine
+            .put_artifact(&inner.kind, inner.fence, name, content_type, body)
+            .await
     }
 
     fn cancellation(&self) -> &CancellationToken {

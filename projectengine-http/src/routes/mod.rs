@@ -1,6 +1,7 @@
 //! The route handlers, a module per resource.
 
 pub mod apps;
+pub mod artifacts;
 pub mod health;
 pub mod jobs;
 pub mod sse;

@@ -162,6 +162,23 @@ impl Store for TestStore {
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
         self.store.save_app(fence, app).await
     }
+    async fn put_artifact(
+        &self,
+        fence: Fence,
+        artifact: projectengine_core::NewArtifact,
+    ) -> Result<projectengine_core::SavedArtifact> {
+        self.store.put_artifact(fence, artifact).await
+    }
+    async fn artifacts(&self, job_id: JobId) -> Result<Vec<projectengine_core::Artifact>> {
+        self.store.artifacts(job_id).await
+    }
+    async fn artifact(
+        &self,
+        job_id: JobId,
+        name: &str,
+    ) -> Result<Option<projectengine_core::Artifact>> {
+        self.store.artifact(job_id, name).await
+    }
     async fn request_cancel(&self, id: JobId) -> Result<Changed> {
         self.store.request_cancel(id).await
     }
