@@ -1,5 +1,6 @@
 //! How to write an orchestrator: a small "app builder" that plans files,
-//! generates them one step at a time, reports stages, progress and logs, honours
+//! generates them one step at a time (each kept as an artifact), reports
+//! stages, progress and logs, honours
 //! cancellation, asks for a retry on a transient failure, and publishes the App.
 //!
 //! Run it embedded: `cargo run --example custom_orchestrator`. The bundled
@@ -63,10 +64,11 @@ impl Orchestrator for AppBuilder {
                 // Cancel, timeout, shutdown: stop promptly.
                 _ = cb.cancellation().cancelled() => return Err(OrchestratorError::cancelled()),
             }
-            out.insert(
-                file.clone(),
-                json!(format!("// {file}\npub fn run() {{}}\n")),
-            );
+            let source = format!("// {file}\npub fn run() {{}}\n");
+            // Each generated file is also an artifact, downloadable on its own.
+            cb.put_artifact(file, "text/x-rust; charset=utf-8", source.clone().into())
+                .await?;
+            out.insert(file.clone(), json!(source));
             cb.step(Step::completed(format!("write {file}")).detail(json!({ "bytes": 24 })))
                 .await?;
             cb.progress(((i + 1) * 90 / files.len().max(1)) as u8)

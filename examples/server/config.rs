@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Command, ValueEnum};
 use jsonwebtoken::Algorithm;
+use projectengine_core::{ArtifactLimits, ArtifactStore};
 use projectengine_http::JwtAuth;
 
 /// A configuration error: which variable, and why.
@@ -130,9 +131,56 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_MAX_STREAMS_PER_OWNER", value_parser = limit::<usize>)]
     pub max_streams_per_owner: Option<usize>,
 
+    /// Where artifacts' bytes are kept: `memory`, a directory, or an object store URL (`file:///dir`, with the core's cloud features `s3://bucket/prefix`, `gs://…`, `az://…`)
+    #[arg(long, env = "PROJECTENGINE_ARTIFACTS", default_value = "memory", value_parser = artifacts)]
+    pub artifacts: ArtifactsAt,
+
+    /// Largest artifact, in bytes
+    #[arg(long, env = "PROJECTENGINE_ARTIFACT_MAX_BYTES", default_value = "268435456", value_parser = limit::<u64>)]
+    pub artifact_max_bytes: u64,
+
+    /// Most bytes one job's artifacts may take together
+    #[arg(long, env = "PROJECTENGINE_JOB_ARTIFACTS_MAX_BYTES", default_value = "1073741824", value_parser = limit::<u64>)]
+    pub job_artifacts_max_bytes: u64,
+
     /// How log lines are written; RUST_LOG filters them (default info)
     #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Where artifacts' bytes are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArtifactsAt {
+    /// In this process's memory (gone with it).
+    Memory,
+    /// Files under a directory.
+    Directory(std::path::PathBuf),
+    /// An object store URL.
+    Url(String),
+}
+
+impl ArtifactsAt {
+    /// The artifact store, with `limits`.
+    pub fn open(&self, limits: ArtifactLimits) -> Result<ArtifactStore, ConfigError> {
+        let store = match self {
+            Self::Memory => ArtifactStore::in_memory(),
+            Self::Directory(dir) => ArtifactStore::local(dir)
+                .map_err(|e| ConfigError::new("PROJECTENGINE_ARTIFACTS", e.to_string()))?,
+            Self::Url(url) => ArtifactStore::from_url(url)
+                .map_err(|e| ConfigError::new("PROJECTENGINE_ARTIFACTS", e.to_string()))?,
+        };
+        Ok(store.with_limits(limits))
+    }
+}
+
+impl fmt::Display for ArtifactsAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory (not durable)"),
+            Self::Directory(dir) => write!(f, "directory {}", dir.display()),
+            Self::Url(url) => f.write_str(url.split('?').next().unwrap_or(url)),
+        }
+    }
 }
 
 /// Reads `./.env`, when there is one, into the environment (a variable already
@@ -282,6 +330,21 @@ fn limit<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, Str
     match number::<T>(s) {
         Ok(n) if n >= T::from(1) => Ok(n),
         _ => Err("must be a whole number, at least 1".into()),
+    }
+}
+
+fn artifacts(s: &str) -> Result<ArtifactsAt, String> {
+    let s = s.trim();
+    if s == "memory" {
+        Ok(ArtifactsAt::Memory)
+    } else if s.contains("://") {
+        url::Url::parse(s)
+            .map(|_| ArtifactsAt::Url(s.to_owned()))
+            .map_err(|e| format!("not a valid URL: {e}"))
+    } else if s.is_empty() {
+        Err("must be `memory`, a directory or an object store URL".into())
+    } else {
+        Ok(ArtifactsAt::Directory(s.into()))
     }
 }
 

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use projectengine_core::{Engine, Limits, Registry, StubOrchestrator, Worker, WorkerConfig};
+use projectengine_core::{
+    ArtifactLimits, Engine, Limits, Registry, StubOrchestrator, Worker, WorkerConfig,
+};
 use projectengine_http::{ApiState, HttpConfig, JwtAuth};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
-use crate::config::{Config, ConfigError};
+use crate::config::{ArtifactsAt, Config, ConfigError};
 use crate::custom_orchestrator::AppBuilder;
 use crate::Role;
 
@@ -107,7 +109,18 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         )
         .into());
     }
-    tracing::info!("{}", backends.describe());
+    if role != Role::All && config.artifacts == ArtifactsAt::Memory {
+        return Err(ConfigError::new(
+            "PROJECTENGINE_ARTIFACTS",
+            "separate web and worker processes need artifacts both can reach: a directory they share, or an object store URL",
+        )
+        .into());
+    }
+    let artifacts = config.artifacts.open(ArtifactLimits {
+        max_bytes: config.artifact_max_bytes,
+        max_job_bytes: config.job_artifacts_max_bytes,
+    })?;
+    tracing::info!("{}; artifacts in {}", backends.describe(), config.artifacts);
     let limits = Limits {
         max_queued_per_owner: config.max_queued_per_owner,
         ..Limits::default()
@@ -118,7 +131,8 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         backends.notifier.clone(),
         registry,
         limits,
-    );
+    )
+    .with_artifacts(artifacts);
     let stop = CancellationToken::new();
 
     // Every role serves HTTP: `web` and `all` the whole API, `worker` its

@@ -398,6 +398,10 @@ impl ArtifactStore {
                         break Some(too_big());
                     }
                     hasher.update(&chunk);
+                    // A body that is always ready would keep this task busy
+                    // for the whole upload: let the attempt's heartbeat (polled
+                    // with the orchestrator) have its turn between chunks.
+                    tokio::task::yield_now().await;
                     if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
                         break Some(objects_error(e));
                     }

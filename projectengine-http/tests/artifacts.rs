@@ -61,7 +61,9 @@ async fn artifacts_are_listed_and_downloaded_whole() {
     assert_eq!(items[0]["attempt"], 1);
 
     let res = client()
-        .get(format!("http://{addr}/api/jobs/{id}/artifacts/dist/site.bin"))
+        .get(format!(
+            "http://{addr}/api/jobs/{id}/artifacts/dist/site.bin"
+        ))
         .bearer_auth(&t)
         .send()
         .await
@@ -77,7 +79,10 @@ async fn artifacts_are_listed_and_downloaded_whole() {
         h["content-disposition"],
         "attachment; filename=\"site.bin\"; filename*=UTF-8''site.bin"
     );
-    assert_eq!(res.bytes().await.unwrap().as_ref(), expected(SIZE).as_slice());
+    assert_eq!(
+        res.bytes().await.unwrap().as_ref(),
+        expected(SIZE).as_slice()
+    );
 
     let res = client()
         .get(format!(
@@ -92,10 +97,7 @@ async fn artifacts_are_listed_and_downloaded_whole() {
     assert_eq!(res.bytes().await.unwrap().as_ref(), expected(10).as_slice());
 
     // The event log says what was stored.
-    let events = app
-        .get(&format!("/api/jobs/{id}/events/"), &t)
-        .await
-        .json;
+    let events = app.get(&format!("/api/jobs/{id}/events/"), &t).await.json;
     let stored: Vec<&Value> = events["items"]
         .as_array()
         .unwrap()
@@ -158,11 +160,15 @@ async fn ranges_and_conditional_requests() {
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(res.headers()["etag"], etag.as_str());
     assert!(res.bytes().await.unwrap().is_empty());
-    let res = get(None, Some(("if-none-match", "\"other\""))).await.unwrap();
+    let res = get(None, Some(("if-none-match", "\"other\"")))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 
     // If-Range: the range with the current ETag, the whole with another.
-    let res = get(Some("bytes=0-9"), Some(("if-range", &etag))).await.unwrap();
+    let res = get(Some("bytes=0-9"), Some(("if-range", &etag)))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
     let res = get(Some("bytes=0-9"), Some(("if-range", "\"stale\"")))
         .await
@@ -204,7 +210,12 @@ async fn bad_names_are_refused_and_nothing_is_stored() {
     let t = app.token("alice");
     // Downloads: a name that escapes, or is absolute, is a 400 naming `name`.
     let id = projectengine_core::JobId::new();
-    for name in ["a/..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "a%2F%2Fb", "x%00y"] {
+    for name in [
+        "a/..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "a%2F%2Fb",
+        "x%00y",
+    ] {
         let res = client()
             .get(format!("http://{addr}/api/jobs/{id}/artifacts/{name}"))
             .bearer_auth(&t)

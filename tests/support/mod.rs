@@ -274,10 +274,16 @@ pub async fn deployment() -> Option<Vec<(&'static str, String)>> {
         .await
         .expect("create a database");
     let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+    // Web and worker processes share artifacts through a directory.
+    let artifacts = std::env::temp_dir().join(format!("projectengine-{db}"));
     Some(vec![
         ("DATABASE_URL", format!("{base}/{db}")),
         ("REDIS_URL", redis),
         ("PROJECTENGINE_REDIS_PREFIX", db),
+        (
+            "PROJECTENGINE_ARTIFACTS",
+            artifacts.to_string_lossy().into_owned(),
+        ),
     ])
 }
 
