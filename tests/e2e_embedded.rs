@@ -143,6 +143,12 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_MAX_BODY_BYTES", "[default: 65536]"),
     ("PROJECTENGINE_MAX_QUEUED_PER_OWNER", "(unset: no quota)"),
     ("PROJECTENGINE_MAX_STREAMS_PER_OWNER", "(unset: no limit)"),
+    ("PROJECTENGINE_ARTIFACTS", "[default: memory]"),
+    ("PROJECTENGINE_ARTIFACT_MAX_BYTES", "[default: 268435456]"),
+    (
+        "PROJECTENGINE_JOB_ARTIFACTS_MAX_BYTES",
+        "[default: 1073741824]",
+    ),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
 ];
 
@@ -198,6 +204,8 @@ fn a_bad_setting_is_one_line_and_exit_code_2() {
         ("PROJECTENGINE_HEARTBEAT", "1h"),
         ("PROJECTENGINE_WORKER_CONCURRENCY", "0"),
         ("PROJECTENGINE_LOG_FORMAT", "xml"),
+        ("PROJECTENGINE_ARTIFACTS", "s3//no-scheme://x"),
+        ("PROJECTENGINE_ARTIFACT_MAX_BYTES", "0"),
         ("PROJECTENGINE_JWT_ALGORITHM", "HS256"),
         ("PROJECTENGINE_JWT_SECRET", "short"),
         ("PROJECTENGINE_DEFAULT_KIND", "nope"),

@@ -49,25 +49,33 @@ fn worker_config(config: &Config) -> WorkerConfig {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers for SIGINT and SIGTERM at once (so that a signal that comes
+/// right after the server announced itself is not the default, fatal one),
+/// and resolves on the first of them.
+fn signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {}
+                _ = wait(term) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -97,6 +105,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         }
         Role::All | Role::Web | Role::Worker => {}
     }
+    let stop_signal = signal();
     let registry = registry(&config)?;
     let auth = config.jwt_auth()?;
     let web = matches!(role, Role::All | Role::Web);
@@ -174,7 +183,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             .await
     });
 
-    signal().await;
+    stop_signal.await;
     tracing::info!("shutting down: no new requests or jobs; draining");
     stop.cancel();
     match tokio::time::timeout(Duration::from_secs(10), server).await {
