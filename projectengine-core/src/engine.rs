@@ -12,8 +12,8 @@ use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use crate::metrics::EngineMetrics;
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
-    App, AppId, Attempt, Error, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner,
-    Page, Queue, QueueEntry, Registry, Result, Store,
+    App, AppId, Attempt, DeliveryLog, Error, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob,
+    Notifier, Owner, Page, Queue, QueueEntry, Registry, Result, Store, Webhooks,
 };
 
 /// What a client may submit. Unset fields take the [`Limits`]' defaults.
@@ -33,6 +33,9 @@ pub struct Submit {
     pub timeout: Option<Duration>,
     /// Not before this time.
     pub run_at: Option<DateTime<Utc>>,
+    /// A URL to notify when the job ends (`http` or `https`; checked by the
+    /// engine's [`WebhookCheck`](crate::WebhookCheck)).
+    pub webhook: Option<String>,
 }
 
 impl Submit {
@@ -77,6 +80,12 @@ impl Submit {
     /// Sets the earliest start.
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);
+        self
+    }
+
+    /// Sets the URL notified when the job ends.
+    pub fn webhook(mut self, url: impl Into<String>) -> Self {
+        self.webhook = Some(url.into());
         self
     }
 }
@@ -156,6 +165,7 @@ struct Inner {
     registry: Registry,
     limits: Limits,
     watch: WatchConfig,
+    webhooks: Webhooks,
     /// Handles registered with the recorder current when the engine was built.
     metrics: EngineMetrics,
     /// Handles registered by [`Engine::bind_metrics`]; they win when set.
@@ -199,6 +209,7 @@ impl Engine {
             registry,
             limits,
             WatchConfig::default(),
+            Webhooks::default(),
         )
     }
 
@@ -209,6 +220,7 @@ impl Engine {
         registry: Registry,
         limits: Limits,
         watch: WatchConfig,
+        webhooks: Webhooks,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -222,6 +234,7 @@ impl Engine {
                 registry,
                 limits,
                 watch,
+                webhooks,
             }),
         }
     }
@@ -265,6 +278,25 @@ impl Engine {
     /// answer is a new engine over the same backends and registry, with the
     /// observers registered so far; clones made before keep the old settings.
     pub fn with_watch_config(self, watch: WatchConfig) -> Self {
+        let webhooks = self.inner.webhooks.clone();
+        self.rebuild(watch, webhooks)
+    }
+
+    /// This engine with other [`Webhooks`] settings: whether jobs submitted
+    /// through it notify the deployment-wide URL, and how a job's own URL is
+    /// checked. Like [`Engine::with_watch_config`], the answer is a new engine
+    /// over the same backends, registry and observers.
+    pub fn with_webhooks(self, webhooks: Webhooks) -> Self {
+        let watch = self.inner.watch.clone();
+        self.rebuild(watch, webhooks)
+    }
+
+    /// The webhook settings.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
+    }
+
+    fn rebuild(self, watch: WatchConfig, webhooks: Webhooks) -> Self {
         let i = &self.inner;
         let observers = i
             .observers
@@ -278,6 +310,7 @@ impl Engine {
             i.registry.clone(),
             i.limits.clone(),
             watch,
+            webhooks,
         );
         for o in observers {
             engine.add_observer(o);
@@ -294,6 +327,8 @@ impl Engine {
     }
 
     /// Validates a submission into a [`NewJob`] without storing anything.
+    /// A `webhook` is checked for its syntax here; its address, which needs
+    /// its host resolved, is checked by [`Engine::submit`].
     pub fn validate(&self, owner: &Owner, req: Submit) -> Result<NewJob> {
         let l = &self.inner.limits;
         if req.prompt.trim().is_empty() {
@@ -378,6 +413,15 @@ impl Engine {
             Some(at) => at.max(now),
             None => now,
         };
+        if let Some(url) = &req.webhook {
+            if self.inner.webhooks.check.is_none() {
+                return Err(Error::invalid(
+                    "webhook",
+                    "this deployment does not send webhooks",
+                ));
+            }
+            crate::webhook::check_url_syntax(url)?;
+        }
         Ok(NewJob {
             id: JobId::new(),
             owner: owner.clone(),
@@ -390,6 +434,8 @@ impl Engine {
             timeout_ms: timeout.as_millis() as u64,
             run_at,
             max_queued: l.max_queued_per_owner,
+            webhook: req.webhook,
+            notify_deployment: self.inner.webhooks.notify_deployment,
         })
     }
 
@@ -399,6 +445,12 @@ impl Engine {
     /// recovery pushes it later.
     pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
         let new = self.validate(owner, req)?;
+        if let (Some(url), Some(check)) = (&new.webhook, &self.inner.webhooks.check) {
+            check
+                .check(url)
+                .await
+                .map_err(|reason| Error::invalid("webhook", reason))?;
+        }
         let changed = self.inner.store.create_job(new).await?;
         self.metrics().submitted(&changed.job.kind);
         // Independent: watchers order events by seq whatever arrives first.
@@ -407,6 +459,12 @@ impl Engine {
             self.wake(&changed.job)
         );
         Ok(changed.job)
+    }
+
+    /// The webhook deliveries of the owner's job, oldest first, with their tries.
+    pub async fn deliveries(&self, owner: &Owner, id: JobId) -> Result<Vec<DeliveryLog>> {
+        self.get(owner, id).await?;
+        self.inner.store.deliveries(id).await
     }
 
     /// The owner's job.

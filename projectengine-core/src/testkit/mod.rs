@@ -22,6 +22,7 @@ pub mod queue;
 pub mod scenarios;
 mod slow;
 pub mod store;
+pub mod webhook;
 
 pub use mock::{MockNotifier, MockStore};
 pub use slow::SlowStore;
@@ -95,6 +96,12 @@ macro_rules! store_suite {
             check_events_rebuild_the_job,
             check_job_detail_reads_job_log_and_attempts,
             check_queued_quota_is_exact,
+        );
+        $crate::__testkit_suite!(webhook, $make;
+            check_terminal_transition_writes_one_delivery_per_destination,
+            check_job_without_destination_writes_none,
+            check_claimed_deliveries_are_not_handed_out_twice,
+            check_delivery_tries_are_recorded,
         );
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,
