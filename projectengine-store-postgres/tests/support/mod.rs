@@ -215,10 +215,7 @@ impl Store for TestStore {
             .record_delivery_try(id, claimed_tries, attempt, next)
             .await
     }
-    async fn deliveries(
-        &self,
-        job_id: JobId,
-    ) -> Result<Vec<projectengine_core::DeliveryLog>> {
+    async fn deliveries(&self, job_id: JobId) -> Result<Vec<projectengine_core::DeliveryLog>> {
         self.store.deliveries(job_id).await
     }
     async fn ping(&self) -> Result<()> {
