@@ -237,6 +237,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/jobs/{id}/events/"),
     ("get", "/api/jobs/{id}/stream/"),
     ("get", "/api/apps/"),
+    ("get", "/api/jobs/{id}/webhooks/"),
     ("get", "/api/apps/{id}/"),
     ("get", "/api/apps/by-job/{job_id}/"),
     ("get", "/ws/jobs/{id}/"),

@@ -101,9 +101,6 @@ impl Dispatcher {
             }
             None => None,
         };
-        // One process-wide rustls provider; another part of the process may
-        // have installed one already, which serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // A proxy would resolve the host itself, past the guard.

@@ -4,6 +4,7 @@ pub mod apps;
 pub mod health;
 pub mod jobs;
 pub mod sse;
+pub mod webhooks;
 pub mod ws;
 
 use axum::routing::MethodRouter;
