@@ -144,6 +144,20 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_MAX_QUEUED_PER_OWNER", "(unset: no quota)"),
     ("PROJECTENGINE_MAX_STREAMS_PER_OWNER", "(unset: no limit)"),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
+    (
+        "PROJECTENGINE_WEBHOOK_URL",
+        "(unset: only jobs' own `webhook` URLs)",
+    ),
+    (
+        "PROJECTENGINE_WEBHOOK_SECRET",
+        "(unset: no webhooks are sent",
+    ),
+    (
+        "PROJECTENGINE_WEBHOOK_RETRIES",
+        "[default: 5s,5m,30m,2h,5h,10h]",
+    ),
+    ("PROJECTENGINE_WEBHOOK_TIMEOUT", "[default: 10s]"),
+    ("PROJECTENGINE_WEBHOOK_ALLOW_PRIVATE", "[default: false]"),
 ];
 
 /// The server binary with an empty environment, in a fresh directory (so no
