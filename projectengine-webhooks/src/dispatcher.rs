@@ -19,6 +19,7 @@ use crate::Error;
 
 /// How a [`Dispatcher`] works.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DispatcherConfig {
     /// The deployment-wide URL, for the deliveries of jobs submitted with
     /// [`Webhooks::notify_deployment`](projectengine_core::Webhooks).
@@ -56,10 +57,14 @@ impl DispatcherConfig {
         }
     }
 
-    /// How long a claim hides a delivery: longer than a try can take, so a
-    /// live dispatcher records its try before another may claim it again.
+    /// How long a claim hides a delivery: longer than its whole batch can
+    /// take (`batch / concurrency` rounds of tries, each up to the timeout),
+    /// so a live dispatcher records every try before another may claim the
+    /// delivery again.
     pub fn visibility(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(5)
+        let rounds = self.batch.max(1).div_ceil(self.concurrency.max(1));
+        let rounds = u32::try_from(rounds).unwrap_or(u32::MAX).saturating_add(1);
+        self.timeout.saturating_mul(rounds) + Duration::from_secs(5)
     }
 }
 
@@ -293,4 +298,21 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_outlasts_its_whole_batch() {
+        let mut config = DispatcherConfig::new(Secret::parse(&Secret::generate()).expect("secret"));
+        config.timeout = Duration::from_secs(10);
+        config.batch = 32;
+        config.concurrency = 8;
+        // Four rounds of sends, one more for the reads and records, and slack.
+        assert_eq!(config.visibility(), Duration::from_secs(55));
+        config.concurrency = 64;
+        assert_eq!(config.visibility(), Duration::from_secs(25));
+    }
 }
