@@ -150,6 +150,20 @@ const VARIABLES: &[(&str, &str)] = &[
         "[default: 1073741824]",
     ),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
+    (
+        "PROJECTENGINE_WEBHOOK_URL",
+        "(unset: only jobs' own `webhook` URLs)",
+    ),
+    (
+        "PROJECTENGINE_WEBHOOK_SECRET",
+        "(unset: no webhooks are sent",
+    ),
+    (
+        "PROJECTENGINE_WEBHOOK_RETRIES",
+        "[default: 5s,5m,30m,2h,5h,10h]",
+    ),
+    ("PROJECTENGINE_WEBHOOK_TIMEOUT", "[default: 10s]"),
+    ("PROJECTENGINE_WEBHOOK_ALLOW_PRIVATE", "[default: false]"),
 ];
 
 /// The server binary with an empty environment, in a fresh directory (so no

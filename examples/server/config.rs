@@ -146,6 +146,10 @@ pub struct Config {
     /// How log lines are written; RUST_LOG filters them (default info)
     #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Completion webhooks
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// Where artifacts' bytes are kept.
@@ -218,6 +222,7 @@ impl Config {
         if let Some(queues) = &mut self.queues {
             queues.retain(|q| !q.is_empty());
         }
+        self.webhooks.check()?;
         Ok(self)
     }
 
@@ -473,6 +478,28 @@ mod tests {
             ("--jwt-secret", "short", "PROJECTENGINE_JWT_SECRET"),
             ("--jwt-algorithm", "HS256", "PROJECTENGINE_JWT_ALGORITHM"),
             ("--stub-steps", "many", "PROJECTENGINE_STUB_STEPS"),
+            ("--webhook-url", "ftp://x", "PROJECTENGINE_WEBHOOK_URL"),
+            (
+                "--webhook-secret",
+                "hunter2",
+                "PROJECTENGINE_WEBHOOK_SECRET",
+            ),
+            (
+                "--webhook-secret",
+                "whsec_c2hvcnQ=",
+                "PROJECTENGINE_WEBHOOK_SECRET",
+            ),
+            (
+                "--webhook-retries",
+                "5s,soon",
+                "PROJECTENGINE_WEBHOOK_RETRIES",
+            ),
+            ("--webhook-timeout", "0s", "PROJECTENGINE_WEBHOOK_TIMEOUT"),
+            (
+                "--webhook-allow-private",
+                "maybe",
+                "PROJECTENGINE_WEBHOOK_ALLOW_PRIVATE",
+            ),
         ] {
             let e = with(&[flag, value]).expect_err(var);
             assert!(
@@ -484,6 +511,42 @@ mod tests {
         let e = with(&["--jwt-secret", &"s".repeat(32), "--jwt-public-key", "k.pem"])
             .expect_err("a missing key file");
         assert!(e.contains("PROJECTENGINE_JWT_PUBLIC_KEY"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_need_a_secret_and_a_public_url() {
+        let c = with(&[]).expect("defaults");
+        assert!(c.webhooks.secret.is_none() && !c.webhooks.allow_private);
+        assert_eq!(c.webhooks.retries.max_tries(), 7);
+        assert!(c.webhooks.engine().check.is_none(), "off without a secret");
+        let e = with(&["--webhook-url", "https://hooks.example.com/"]).expect_err("no secret");
+        assert!(e.contains("PROJECTENGINE_WEBHOOK_SECRET"), "{e}");
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let e = with(&[
+            "--webhook-secret",
+            secret,
+            "--webhook-url",
+            "http://127.0.0.1:9/",
+        ])
+        .expect_err("private");
+        assert!(e.contains("PROJECTENGINE_WEBHOOK_URL"), "{e}");
+        let c = with(&[
+            "--webhook-secret",
+            secret,
+            "--webhook-url",
+            "http://127.0.0.1:9/",
+            "--webhook-allow-private",
+            "true",
+        ])
+        .expect("allowed");
+        assert!(c.webhooks.engine().notify_deployment);
+        let c = with(&["--webhook-secret", secret]).expect("job URLs only");
+        let engine = c.webhooks.engine();
+        assert!(!engine.notify_deployment && engine.check.is_some());
+        assert!(
+            !format!("{c:?}").contains(&secret[6..]),
+            "the secret is not shown"
+        );
     }
 
     #[test]

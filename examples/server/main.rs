@@ -14,6 +14,7 @@ mod config;
 #[path = "../custom_orchestrator.rs"]
 mod custom_orchestrator;
 mod serve;
+mod webhooks;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -141,7 +141,8 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         registry,
         limits,
     )
-    .with_artifacts(artifacts);
+    .with_artifacts(artifacts)
+    .with_webhooks(config.webhooks.engine());
     let stop = CancellationToken::new();
 
     // Every role serves HTTP: `web` and `all` the whole API, `worker` its
@@ -164,6 +165,12 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     // After the state: it binds the engine's metrics to its recorder, which
     // the worker's attempts then report to from the first one.
     let worker = work.then(|| Worker::new(engine.clone(), worker_config(&config)).spawn());
+    // Workers deliver the webhook outbox.
+    let dispatcher = match work {
+        true => config.webhooks.dispatcher(backends.store.clone())?,
+        false => None,
+    }
+    .map(|d| tokio::spawn(d.run(stop.clone())));
     let router = if web {
         greet(&config, &auth, addr);
         projectengine_http::router_with(state.clone())
@@ -194,6 +201,9 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     }
     if let Some(worker) = worker {
         worker.shutdown().await;
+    }
+    if let Some(dispatcher) = dispatcher {
+        let _ = dispatcher.await;
     }
     if let Some(n) = &backends.redis_notifier {
         n.shutdown();

@@ -636,6 +636,8 @@ mod tests {
                 timeout_ms: 60_000,
                 run_at: Utc::now(),
                 max_queued: None,
+                webhook: None,
+                notify_deployment: false,
             })
             .await
             .unwrap();

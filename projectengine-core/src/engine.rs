@@ -13,8 +13,8 @@ use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use crate::metrics::EngineMetrics;
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
-    App, AppId, Artifact, Attempt, Error, Fence, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob,
-    Notifier, Owner, Page, Queue, QueueEntry, Registry, Result, Store,
+    App, AppId, Artifact, Attempt, DeliveryLog, Error, Fence, Job, JobDetail, JobEvent, JobId,
+    JobQuery, NewJob, Notifier, Owner, Page, Queue, QueueEntry, Registry, Result, Store, Webhooks,
 };
 
 /// What a client may submit. Unset fields take the [`Limits`]' defaults.
@@ -34,6 +34,9 @@ pub struct Submit {
     pub timeout: Option<Duration>,
     /// Not before this time.
     pub run_at: Option<DateTime<Utc>>,
+    /// A URL to notify when the job ends (`http` or `https`; checked by the
+    /// engine's [`WebhookCheck`](crate::WebhookCheck)).
+    pub webhook: Option<String>,
 }
 
 impl Submit {
@@ -78,6 +81,12 @@ impl Submit {
     /// Sets the earliest start.
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);
+        self
+    }
+
+    /// Sets the URL notified when the job ends.
+    pub fn webhook(mut self, url: impl Into<String>) -> Self {
+        self.webhook = Some(url.into());
         self
     }
 }
@@ -146,6 +155,13 @@ pub trait EventObserver: Send + Sync + 'static {
     fn observe(&self, kind: &str, events: &[JobEvent]);
 }
 
+/// The settings an engine may be rebuilt with.
+struct Settings {
+    watch: WatchConfig,
+    artifacts: ArtifactStore,
+    webhooks: Webhooks,
+}
+
 struct Inner {
     observers: std::sync::RwLock<Vec<Arc<dyn EventObserver>>>,
     /// Whether `observers` is non-empty, so that publishing without observers
@@ -158,6 +174,7 @@ struct Inner {
     limits: Limits,
     watch: WatchConfig,
     artifacts: ArtifactStore,
+    webhooks: Webhooks,
     /// Handles registered with the recorder current when the engine was built.
     metrics: EngineMetrics,
     /// Handles registered by [`Engine::bind_metrics`]; they win when set.
@@ -200,8 +217,11 @@ impl Engine {
             notifier,
             registry,
             limits,
-            WatchConfig::default(),
-            ArtifactStore::in_memory(),
+            Settings {
+                watch: WatchConfig::default(),
+                artifacts: ArtifactStore::in_memory(),
+                webhooks: Webhooks::default(),
+            },
         )
     }
 
@@ -211,8 +231,7 @@ impl Engine {
         notifier: Arc<dyn Notifier>,
         registry: Registry,
         limits: Limits,
-        watch: WatchConfig,
-        artifacts: ArtifactStore,
+        settings: Settings,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -225,8 +244,9 @@ impl Engine {
                 bound_metrics: Default::default(),
                 registry,
                 limits,
-                watch,
-                artifacts,
+                watch: settings.watch,
+                artifacts: settings.artifacts,
+                webhooks: settings.webhooks,
             }),
         }
     }
@@ -270,17 +290,38 @@ impl Engine {
     /// answer is a new engine over the same backends and registry, with the
     /// observers registered so far; clones made before keep the old settings.
     pub fn with_watch_config(self, watch: WatchConfig) -> Self {
-        self.rebuild(watch, self.inner.artifacts.clone())
+        self.rebuild(|i| i.watch = watch)
     }
 
     /// This engine with its artifacts' bytes in `artifacts` (by default, in
     /// memory). Like [`Engine::with_watch_config`], the answer is a new engine;
     /// clones made before keep the old store.
     pub fn with_artifacts(self, artifacts: ArtifactStore) -> Self {
-        self.rebuild(self.inner.watch.clone(), artifacts)
+        self.rebuild(|i| i.artifacts = artifacts)
     }
 
-    fn rebuild(&self, watch: WatchConfig, artifacts: ArtifactStore) -> Self {
+    /// This engine with other [`Webhooks`] settings: whether jobs submitted
+    /// through it notify the deployment-wide URL, and how a job's own URL is
+    /// checked. Like [`Engine::with_watch_config`], the answer is a new engine
+    /// over the same backends, registry and observers.
+    pub fn with_webhooks(self, webhooks: Webhooks) -> Self {
+        self.rebuild(|i| i.webhooks = webhooks)
+    }
+
+    /// The webhook settings.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
+    }
+
+    /// A new engine over the same backends, registry, observers and bound
+    /// metrics, with the settings `change` makes to a copy of this one's.
+    fn rebuild(&self, change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings {
+            watch: self.inner.watch.clone(),
+            artifacts: self.inner.artifacts.clone(),
+            webhooks: self.inner.webhooks.clone(),
+        };
+        change(&mut settings);
         let i = &self.inner;
         let observers = i
             .observers
@@ -293,8 +334,7 @@ impl Engine {
             i.notifier.clone(),
             i.registry.clone(),
             i.limits.clone(),
-            watch,
-            artifacts,
+            settings,
         );
         for o in observers {
             engine.add_observer(o);
@@ -316,6 +356,8 @@ impl Engine {
     }
 
     /// Validates a submission into a [`NewJob`] without storing anything.
+    /// A `webhook` is checked for its syntax here; its address, which needs
+    /// its host resolved, is checked by [`Engine::submit`].
     pub fn validate(&self, owner: &Owner, req: Submit) -> Result<NewJob> {
         let l = &self.inner.limits;
         if req.prompt.trim().is_empty() {
@@ -400,6 +442,15 @@ impl Engine {
             Some(at) => at.max(now),
             None => now,
         };
+        if let Some(url) = &req.webhook {
+            if self.inner.webhooks.check.is_none() {
+                return Err(Error::invalid(
+                    "webhook",
+                    "this deployment does not send webhooks",
+                ));
+            }
+            crate::webhook::check_url_syntax(url)?;
+        }
         Ok(NewJob {
             id: JobId::new(),
             owner: owner.clone(),
@@ -412,6 +463,8 @@ impl Engine {
             timeout_ms: timeout.as_millis() as u64,
             run_at,
             max_queued: l.max_queued_per_owner,
+            webhook: req.webhook,
+            notify_deployment: self.inner.webhooks.notify_deployment,
         })
     }
 
@@ -421,6 +474,12 @@ impl Engine {
     /// recovery pushes it later.
     pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
         let new = self.validate(owner, req)?;
+        if let (Some(url), Some(check)) = (&new.webhook, &self.inner.webhooks.check) {
+            check
+                .check(url)
+                .await
+                .map_err(|reason| Error::invalid("webhook", reason))?;
+        }
         let changed = self.inner.store.create_job(new).await?;
         self.metrics().submitted(&changed.job.kind);
         // Independent: watchers order events by seq whatever arrives first.
@@ -429,6 +488,12 @@ impl Engine {
             self.wake(&changed.job)
         );
         Ok(changed.job)
+    }
+
+    /// The webhook deliveries of the owner's job, oldest first, with their tries.
+    pub async fn deliveries(&self, owner: &Owner, id: JobId) -> Result<Vec<DeliveryLog>> {
+        self.get(owner, id).await?;
+        self.inner.store.deliveries(id).await
     }
 
     /// The owner's job.

@@ -67,6 +67,11 @@ uuid_id!(
     /// The id of an [`App`](crate::App).
     AppId
 );
+uuid_id!(
+    /// The id of a [`WebhookDelivery`](crate::WebhookDelivery): the
+    /// `webhook-id` its every try is sent with.
+    DeliveryId
+);
 
 /// The authenticated subject that owns jobs and apps.
 ///

@@ -161,6 +161,14 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     /// The seq of its latest event.
     pub last_seq: u64,
+    /// The job's own webhook URL, notified when it ends (see
+    /// [`webhook`](crate::WebhookDelivery)).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Whether it notifies the deployment-wide webhook URL when it ends;
+    /// decided at submission (see [`Webhooks`](crate::Webhooks) for why).
+    #[serde(default)]
+    pub notify_deployment: bool,
 }
 
 impl Job {
@@ -199,6 +207,12 @@ pub struct NewJob {
     /// no quota).
     #[serde(default)]
     pub max_queued: Option<u32>,
+    /// The job's own webhook URL (checked by the engine).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Whether the job notifies the deployment-wide webhook URL when it ends.
+    #[serde(default)]
+    pub notify_deployment: bool,
 }
 
 /// What to list: filters and a cursor page.

@@ -17,6 +17,7 @@ mod store;
 mod stub;
 pub mod transition;
 mod watch;
+mod webhook;
 pub mod worker;
 
 #[cfg(feature = "testkit")]
@@ -31,7 +32,7 @@ pub use attempt::{Attempt, AttemptStatus, Fence};
 pub use engine::{Engine, EventObserver, Limits, Submit};
 pub use error::{BoxError, Error, Result};
 pub use event::{ArtifactStored, EventData, JobEvent, LogLevel, LogLine, Step, StepStatus};
-pub use ids::{AppId, AttemptId, JobId, Owner};
+pub use ids::{AppId, AttemptId, DeliveryId, JobId, Owner};
 pub use job::{Job, JobError, JobQuery, JobStatus, NewJob, Page};
 pub use notifier::{Notification, NotificationStream, Notifier};
 pub use orchestrator::{
@@ -41,6 +42,10 @@ pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
 pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
 pub use watch::{EventStream, WatchConfig};
+pub use webhook::{
+    DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination, NewTry, WebhookCheck,
+    WebhookDelivery, Webhooks, MAX_WEBHOOK_URL_BYTES,
+};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
 
 /// Re-exported so orchestrators need not depend on tokio-util themselves.

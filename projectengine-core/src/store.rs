@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    App, AppId, Artifact, Attempt, EventData, Fence, Job, JobError, JobEvent, JobId, JobQuery,
-    NewApp, NewArtifact, NewJob, Owner, Result, SavedArtifact,
+    App, AppId, Artifact, Attempt, DeliveryId, DeliveryLog, DeliveryNext, EventData, Fence, Job,
+    JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry, Owner, Result,
+    SavedArtifact, WebhookDelivery,
 };
 
 /// A job after a change, with the events the change appended (to publish).
@@ -118,6 +119,16 @@ pub struct DueJob {
 ///   most one gets it.
 /// - Unknown ids: getters answer `Ok(None)`; mutations answer
 ///   [`Error::NotFound`](crate::Error::NotFound).
+/// - **Webhook outbox**: every transition that leaves a job `succeeded`,
+///   `failed` or `cancelled` ([`Store::finish`], including recovery's
+///   [`Outcome::Lost`], and [`Store::request_cancel`] of a queued job) writes
+///   one `pending` [`WebhookDelivery`], due now, per destination of
+///   [`transition::webhook_destinations`](crate::transition::webhook_destinations),
+///   in the same transaction as the state. A job without destinations writes none.
+/// - **Deliveries**: [`Store::claim_deliveries`] hands a due delivery to one
+///   caller only, hiding it for the visibility timeout; a try is recorded
+///   only on a pending delivery whose `tries` is still what the claim saw
+///   (otherwise [`Conflict`](crate::Error::Conflict), nothing changed).
 /// - Owner checks are the [`Engine`](crate::Engine)'s; the store trusts its caller.
 /// - Times come from the store's own clock.
 ///
@@ -170,6 +181,9 @@ pub struct DueJob {
 /// #   async fn list_apps(&self, o: &projectengine_core::Owner, c: Option<projectengine_core::AppId>, l: usize) -> projectengine_core::Result<Vec<projectengine_core::App>> { self.inner.list_apps(o, c, l).await }
 /// #   async fn expired_leases(&self, l: usize) -> projectengine_core::Result<Vec<projectengine_core::Fence>> { self.inner.expired_leases(l).await }
 /// #   async fn due_jobs(&self, o: std::time::Duration, l: usize) -> projectengine_core::Result<Vec<projectengine_core::DueJob>> { self.inner.due_jobs(o, l).await }
+/// #   async fn claim_deliveries(&self, l: usize, v: std::time::Duration) -> projectengine_core::Result<Vec<projectengine_core::WebhookDelivery>> { self.inner.claim_deliveries(l, v).await }
+/// #   async fn record_delivery_try(&self, id: projectengine_core::DeliveryId, c: u32, t: projectengine_core::NewTry, n: projectengine_core::DeliveryNext) -> projectengine_core::Result<projectengine_core::WebhookDelivery> { self.inner.record_delivery_try(id, c, t, n).await }
+/// #   async fn deliveries(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::DeliveryLog>> { self.inner.deliveries(id).await }
 /// #   async fn ping(&self) -> projectengine_core::Result<()> { self.inner.ping().await }
 /// }
 /// ```
@@ -286,6 +300,34 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Queued jobs whose `run_at` is at least `overdue` in the past, oldest
     /// first, at most `limit`: the jobs a lost queue entry may have stranded.
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>>;
+
+    /// Claims up to `limit` due deliveries (`pending`, `next_at` reached),
+    /// earliest `next_at` first: each is hidden from other claims until
+    /// `visibility` from now (its `next_at` moves there), so concurrent
+    /// dispatchers never get the same one; if its try is not recorded by then,
+    /// it is due again.
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> Result<Vec<WebhookDelivery>>;
+
+    /// Records a try of a claimed delivery and its next state: the try is
+    /// number `tries + 1`, stamped with the store's clock; `next` makes the
+    /// delivery due again after a delay, `delivered` or `failed`. Refused with
+    /// [`Conflict`](crate::Error::Conflict) unless the delivery is pending with
+    /// `claimed_tries` tries (the [`WebhookDelivery::tries`] its claim
+    /// returned); an unknown id is [`NotFound`](crate::Error::NotFound).
+    async fn record_delivery_try(
+        &self,
+        id: DeliveryId,
+        claimed_tries: u32,
+        attempt: NewTry,
+        next: DeliveryNext,
+    ) -> Result<WebhookDelivery>;
+
+    /// A job's deliveries, oldest first, each with its tries by number.
+    async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>>;
 
     /// Checks that the store is reachable.
     async fn ping(&self) -> Result<()>;

@@ -235,6 +235,8 @@ mod tests {
             timeout_ms: 1000,
             run_at: chrono::Utc::now(),
             max_queued: None,
+            webhook: None,
+            notify_deployment: false,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

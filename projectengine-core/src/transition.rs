@@ -16,7 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    AttemptStatus, Error, EventData, Fence, Heartbeat, Job, JobError, JobStatus, Outcome, Result,
+    AttemptStatus, DeliveryNext, DeliveryStatus, Destination, Error, EventData, Fence, Heartbeat,
+    Job, JobError, JobStatus, Outcome, Result,
 };
 
 /// Refuses a move the transition table does not allow. `retry` marks an
@@ -431,6 +432,44 @@ pub fn plan_finish(
     Ok(plan)
 }
 
+/// The webhook destinations `job` notifies now: none unless it is terminal;
+/// then its own URL ([`Job::webhook`]) and the deployment's
+/// ([`Job::notify_deployment`]), each if set. A store writes one
+/// [`WebhookDelivery`](crate::WebhookDelivery) per destination in the same
+/// transaction as the terminal state: every transition that ends a job
+/// (an attempt's [`FinishPlan`], a queued job's [`CancelPlan::Cancel`]) calls
+/// this on the job as the plan leaves it.
+pub fn webhook_destinations(job: &Job) -> impl Iterator<Item = Destination> {
+    let terminal = job.status.is_terminal();
+    let own = (terminal && job.webhook.is_some()).then_some(Destination::Job);
+    let deployment = (terminal && job.notify_deployment).then_some(Destination::Deployment);
+    own.into_iter().chain(deployment)
+}
+
+/// The status a pending delivery takes after a try that says `next`.
+pub fn delivery_status_after(next: DeliveryNext) -> DeliveryStatus {
+    match next {
+        DeliveryNext::Retry { .. } => DeliveryStatus::Pending,
+        DeliveryNext::Delivered => DeliveryStatus::Delivered,
+        DeliveryNext::Failed => DeliveryStatus::Failed,
+    }
+}
+
+/// Refuses a try recorded on a delivery that is no longer pending, or that
+/// another dispatcher recorded a try on since `tries` was read (its claim
+/// lapsed and the delivery was claimed again): the caller's try is stale.
+pub fn check_delivery_try(status: DeliveryStatus, tries: u32, claimed_tries: u32) -> Result<()> {
+    if status != DeliveryStatus::Pending {
+        return Err(Error::conflict(format!("the delivery is already {status}")));
+    }
+    if tries != claimed_tries {
+        return Err(Error::conflict(
+            "another dispatcher recorded a try since this one claimed the delivery",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +500,8 @@ mod tests {
             finished_at: None,
             updated_at: now,
             last_seq: 1,
+            webhook: None,
+            notify_deployment: false,
         }
     }
 
@@ -490,6 +531,24 @@ mod tests {
         }
         let claim = plan_claim();
         assert!(claim.from.can_become(claim.to));
+    }
+
+    #[test]
+    fn only_terminal_jobs_notify_their_destinations() {
+        use JobStatus::*;
+        for status in [Queued, Running, Succeeded, Failed, Cancelled] {
+            let mut j = job(status);
+            assert_eq!(webhook_destinations(&j).count(), 0, "{status}: none set");
+            j.webhook = Some("https://example.com/hook".into());
+            j.notify_deployment = true;
+            let got: Vec<_> = webhook_destinations(&j).collect();
+            let want = if status.is_terminal() {
+                vec![Destination::Job, Destination::Deployment]
+            } else {
+                vec![]
+            };
+            assert_eq!(got, want, "{status}");
+        }
     }
 
     #[test]

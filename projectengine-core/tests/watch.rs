@@ -123,6 +123,27 @@ impl Store for CountingStore {
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
         self.inner.due_jobs(overdue, limit).await
     }
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> Result<Vec<projectengine_core::WebhookDelivery>> {
+        self.inner.claim_deliveries(limit, visibility).await
+    }
+    async fn record_delivery_try(
+        &self,
+        id: projectengine_core::DeliveryId,
+        claimed_tries: u32,
+        attempt: projectengine_core::NewTry,
+        next: projectengine_core::DeliveryNext,
+    ) -> Result<projectengine_core::WebhookDelivery> {
+        self.inner
+            .record_delivery_try(id, claimed_tries, attempt, next)
+            .await
+    }
+    async fn deliveries(&self, job_id: JobId) -> Result<Vec<projectengine_core::DeliveryLog>> {
+        self.inner.deliveries(job_id).await
+    }
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use projectengine_core::{
-    App, AppId, Artifact, Attempt, AttemptStatus, EventData, Job, JobError, JobEvent, JobId,
-    JobStatus, Page, StepStatus,
+    App, AppId, Artifact, Attempt, AttemptStatus, DeliveryId, DeliveryLog, DeliveryStatus,
+    DeliveryTry, Destination, EventData, Job, JobError, JobEvent, JobId, JobStatus, Page,
+    StepStatus,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -38,6 +39,12 @@ pub struct CreateJob {
     /// Not before this time (RFC 3339).
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
+    /// A URL to notify, signed per Standard Webhooks, when the job ends:
+    /// `http` or `https`, at most 2048 bytes; a host that resolves to a
+    /// private address is refused unless the deployment allows them.
+    #[serde(default)]
+    #[schema(example = "https://example.com/hooks/jobs", max_length = 2048)]
+    pub webhook: Option<String>,
 }
 
 /// Where a job is in its life.
@@ -150,6 +157,8 @@ pub struct JobDto {
     pub updated_at: DateTime<Utc>,
     /// Seq of its latest event: pass it as `after` to stream only what follows.
     pub last_seq: u64,
+    /// The URL notified when it ends, if it was submitted with one.
+    pub webhook: Option<String>,
 }
 
 impl From<Job> for JobDto {
@@ -175,6 +184,7 @@ impl From<Job> for JobDto {
             finished_at: j.finished_at,
             updated_at: j.updated_at,
             last_seq: j.last_seq,
+            webhook: j.webhook,
         }
     }
 }
@@ -550,6 +560,113 @@ pub struct SseMessage {
     /// `message`, or `error` for the last message of a stream the store could not read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+}
+
+/// A job's webhook deliveries, oldest first.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    /// The deliveries: one per destination each time the job ended.
+    pub items: Vec<DeliveryDto>,
+}
+
+/// Where a delivery goes.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationName {
+    /// The job's own `webhook` URL.
+    Job,
+    /// The deployment-wide URL.
+    Deployment,
+}
+
+/// Where a delivery is.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatusName {
+    /// Not delivered yet; due at `next_at`.
+    Pending,
+    /// A try got a 2xx answer.
+    Delivered,
+    /// Every try failed.
+    Failed,
+}
+
+/// One notification of a job's end to one destination.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DeliveryDto {
+    /// Its id: the `webhook-id` header of every try.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: DeliveryId,
+    /// Where it goes.
+    #[schema(value_type = DestinationName)]
+    pub destination: Destination,
+    /// The URL, for the job's own destination (the deployment's is not shown).
+    pub url: Option<String>,
+    /// The event type sent: `job.succeeded`, `job.failed` or `job.cancelled`.
+    #[schema(example = "job.succeeded")]
+    pub event: String,
+    /// The terminal status it reports.
+    #[schema(value_type = JobStatusName)]
+    pub job_status: JobStatus,
+    /// The job's error it reports.
+    pub job_error: Option<JobErrorDto>,
+    /// Where the delivery is.
+    #[schema(value_type = DeliveryStatusName)]
+    pub status: DeliveryStatus,
+    /// When the next try is due, while pending.
+    pub next_at: Option<DateTime<Utc>>,
+    /// When it was written (as the job ended).
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Its tries, by number.
+    pub tries: Vec<TryDto>,
+}
+
+/// One try of a delivery.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TryDto {
+    /// 1, 2, 3 …
+    pub number: u32,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// The HTTP status answered, if an answer came.
+    pub status_code: Option<u16>,
+    /// How long it took, in milliseconds.
+    pub latency_ms: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl From<DeliveryTry> for TryDto {
+    fn from(t: DeliveryTry) -> Self {
+        Self {
+            number: t.number,
+            at: t.at,
+            status_code: t.status_code,
+            latency_ms: t.latency_ms,
+            error: t.error,
+        }
+    }
+}
+
+impl From<DeliveryLog> for DeliveryDto {
+    fn from(log: DeliveryLog) -> Self {
+        let d = log.delivery;
+        Self {
+            id: d.id,
+            destination: d.destination,
+            url: d.url,
+            event: format!("job.{}", d.job_status),
+            job_status: d.job_status,
+            job_error: d.job_error.map(Into::into),
+            next_at: (d.status == DeliveryStatus::Pending).then_some(d.next_at),
+            status: d.status,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            tries: log.tries.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// An optional whole number, also when written with a zero fraction (`66.0`),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projectengine_core::transition::{self, FinishPlan};
 use projectengine_core::{
-    Attempt, Changed, Error, Fence, Heartbeat, JobError, JobId, Outcome, Result,
+    Attempt, Changed, DeliveryId, Error, Fence, Heartbeat, JobError, JobId, Outcome, Result,
 };
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -68,6 +68,9 @@ const APPLY: &str = concat!(
     " WHERE job_id = $1 AND number = $2 AND status = 'running' AND EXISTS (SELECT 1 FROM j)",
     "), ",
     insert_events!("$9"),
+    // The outbox of a terminal state, in the same statement: `$14`, `$15`.
+    ", ",
+    insert_deliveries!("$14", "$15"),
     " SELECT * FROM j"
 );
 
@@ -130,6 +133,8 @@ async fn apply(
         .bind(attempt_error_code)
         .bind(attempt_error_message)
         .bind(lost)
+        .bind(DeliveryId::new().0)
+        .bind(DeliveryId::new().0)
         .fetch_optional(&mut *conn)
         .await
         .map_err(map)?

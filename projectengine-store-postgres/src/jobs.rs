@@ -5,8 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projectengine_core::transition::{self, CancelPlan};
 use projectengine_core::{
-    Attempt, AttemptId, AttemptStatus, Changed, Claim, Error, EventData, Job, JobDetail, JobId,
-    JobQuery, JobStatus, NewJob, Owner, Result,
+    Attempt, AttemptId, AttemptStatus, Changed, Claim, DeliveryId, Error, EventData, Job,
+    JobDetail, JobId, JobQuery, JobStatus, NewJob, Owner, Result,
 };
 use sqlx::{PgConnection, PgPool};
 
@@ -16,8 +16,9 @@ use crate::rows::{self, big};
 const CREATE: &str = concat!(
     "WITH j AS (",
     " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
-    "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq)",
-    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1)",
+    "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq,",
+    "   webhook, notify_deployment)",
+    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11, $12)",
     " RETURNING *",
     "), e AS (",
     " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
@@ -66,6 +67,8 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .bind(big(new.max_attempts))
         .bind(timeout_ms)
         .bind(new.run_at)
+        .bind(new.webhook.as_deref())
+        .bind(new.notify_deployment)
         .fetch_one(conn)
         .await
         .map_err(map)?;
@@ -253,7 +256,9 @@ async fn lock(conn: &mut PgConnection, id: JobId) -> Result<(Job, DateTime<Utc>)
 
 // Executes a cancel plan on the locked job: `$2` the status written, `$3`
 // whether it finishes the job, `$4` whether it requests the worker to stop,
-// `$5` the events. The compare on the status is kept though the row is locked.
+// `$5` the events; `$7` and `$8` the ids of the webhook deliveries a cancel
+// that ends the job writes. The compare on the status is kept though the row
+// is locked.
 const CANCEL: &str = concat!(
     "WITH j AS (",
     " UPDATE jobs SET status = $2,",
@@ -264,6 +269,8 @@ const CANCEL: &str = concat!(
     " RETURNING *",
     "), ",
     insert_events!("$5"),
+    ", ",
+    insert_deliveries!("$7", "$8"),
     " SELECT * FROM j"
 );
 
@@ -288,6 +295,8 @@ pub(crate) async fn request_cancel(pool: &PgPool, id: JobId) -> Result<Changed> 
         .bind(planned.cancel_requested)
         .bind(rows::encode_events(plan.events())?)
         .bind(plan.from().as_str())
+        .bind(DeliveryId::new().0)
+        .bind(DeliveryId::new().0)
         .fetch_optional(&mut *tx)
         .await
         .map_err(map)?

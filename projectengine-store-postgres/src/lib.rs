@@ -18,6 +18,31 @@ macro_rules! insert_events {
     };
 }
 
+/// The CTE `w` that writes the webhook outbox of the job row `j` a write
+/// returned: one pending delivery per destination when `j` is terminal, with
+/// the ids `$own` (its own URL) and `$deployment` (the deployment's). The
+/// same rule as the core's `transition::webhook_destinations`; a job without
+/// destinations inserts nothing. `j` must return the whole `jobs` row.
+macro_rules! insert_deliveries {
+    ($own:literal, $deployment:literal) => {
+        concat!(
+            "w AS (INSERT INTO webhook_deliveries (id, job_id, destination, url, job_status, ",
+            "error_code, error_message, occurred_at, status, next_at, created_at, updated_at) ",
+            "SELECT d.id, j.id, d.destination, CASE WHEN d.destination = 'job' THEN j.webhook END, ",
+            "j.status, j.error_code, j.error_message, COALESCE(j.finished_at, j.updated_at), ",
+            "'pending', j.updated_at, j.updated_at, j.updated_at ",
+            "FROM j, (VALUES (",
+            $own,
+            "::uuid, 'job'), (",
+            $deployment,
+            "::uuid, 'deployment')) AS d(id, destination) ",
+            "WHERE j.status IN ('succeeded', 'failed', 'cancelled') ",
+            "AND CASE d.destination WHEN 'job' THEN j.webhook IS NOT NULL ",
+            "ELSE j.notify_deployment END)"
+        )
+    };
+}
+
 /// SQL that renders the timestamptz `$ts` as an RFC 3339 UTC string, as serde
 /// writes a `DateTime<Utc>` into event data.
 macro_rules! rfc3339 {
@@ -39,15 +64,16 @@ mod group;
 mod jobs;
 mod recovery;
 mod rows;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use projectengine_core::{
-    App, AppId, Artifact, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job,
-    JobDetail, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, Outcome, Owner, Result,
-    SavedArtifact, Store,
+    App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
+    EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp, NewArtifact,
+    NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -241,6 +267,28 @@ impl Store for PgStore {
 
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
         recovery::due_jobs(&self.pool, overdue, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> Result<Vec<WebhookDelivery>> {
+        webhooks::claim(&self.pool, limit, visibility).await
+    }
+
+    async fn record_delivery_try(
+        &self,
+        id: DeliveryId,
+        claimed_tries: u32,
+        attempt: NewTry,
+        next: DeliveryNext,
+    ) -> Result<WebhookDelivery> {
+        webhooks::record_try(&self.pool, id, claimed_tries, attempt, next).await
+    }
+
+    async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>> {
+        webhooks::list(&self.pool, job_id).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -33,18 +33,18 @@ pub(crate) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
+pub(crate) fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     row.try_get(column).map_err(map)
 }
 
-fn to_u32(v: i64, what: &str) -> Result<u32> {
+pub(crate) fn to_u32(v: i64, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| corrupt(what, v))
 }
 
-fn to_u64(v: i64, what: &str) -> Result<u64> {
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64> {
     u64::try_from(v).map_err(|_| corrupt(what, v))
 }
 
@@ -84,6 +84,8 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         finished_at: get(row, "finished_at")?,
         updated_at: get(row, "updated_at")?,
         last_seq: to_u64(get(row, "last_seq")?, "last_seq")?,
+        webhook: get(row, "webhook")?,
+        notify_deployment: get(row, "notify_deployment")?,
     })
 }
 

@@ -31,6 +31,8 @@ fn new_job(owner: &Owner) -> NewJob {
         timeout_ms: 60_000,
         run_at: Utc::now(),
         max_queued: None,
+        webhook: None,
+        notify_deployment: false,
     }
 }
 

@@ -47,12 +47,20 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             "artifacts",
             "attempts",
             "job_events",
-            "jobs"
+            "jobs",
+            "webhook_deliveries",
+            "webhook_tries"
         ]
     );
-    assert_eq!(applied(&store).await, [(1, true), (2, true), (3, true)]);
+    assert_eq!(
+        applied(&store).await,
+        [(1, true), (2, true), (3, true), (4, true)]
+    );
     store.migrate().await.expect("migrate a migrated schema");
-    assert_eq!(applied(&store).await, [(1, true), (2, true), (3, true)]);
+    assert_eq!(
+        applied(&store).await,
+        [(1, true), (2, true), (3, true), (4, true)]
+    );
     let indexes: Vec<String> = sqlx::query(
         "SELECT indexname::text AS i FROM pg_indexes WHERE schemaname = current_schema()",
     )
@@ -71,6 +79,8 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         "job_events_pkey",
         "apps_job_id_key",
         "artifacts_pkey",
+        "webhook_deliveries_due",
+        "webhook_deliveries_job",
     ] {
         assert!(
             indexes.iter().any(|i| i == wanted),
@@ -96,7 +106,10 @@ async fn concurrent_migrations_apply_once() {
     for r in join_all(runs).await {
         r.expect("join").expect("every concurrent migrate succeeds");
     }
-    assert_eq!(applied(&stores[0]).await, [(1, true), (2, true), (3, true)]);
+    assert_eq!(
+        applied(&stores[0]).await,
+        [(1, true), (2, true), (3, true), (4, true)]
+    );
     assert!(stores[0]
         .get_job(JobId::new())
         .await
@@ -130,7 +143,10 @@ async fn a_failed_migration_releases_its_lock() {
         .await
         .expect("the lock is free")
         .expect("migrate now succeeds");
-    assert_eq!(applied(&first).await, [(1, true), (2, true), (3, true)]);
+    assert_eq!(
+        applied(&first).await,
+        [(1, true), (2, true), (3, true), (4, true)]
+    );
 }
 
 #[tokio::test]

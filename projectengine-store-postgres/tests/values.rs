@@ -24,6 +24,8 @@ fn new_job(params: Value) -> NewJob {
         timeout_ms: i64::MAX as u64,
         run_at: Utc::now(),
         max_queued: None,
+        webhook: None,
+        notify_deployment: false,
     }
 }
 

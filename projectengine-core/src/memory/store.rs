@@ -10,8 +10,9 @@ use crate::artifact::check_job_bytes;
 use crate::transition::{self, lease_until, CancelPlan};
 use crate::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
-    DueJob, Error, EventData, Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp,
-    NewArtifact, NewJob, Outcome, Owner, Result, SavedArtifact, Store,
+    DeliveryId, DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination, DueJob, Error,
+    EventData, Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewArtifact,
+    NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -36,6 +37,11 @@ struct Inner {
     app_by_job: IdMap<JobId, AppId>,
     /// Jobs' artifacts, by name; only jobs that have some are here.
     artifacts: IdMap<JobId, BTreeMap<String, Artifact>>,
+    /// The webhook outbox, with each delivery's tries.
+    deliveries: BTreeMap<DeliveryId, DeliveryLog>,
+    deliveries_by_job: IdMap<JobId, Vec<DeliveryId>>,
+    /// Pending deliveries by `next_at`.
+    due_deliveries: BTreeSet<(DateTime<Utc>, DeliveryId)>,
 }
 
 /// Events a job's log has room for from the start: a job without retries or
@@ -150,6 +156,40 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Writes the outbox rows of a job that a transition just left as `job`:
+    /// nothing unless it ended and has destinations.
+    fn write_outbox(&mut self, job: &Job, now: DateTime<Utc>) {
+        for destination in transition::webhook_destinations(job) {
+            let delivery = WebhookDelivery {
+                id: DeliveryId::new(),
+                job_id: job.id,
+                destination,
+                url: match destination {
+                    Destination::Job => job.webhook.clone(),
+                    _ => None,
+                },
+                job_status: job.status,
+                job_error: job.error.clone(),
+                occurred_at: job.finished_at.unwrap_or(now),
+                status: DeliveryStatus::Pending,
+                tries: 0,
+                next_at: now,
+                created_at: now,
+                updated_at: now,
+            };
+            let id = delivery.id;
+            self.due_deliveries.insert((now, id));
+            self.deliveries_by_job.entry(job.id).or_default().push(id);
+            self.deliveries.insert(
+                id,
+                DeliveryLog {
+                    delivery,
+                    tries: Vec::new(),
+                },
+            );
+        }
+    }
+
     fn record(&mut self, id: JobId) -> Result<&mut Record> {
         self.jobs.get_mut(&id).ok_or(Error::not_found("job"))
     }
@@ -226,6 +266,8 @@ impl Store for MemoryStore {
             finished_at: None,
             updated_at: now,
             last_seq: 0,
+            webhook: new.webhook,
+            notify_deployment: new.notify_deployment,
         };
         let mut rec = Record {
             job,
@@ -402,6 +444,7 @@ impl Store for MemoryStore {
         let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
         inner.reindex(fence.job_id, Some(old), (job.status, job.run_at));
+        inner.write_outbox(&job, now);
         Ok(Changed { job, events })
     }
 
@@ -547,6 +590,7 @@ impl Store for MemoryStore {
             .collect();
         let job = rec.job.clone();
         inner.reindex(id, Some(old), (job.status, job.run_at));
+        inner.write_outbox(&job, now);
         Ok(Changed { job, events })
     }
 
@@ -647,6 +691,83 @@ impl Store for MemoryStore {
                 }
             })
             .collect())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> Result<Vec<WebhookDelivery>> {
+        let now = Utc::now();
+        let until = lease_until(now, visibility);
+        let mut inner = self.lock();
+        let due: Vec<(DateTime<Utc>, DeliveryId)> = inner
+            .due_deliveries
+            .range(..=(now, DeliveryId(uuid::Uuid::max())))
+            .take(limit)
+            .copied()
+            .collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for key in due {
+            inner.due_deliveries.remove(&key);
+            inner.due_deliveries.insert((until, key.1));
+            if let Some(log) = inner.deliveries.get_mut(&key.1) {
+                log.delivery.next_at = until;
+                log.delivery.updated_at = now;
+                claimed.push(log.delivery.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn record_delivery_try(
+        &self,
+        id: DeliveryId,
+        claimed_tries: u32,
+        attempt: NewTry,
+        next: DeliveryNext,
+    ) -> Result<WebhookDelivery> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let log = inner
+            .deliveries
+            .get_mut(&id)
+            .ok_or(Error::not_found("delivery"))?;
+        let d = &mut log.delivery;
+        transition::check_delivery_try(d.status, d.tries, claimed_tries)?;
+        let old_next = d.next_at;
+        d.tries += 1;
+        d.status = transition::delivery_status_after(next);
+        if let DeliveryNext::Retry { after } = next {
+            d.next_at = lease_until(now, after);
+        }
+        d.updated_at = now;
+        log.tries.push(DeliveryTry {
+            number: d.tries,
+            at: now,
+            status_code: attempt.status_code,
+            latency_ms: u64::try_from(attempt.latency.as_millis()).unwrap_or(u64::MAX),
+            error: attempt.error,
+        });
+        let delivery = log.delivery.clone();
+        inner.due_deliveries.remove(&(old_next, id));
+        if delivery.status == DeliveryStatus::Pending {
+            inner.due_deliveries.insert((delivery.next_at, id));
+        }
+        Ok(delivery)
+    }
+
+    async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>> {
+        let inner = self.lock();
+        Ok(inner
+            .deliveries_by_job
+            .get(&job_id)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| inner.deliveries.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -90,6 +90,8 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         timeout_ms: 60_000,
         run_at,
         max_queued: None,
+        webhook: None,
+        notify_deployment: false,
     }
 }
 
@@ -147,6 +149,8 @@ pub async fn check_answers_like_the_memory_store(store: Arc<dyn Store>) {
     assert!(matches!(dup, Err(Error::Conflict(_))));
     let over_quota = NewJob {
         max_queued: Some(1),
+        webhook: None,
+        notify_deployment: false,
         ..new_job(&other, 1, now)
     };
     let refused = s

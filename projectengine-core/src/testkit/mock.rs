@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobEvent, JobId,
-    JobQuery, NewApp, NewJob, NotificationStream, Notifier, Outcome, Owner, Result, Store,
+    App, AppId, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob, EventData,
+    Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, NewApp, NewJob, NewTry, NotificationStream,
+    Notifier, Outcome, Owner, Result, Store, WebhookDelivery,
 };
 
 mockall::mock! {
@@ -39,6 +40,9 @@ mockall::mock! {
         async fn list_apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Vec<App>>;
         async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>>;
         async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>>;
+        async fn claim_deliveries(&self, limit: usize, visibility: Duration) -> Result<Vec<WebhookDelivery>>;
+        async fn record_delivery_try(&self, id: DeliveryId, claimed_tries: u32, attempt: NewTry, next: DeliveryNext) -> Result<WebhookDelivery>;
+        async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>>;
         async fn ping(&self) -> Result<()>;
     }
 }

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod scenarios;
 mod slow;
 pub mod store;
+pub mod webhook;
 
 pub use mock::{MockNotifier, MockStore};
 pub use slow::SlowStore;
@@ -102,6 +103,12 @@ macro_rules! store_suite {
             check_artifact_is_fenced,
             check_artifact_replaces_by_name,
             check_artifact_job_bytes_are_exact,
+        );
+        $crate::__testkit_suite!(webhook, $make;
+            check_terminal_transition_writes_one_delivery_per_destination,
+            check_job_without_destination_writes_none,
+            check_claimed_deliveries_are_not_handed_out_twice,
+            check_delivery_tries_are_recorded,
         );
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,

@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    App, AppId, Attempt, Changed, Claim, DueJob, EventData, Fence, Heartbeat, Job, JobDetail,
-    JobEvent, JobId, JobQuery, NewApp, NewJob, Outcome, Owner, Result, Store,
+    App, AppId, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob, EventData,
+    Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp, NewJob, NewTry, Outcome,
+    Owner, Result, Store, WebhookDelivery,
 };
 
 /// Wraps a store and sleeps `delay` before each write of a running attempt
@@ -108,6 +109,27 @@ impl Store for SlowStore {
     }
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
         self.inner.due_jobs(overdue, limit).await
+    }
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> Result<Vec<WebhookDelivery>> {
+        self.inner.claim_deliveries(limit, visibility).await
+    }
+    async fn record_delivery_try(
+        &self,
+        id: DeliveryId,
+        claimed_tries: u32,
+        attempt: NewTry,
+        next: DeliveryNext,
+    ) -> Result<WebhookDelivery> {
+        self.inner
+            .record_delivery_try(id, claimed_tries, attempt, next)
+            .await
+    }
+    async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>> {
+        self.inner.deliveries(job_id).await
     }
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await

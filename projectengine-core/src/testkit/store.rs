@@ -29,6 +29,8 @@ pub fn new_job(owner: &Owner) -> NewJob {
         timeout_ms: 60_000,
         run_at: Utc::now(),
         max_queued: None,
+        webhook: None,
+        notify_deployment: false,
     }
 }
 
@@ -961,6 +963,8 @@ pub async fn check_queued_quota_is_exact(store: Arc<dyn Store>) {
     let o = owner();
     let with_quota = |o: &Owner| NewJob {
         max_queued: Some(QUOTA),
+        webhook: None,
+        notify_deployment: false,
         ..new_job(o)
     };
     let results =

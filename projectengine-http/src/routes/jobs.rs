@@ -37,7 +37,7 @@ pub(crate) fn routes() -> Router<ApiState> {
     responses(
         (status = 201, description = "Created", body = JobDto,
             headers(("Location" = String, description = "The job's URL"))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or a `webhook` URL refused (not http or https, a private address, a host that does not resolve, or a deployment without webhooks)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -61,12 +61,20 @@ pub async fn create(
         max_attempts: req.max_attempts,
         timeout: req.timeout_s.map(Duration::from_secs),
         run_at: req.run_at,
+        webhook: req.webhook,
     };
     let job = state
         .engine()
         .submit(&owner, submit)
         .await
-        .map_err(|e| ApiError::from(e).rename_field("timeout", "timeout_s"))?;
+        .map_err(|e| match e {
+            // A refused destination is a bad request, not a value out of bounds.
+            projectengine_core::Error::Invalid {
+                field: "webhook",
+                reason,
+            } => ApiError::bad_param("webhook", reason),
+            e => ApiError::from(e).rename_field("timeout", "timeout_s"),
+        })?;
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
     let location = format!("{}/{}/", uri.path().trim_end_matches('/'), job.id);
     let mut res = (StatusCode::CREATED, Json(JobDto::from(job))).into_response();

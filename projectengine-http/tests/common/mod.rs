@@ -78,6 +78,15 @@ impl TestApp {
         }
     }
 
+    /// Serves `engine` (a reconfigured clone of this app's engine) instead;
+    /// the worker keeps running on the same backends.
+    pub fn rebind(&mut self, engine: Engine) {
+        let config = self.state.config().clone();
+        self.state = ApiState::with_config(engine.clone(), self.auth.clone(), config);
+        self.router = router_with(self.state.clone());
+        self.engine = engine;
+    }
+
     /// A valid token for `sub`.
     pub fn token(&self, sub: &str) -> String {
         self.auth.mint(sub, Duration::from_secs(600)).expect("mint")
