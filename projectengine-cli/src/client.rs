@@ -158,16 +158,15 @@ impl Api {
 
 /// The error of a request that got no answer.
 pub(crate) fn unreachable(url: &str, e: &dyn std::error::Error) -> CliError {
-    // reqwest's top-level message is generic; the cause says what happened.
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason = format!("{reason}: {s}");
-        source = s.source();
+    // The outer messages repeat the URL or say "error sending request"; the
+    // innermost cause says what happened ("Connection refused").
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
     }
     CliError::Unreachable {
         url: url.to_owned(),
-        reason,
+        reason: cause.to_string(),
     }
 }
 

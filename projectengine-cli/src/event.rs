@@ -121,7 +121,14 @@ impl Event {
                 if let Some(e) = self.data.get("error") {
                     s.push_str(&format!(" — {}", error(e)));
                 }
-                if let Some(at) = self.data.get("run_at").and_then(Value::as_str) {
+                // The first `queued` carries the submission's run_at too;
+                // only a requeue's says something new.
+                if let Some(at) = self
+                    .data
+                    .get("run_at")
+                    .and_then(Value::as_str)
+                    .filter(|_| self.seq > 1)
+                {
                     s.push_str(&format!(" (runs at {at})"));
                 }
                 s
@@ -174,6 +181,10 @@ mod tests {
                 ),
                 "status failed — orchestrator_error: boom",
             ),
+            (
+                ev("status", json!({"status": "queued", "run_at": "t1"})),
+                "status queued (runs at t1)",
+            ),
             (ev("stage", json!({"stage": "PLANNING"})), "stage PLANNING"),
             (
                 ev("step", json!({"name": "write a.rs", "status": "completed"})),
@@ -202,6 +213,13 @@ mod tests {
             assert_eq!(e.describe(), line);
             assert_eq!(e.seq, 3);
         }
+    }
+
+    #[test]
+    fn the_first_queued_status_hides_its_run_at() {
+        let raw = json!({"seq": 1, "type": "status", "data": {"status": "queued", "run_at": "t"}});
+        let e = Event::parse(&raw.to_string()).unwrap();
+        assert_eq!(e.describe(), "status queued");
     }
 
     #[test]

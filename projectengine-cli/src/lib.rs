@@ -43,7 +43,12 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         }
         return Ok(Exit::Success);
     }
-    let api = Api::new(&cli.server, cli.token)?;
+    // A variable set to an empty value counts as unset, as for the server.
+    let server = match cli.server.trim() {
+        "" => args::DEFAULT_SERVER,
+        s => s,
+    };
+    let api = Api::new(server, cli.token)?;
     match cli.command {
         Command::Submit(s) => submit(&api, s, json).await,
         Command::Watch(w) => {

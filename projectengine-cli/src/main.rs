@@ -34,9 +34,15 @@ fn report(e: &CliError, json: bool) {
         return;
     }
     eprintln!("projectengine: error: {e}");
-    if let CliError::Api { status: 401, .. } = e {
-        eprintln!(
+    match e {
+        CliError::Api { status: 401, .. } => eprintln!(
             "hint: pass --token or set PROJECTENGINE_TOKEN; `projectengine token --sub NAME` mints a development token"
-        );
+        ),
+        CliError::Api { status: 404, code, message, .. }
+            if code == "not_found" && message.starts_with("route") =>
+        {
+            eprintln!("hint: the server does not serve this route; it may be older than this client")
+        }
+        _ => {}
     }
 }
