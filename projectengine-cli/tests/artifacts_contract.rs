@@ -46,18 +46,19 @@ fn sha(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn authorized(headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal of a request without the token, if it is one.
+fn refusal(headers: &HeaderMap) -> Option<Response> {
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         == Some(&format!("Bearer {TOKEN}"))
     {
-        return Ok(());
+        return None;
     }
     let body = json!({"error": {"code": "unauthorized", "message": "missing or bad token"}});
-    Err((StatusCode::UNAUTHORIZED, Json(body)).into_response())
+    Some((StatusCode::UNAUTHORIZED, Json(body)).into_response())
 }
 
 async fn listing(State(c): State<Contract>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&headers) {
+    if let Some(r) = refusal(&headers) {
         return r;
     }
     let items: Vec<Value> = c
@@ -78,7 +79,7 @@ async fn file(
     uri: Uri,
     UrlPath((_, name)): UrlPath<(String, String)>,
 ) -> Response {
-    if let Err(r) = authorized(&headers) {
+    if let Some(r) = refusal(&headers) {
         return r;
     }
     c.fetched.lock().unwrap().push(uri.path().to_owned());
