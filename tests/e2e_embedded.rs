@@ -143,6 +143,28 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_MAX_BODY_BYTES", "[default: 65536]"),
     ("PROJECTENGINE_MAX_QUEUED_PER_OWNER", "(unset: no quota)"),
     ("PROJECTENGINE_MAX_STREAMS_PER_OWNER", "(unset: no limit)"),
+    ("PROJECTENGINE_PIPELINE_WALL_TIME", "[default: 10m]"),
+    ("PROJECTENGINE_PIPELINE_CPU_TIME", "[default: 10m]"),
+    (
+        "PROJECTENGINE_PIPELINE_MEMORY_BYTES",
+        "[default: 2147483648]",
+    ),
+    ("PROJECTENGINE_PIPELINE_PROCESSES", "[default: 256]"),
+    (
+        "PROJECTENGINE_PIPELINE_FILE_SIZE_BYTES",
+        "[default: 1073741824]",
+    ),
+    ("PROJECTENGINE_PIPELINE_OPEN_FILES", "[default: 1024]"),
+    ("PROJECTENGINE_PIPELINE_OUTPUT_BYTES", "[default: 16777216]"),
+    ("PROJECTENGINE_PIPELINE_ALLOW_NETWORK", "[default: false]"),
+    (
+        "PROJECTENGINE_SANDBOX_DIR",
+        "(unset: the system's temporary directory)",
+    ),
+    (
+        "PROJECTENGINE_SANDBOX_ALLOW_UNSANDBOXED",
+        "[default: false]",
+    ),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
 ];
 

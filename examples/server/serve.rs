@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use projectengine_core::{Engine, Limits, Registry, StubOrchestrator, Worker, WorkerConfig};
 use projectengine_http::{ApiState, HttpConfig, JwtAuth};
+use projectengine_orchestrators::PipelineOrchestrator;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
@@ -19,7 +20,8 @@ fn registry(config: &Config) -> Result<Registry, ConfigError> {
             "stub",
             StubOrchestrator::new(config.stub_steps, config.stub_delay),
         )
-        .register("app-builder", AppBuilder::default());
+        .register("app-builder", AppBuilder::default())
+        .register("pipeline", PipelineOrchestrator::new(config.pipeline()));
     if registry.get(&config.default_kind).is_none() {
         let kinds: Vec<&str> = registry.kinds().collect();
         return Err(ConfigError::new(
