@@ -12,8 +12,10 @@ pub enum Isolation {
     Required,
     /// When the host cannot isolate, run anyway with the limits, the tree
     /// kill by process group and the output cap only: no namespaces, the
-    /// worker's user, the host's network and filesystem. For development
-    /// machines without `bwrap`; never for untrusted commands.
+    /// worker's user, the host's network and filesystem. A process that
+    /// leaves the group (`setsid`) escapes the tree kill, and a worker running
+    /// as root is exempt from the process limit. For development machines
+    /// without `bwrap`; never for untrusted commands.
     AllowUnsandboxed,
 }
 
