@@ -396,6 +396,10 @@ impl Running {
 
     /// Waits for the end. Lines not read by then are discarded (still
     /// counted against the output limit and scanned for limit messages).
+    ///
+    /// The outcome comes once the process is reaped and its output pipes are
+    /// closed (or two seconds after it is reaped, for a process that closed
+    /// them early): by then every process that held them is gone.
     pub async fn wait(self) -> Result<Outcome> {
         let Self {
             lines,
@@ -403,6 +407,24 @@ impl Running {
             _kill_on_drop,
         } = self;
         drop(lines);
+        done.await.map_err(|_| Error::Io {
+            context: "supervising the run".into(),
+            source: std::io::Error::other("the supervisor stopped before the run ended"),
+        })
+    }
+
+    /// Kills the whole tree and waits until it is gone, as [`Running::wait`]
+    /// does; the outcome's failure is `Cancelled`. Dropping the handle
+    /// kills too, but without waiting: prefer this before removing the
+    /// working directory.
+    pub async fn kill(self) -> Result<Outcome> {
+        let Self {
+            lines,
+            done,
+            _kill_on_drop,
+        } = self;
+        drop(lines);
+        _kill_on_drop.disarm().cancel();
         done.await.map_err(|_| Error::Io {
             context: "supervising the run".into(),
             source: std::io::Error::other("the supervisor stopped before the run ended"),

@@ -58,6 +58,25 @@ async fn dropping_the_handle_kills_the_tree() {
     common::assert_gone(&marker, Duration::from_secs(3)).await;
 }
 
+#[tokio::test]
+async fn kill_returns_once_the_tree_is_gone() {
+    let Some(sandbox) = sandbox().await else {
+        return;
+    };
+    let marker = common::unique_seconds();
+    let workdir = sandbox.workdir().unwrap();
+    let command = sh(&format!("echo started; sleep {marker} & sleep {marker}"));
+    let mut running = sandbox
+        .spawn(&workdir, &command, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(running.next_line().await.unwrap().text, "started");
+    let outcome = running.kill().await.unwrap();
+    assert_eq!(outcome.failure, Some(Failure::Cancelled));
+    assert_eq!(common::processes_with_arg(&marker), Vec::<i32>::new());
+    drop(workdir);
+}
+
 fn vm_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

@@ -260,10 +260,15 @@ impl PipelineOrchestrator {
                 _ => LogLevel::Info,
             };
             let cut = if line.cut { " …" } else { "" };
-            // A failed report (lost lease) returns here, and dropping
-            // `running` kills the phase.
-            cb.log(level, &format!("[{}] {text}{cut}", phase.name))
-                .await?;
+            if let Err(e) = cb
+                .log(level, &format!("[{}] {text}{cut}", phase.name))
+                .await
+            {
+                // The attempt cannot report any more (lost lease): stop the
+                // phase, and be sure it is gone before its directory goes.
+                let _ = running.kill().await;
+                return Err(e.into());
+            }
             if self.config.tail_lines > 0 {
                 if tail.len() == self.config.tail_lines {
                     tail.pop_front();
