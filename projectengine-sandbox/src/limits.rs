@@ -22,7 +22,10 @@ pub struct Limits {
     /// fail with ENOMEM.
     pub memory_bytes: Option<u64>,
     /// Processes (and threads) of the run's user (`RLIMIT_NPROC`): a fork past
-    /// it fails with EAGAIN.
+    /// it fails with EAGAIN. When the worker is root each working directory
+    /// has a host user of its own, so this counts the run's processes; when
+    /// it is not, the runs share the worker's user, and this counts every
+    /// process of that user.
     pub processes: Option<u64>,
     /// Size of any file a process writes (`RLIMIT_FSIZE`): SIGXFSZ past it.
     pub file_size_bytes: Option<u64>,

@@ -168,3 +168,31 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+#[tokio::test]
+async fn the_hosts_processes_are_invisible_and_no_namespace_can_be_made_inside() {
+    let Some(sandbox) = sandbox().await else {
+        return;
+    };
+    let (outcome, lines) = run(
+        &sandbox,
+        &sh("ls /proc | grep -c '^[0-9]'; if unshare --user --map-root-user true 2>/dev/null; then echo unshared; else echo refused; fi"),
+    )
+    .await;
+    assert!(outcome.success(), "{outcome:?} {lines:?}");
+    let out = texts(&lines);
+    let visible: u32 = out[0].parse().unwrap();
+    // The namespace's init, the shell, ls and grep; the host has far more.
+    assert!(visible <= 6, "{visible} processes visible");
+    assert_eq!(out[1], "refused");
+    let host = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .count();
+    assert!(host > visible as usize, "the host shows {host} processes");
+}
