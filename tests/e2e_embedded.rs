@@ -149,6 +149,28 @@ const VARIABLES: &[(&str, &str)] = &[
         "PROJECTENGINE_JOB_ARTIFACTS_MAX_BYTES",
         "[default: 1073741824]",
     ),
+    ("PROJECTENGINE_PIPELINE_WALL_TIME", "[default: 10m]"),
+    ("PROJECTENGINE_PIPELINE_CPU_TIME", "[default: 10m]"),
+    (
+        "PROJECTENGINE_PIPELINE_MEMORY_BYTES",
+        "[default: 2147483648]",
+    ),
+    ("PROJECTENGINE_PIPELINE_PROCESSES", "[default: 256]"),
+    (
+        "PROJECTENGINE_PIPELINE_FILE_SIZE_BYTES",
+        "[default: 1073741824]",
+    ),
+    ("PROJECTENGINE_PIPELINE_OPEN_FILES", "[default: 1024]"),
+    ("PROJECTENGINE_PIPELINE_OUTPUT_BYTES", "[default: 16777216]"),
+    ("PROJECTENGINE_PIPELINE_ALLOW_NETWORK", "[default: false]"),
+    (
+        "PROJECTENGINE_SANDBOX_DIR",
+        "(unset: the system's temporary directory)",
+    ),
+    (
+        "PROJECTENGINE_SANDBOX_ALLOW_UNSANDBOXED",
+        "[default: false]",
+    ),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
     (
         "PROJECTENGINE_WEBHOOK_URL",

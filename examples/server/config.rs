@@ -107,7 +107,7 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_RECOVERY_EVERY", default_value = "5s", value_parser = positive_duration)]
     pub recovery_every: Duration,
 
-    /// Orchestrator kind of jobs that name none (`stub` or `app-builder`)
+    /// Orchestrator kind of jobs that name none (`stub`, `app-builder` or `pipeline`)
     #[arg(long, env = "PROJECTENGINE_DEFAULT_KIND", default_value = "stub", value_parser = text)]
     pub default_kind: String,
 
@@ -142,6 +142,46 @@ pub struct Config {
     /// Most bytes one job's artifacts may take together
     #[arg(long, env = "PROJECTENGINE_JOB_ARTIFACTS_MAX_BYTES", default_value = "1073741824", value_parser = limit::<u64>)]
     pub job_artifacts_max_bytes: u64,
+
+    /// Wall-clock limit of one pipeline phase (and the most a job may ask for)
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_WALL_TIME", default_value = "10m", value_parser = positive_duration)]
+    pub pipeline_wall_time: Duration,
+
+    /// CPU time limit of each process of a pipeline phase
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_CPU_TIME", default_value = "10m", value_parser = positive_duration)]
+    pub pipeline_cpu_time: Duration,
+
+    /// Address-space limit of each process of a pipeline phase, in bytes
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_MEMORY_BYTES", default_value = "2147483648", value_parser = limit::<u64>)]
+    pub pipeline_memory_bytes: u64,
+
+    /// Processes a pipeline phase may have at once
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_PROCESSES", default_value = "256", value_parser = limit::<u64>)]
+    pub pipeline_processes: u64,
+
+    /// Largest file a pipeline phase may write, in bytes
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_FILE_SIZE_BYTES", default_value = "1073741824", value_parser = limit::<u64>)]
+    pub pipeline_file_size_bytes: u64,
+
+    /// Open files of each process of a pipeline phase, at least 8
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_OPEN_FILES", default_value = "1024", value_parser = open_files)]
+    pub pipeline_open_files: u64,
+
+    /// Output of a pipeline phase kept as log lines, in bytes (more is dropped)
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_OUTPUT_BYTES", default_value = "16777216", value_parser = limit::<u64>)]
+    pub pipeline_output_bytes: u64,
+
+    /// Whether a pipeline phase may ask for the network (true or false)
+    #[arg(long, env = "PROJECTENGINE_PIPELINE_ALLOW_NETWORK", default_value = "false", value_parser = boolean, action = clap::ArgAction::Set)]
+    pub pipeline_allow_network: bool,
+
+    /// Directory of the sandbox's working directories (unset: the system's temporary directory)
+    #[arg(long, env = "PROJECTENGINE_SANDBOX_DIR", value_parser = text)]
+    pub sandbox_dir: Option<String>,
+
+    /// Run pipeline phases unsandboxed when the host cannot isolate them (true or false; never with untrusted jobs)
+    #[arg(long, env = "PROJECTENGINE_SANDBOX_ALLOW_UNSANDBOXED", default_value = "false", value_parser = boolean, action = clap::ArgAction::Set)]
+    pub sandbox_allow_unsandboxed: bool,
 
     /// How log lines are written; RUST_LOG filters them (default info)
     #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
@@ -224,6 +264,26 @@ impl Config {
         }
         self.webhooks.check()?;
         Ok(self)
+    }
+
+    /// The pipeline orchestrator's settings: its sandbox limits, network and
+    /// working directories.
+    pub fn pipeline(&self) -> projectengine_orchestrators::PipelineConfig {
+        let mut pipeline = projectengine_orchestrators::PipelineConfig::default();
+        pipeline.limits = projectengine_sandbox::Limits {
+            wall_time: self.pipeline_wall_time,
+            cpu_time: Some(self.pipeline_cpu_time),
+            memory_bytes: Some(self.pipeline_memory_bytes),
+            processes: Some(self.pipeline_processes),
+            file_size_bytes: Some(self.pipeline_file_size_bytes),
+            open_files: Some(self.pipeline_open_files),
+            output_bytes: self.pipeline_output_bytes,
+            ..projectengine_sandbox::Limits::default()
+        };
+        pipeline.allow_network = self.pipeline_allow_network;
+        pipeline.workdir_root = self.sandbox_dir.as_ref().map(Into::into);
+        pipeline.allow_unsandboxed = self.sandbox_allow_unsandboxed;
+        pipeline
     }
 
     /// The token verifier: the public key, else the secret, else a random
@@ -350,6 +410,23 @@ fn artifacts(s: &str) -> Result<ArtifactsAt, String> {
         Err("must be `memory`, a directory or an object store URL".into())
     } else {
         Ok(ArtifactsAt::Directory(s.into()))
+    }
+}
+
+/// `true` or `false` (also `1` or `0`, `yes` or `no`).
+fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(format!("`{other}` is not true or false")),
+    }
+}
+
+/// Open files of a sandboxed process: at least 8.
+fn open_files(s: &str) -> Result<u64, String> {
+    match number::<u64>(s) {
+        Ok(n) if n >= 8 => Ok(n),
+        _ => Err("must be a whole number, at least 8".into()),
     }
 }
 
@@ -500,6 +577,21 @@ mod tests {
                 "maybe",
                 "PROJECTENGINE_WEBHOOK_ALLOW_PRIVATE",
             ),
+            (
+                "--pipeline-open-files",
+                "3",
+                "PROJECTENGINE_PIPELINE_OPEN_FILES",
+            ),
+            (
+                "--pipeline-allow-network",
+                "maybe",
+                "PROJECTENGINE_PIPELINE_ALLOW_NETWORK",
+            ),
+            (
+                "--pipeline-wall-time",
+                "0s",
+                "PROJECTENGINE_PIPELINE_WALL_TIME",
+            ),
         ] {
             let e = with(&[flag, value]).expect_err(var);
             assert!(
@@ -547,6 +639,33 @@ mod tests {
             !format!("{c:?}").contains(&secret[6..]),
             "the secret is not shown"
         );
+    }
+
+    #[test]
+    fn the_pipeline_takes_its_sandbox_limits_from_the_variables() {
+        let defaults = with(&[]).expect("defaults").pipeline();
+        assert_eq!(defaults.limits, projectengine_sandbox::Limits::default());
+        assert!(!defaults.allow_network && !defaults.allow_unsandboxed);
+        assert_eq!(defaults.workdir_root, None);
+        let c = with(&[
+            "--pipeline-wall-time",
+            "90s",
+            "--pipeline-memory-bytes",
+            "1000000000",
+            "--pipeline-processes",
+            "64",
+            "--pipeline-allow-network",
+            "true",
+            "--sandbox-dir",
+            "/var/tmp/builds",
+        ])
+        .expect("valid");
+        let p = c.pipeline();
+        assert_eq!(p.limits.wall_time, Duration::from_secs(90));
+        assert_eq!(p.limits.memory_bytes, Some(1_000_000_000));
+        assert_eq!(p.limits.processes, Some(64));
+        assert!(p.allow_network);
+        assert_eq!(p.workdir_root, Some("/var/tmp/builds".into()));
     }
 
     #[test]

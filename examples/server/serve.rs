@@ -8,6 +8,7 @@ use projectengine_core::{
     ArtifactLimits, Engine, Limits, Registry, StubOrchestrator, Worker, WorkerConfig,
 };
 use projectengine_http::{ApiState, HttpConfig, JwtAuth};
+use projectengine_orchestrators::PipelineOrchestrator;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
@@ -21,7 +22,8 @@ fn registry(config: &Config) -> Result<Registry, ConfigError> {
             "stub",
             StubOrchestrator::new(config.stub_steps, config.stub_delay),
         )
-        .register("app-builder", AppBuilder::default());
+        .register("app-builder", AppBuilder::default())
+        .register("pipeline", PipelineOrchestrator::new(config.pipeline()));
     if registry.get(&config.default_kind).is_none() {
         let kinds: Vec<&str> = registry.kinds().collect();
         return Err(ConfigError::new(
