@@ -122,3 +122,46 @@ async fn a_pipeline_job_runs_in_the_sandbox_within_the_servers_limits() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The README's example: a small C program built in three phases, and the
+/// built program downloaded as an artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_build_leaves_a_program_to_download() {
+    if !sandbox_installed() {
+        return;
+    }
+    let server = Server::start("all", &[]);
+    let addr = server.addr();
+    let t = token("alice");
+    let id = submit(
+        addr,
+        &t,
+        &json!({
+            "prompt": "build hello",
+            "kind": "pipeline",
+            "params": {
+                "files": [{"path": "hello.c", "content": "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n"}],
+                "phases": [
+                    {"name": "compile", "argv": ["cc", "-O2", "-o", "hello", "hello.c"], "weight": 3},
+                    {"name": "test", "argv": ["./hello"], "gate": true},
+                    {"name": "package", "argv": ["tar", "czf", "hello.tar.gz", "hello"]}
+                ],
+                "artifacts": ["hello.tar.gz"]
+            }
+        }),
+    )
+    .await;
+    wait_status(addr, &t, &id, "succeeded", Duration::from_secs(60)).await;
+    let res = support::client()
+        .get(format!(
+            "http://{addr}/api/jobs/{id}/artifacts/hello.tar.gz"
+        ))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/gzip");
+    let bytes = res.bytes().await.expect("bytes");
+    assert_eq!(&bytes[..2], b"\x1f\x8b", "a gzip file");
+}

@@ -191,3 +191,50 @@ fn a_malformed_webhook_secret_stops_the_server() {
         );
     }
 }
+
+/// The README's receiver (`examples/webhooks/receiver.py`, the standard
+/// library only) verifies what the real server sends: a job's end, with its
+/// artifacts, arrives once and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_receiver_verifies_what_the_server_sends() {
+    use std::io::{BufRead, BufReader};
+    let port = free_port().port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/webhooks/receiver.py");
+    let mut receiver = std::process::Command::new("python3")
+        .args([script, &port.to_string()])
+        .env("PROJECTENGINE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the receiver");
+    let mut lines = BufReader::new(receiver.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().expect("a line").expect("text"), "listening");
+    let server = Server::start("all", &webhook_env("1s"));
+    let addr = server.addr();
+    let t = token("alice");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "p", "params": {"steps": 1, "artifacts": {"report.txt": 10}},
+                "webhook": format!("http://127.0.0.1:{port}/hook")}),
+    )
+    .await;
+    wait_status(addr, &t, &id, "succeeded", Duration::from_secs(30)).await;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the receiver printed a verified call");
+    let _ = receiver.kill();
+    let got: Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(got["type"], "job.succeeded");
+    assert_eq!(got["job_id"], id.as_str());
+    assert_eq!(got["artifacts"], json!(["report.txt"]));
+    let logs = deliveries(addr, &t, &id).await;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(got["id"], logs[0]["id"]);
+    assert_eq!(logs[0]["status"], "delivered", "{logs:?}");
+}

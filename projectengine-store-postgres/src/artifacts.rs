@@ -6,7 +6,7 @@ use projectengine_core::{
     Artifact, ArtifactStored, Error, EventData, Fence, JobId, NewArtifact, Result, SavedArtifact,
 };
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::map;
 use crate::rows::{self, big};
@@ -39,9 +39,18 @@ ON CONFLICT (job_id, name) DO UPDATE SET attempt = EXCLUDED.attempt, size = EXCL
 
 /// Makes an uploaded artifact visible, fenced, within the job's byte limit.
 pub(crate) async fn put(pool: &PgPool, fence: Fence, new: NewArtifact) -> Result<SavedArtifact> {
+    let mut tx = pool.begin().await.map_err(map)?;
+    let done = put_locked(&mut tx, fence, new).await;
+    crate::tx::settle(tx, done).await
+}
+
+async fn put_locked(
+    tx: &mut PgConnection,
+    fence: Fence,
+    new: NewArtifact,
+) -> Result<SavedArtifact> {
     let size =
         i64::try_from(new.size).map_err(|_| Error::invalid("size", "is beyond any limit"))?;
-    let mut tx = pool.begin().await.map_err(map)?;
     sqlx::query(LOCK)
         .bind(fence.job_id.0)
         .bind(big(fence.attempt))
@@ -93,7 +102,6 @@ pub(crate) async fn put(pool: &PgPool, fence: Fence, new: NewArtifact) -> Result
         .execute(&mut *tx)
         .await
         .map_err(map)?;
-    tx.commit().await.map_err(map)?;
     let last_seq = u64::try_from(last_seq).map_err(|_| Error::internal("negative last_seq"))?;
     Ok(SavedArtifact {
         artifact: Artifact {

@@ -137,9 +137,8 @@ impl Op {
         if several {
             // Several statements (lock, then write): they need a transaction.
             let mut tx = pool.begin().await.map_err(map)?;
-            let done = self.run(&mut tx).await?;
-            tx.commit().await.map_err(map)?;
-            return Ok(done);
+            let done = self.run(&mut tx).await;
+            return crate::tx::settle(tx, done).await;
         }
         let mut conn = pool.acquire().await.map_err(map)?;
         self.run(&mut conn).await

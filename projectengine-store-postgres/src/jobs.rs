@@ -278,7 +278,12 @@ const CANCEL: &str = concat!(
 /// [`transition::plan_cancel`], and executes the plan.
 pub(crate) async fn request_cancel(pool: &PgPool, id: JobId) -> Result<Changed> {
     let mut tx = pool.begin().await.map_err(map)?;
-    let (job, now) = lock(&mut tx, id).await?;
+    let done = cancel_locked(&mut tx, id).await;
+    crate::tx::settle(tx, done).await
+}
+
+async fn cancel_locked(tx: &mut PgConnection, id: JobId) -> Result<Changed> {
+    let (job, now) = lock(&mut *tx, id).await?;
     let plan = transition::plan_cancel(&job)?;
     if plan == CancelPlan::Pending {
         return Ok(Changed {
@@ -301,7 +306,6 @@ pub(crate) async fn request_cancel(pool: &PgPool, id: JobId) -> Result<Changed> 
         .await
         .map_err(map)?
         .ok_or_else(|| Error::internal("the locked job did not take the cancel"))?;
-    tx.commit().await.map_err(map)?;
     rows::changed(&row, plan.events().to_vec())
 }
 
@@ -323,7 +327,12 @@ const RETRY: &str = concat!(
 /// [`transition::plan_retry`] at the database's `now()`, and executes the plan.
 pub(crate) async fn retry(pool: &PgPool, id: JobId) -> Result<Changed> {
     let mut tx = pool.begin().await.map_err(map)?;
-    let (job, now) = lock(&mut tx, id).await?;
+    let done = retry_locked(&mut tx, id).await;
+    crate::tx::settle(tx, done).await
+}
+
+async fn retry_locked(tx: &mut PgConnection, id: JobId) -> Result<Changed> {
+    let (job, now) = lock(&mut *tx, id).await?;
     let plan = transition::plan_retry(&job, now)?;
     let row = sqlx::query(RETRY)
         .bind(id.0)
@@ -335,6 +344,5 @@ pub(crate) async fn retry(pool: &PgPool, id: JobId) -> Result<Changed> {
         .await
         .map_err(map)?
         .ok_or_else(|| Error::internal("the locked job did not take the retry"))?;
-    tx.commit().await.map_err(map)?;
     rows::changed(&row, plan.events)
 }

@@ -64,6 +64,7 @@ mod group;
 mod jobs;
 mod recovery;
 mod rows;
+mod tx;
 mod webhooks;
 
 use std::sync::Arc;
