@@ -200,13 +200,23 @@ async fn the_readme_receiver_verifies_what_the_server_sends() {
     use std::io::{BufRead, BufReader};
     let port = free_port().port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/webhooks/receiver.py");
-    let mut receiver = std::process::Command::new("python3")
-        .args([script, &port.to_string()])
-        .env("PROJECTENGINE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs the receiver");
-    let mut lines = BufReader::new(receiver.stdout.take().expect("stdout")).lines();
+    /// Kills the receiver however the test ends.
+    struct Receiver(std::process::Child);
+    impl Drop for Receiver {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut receiver = Receiver(
+        std::process::Command::new("python3")
+            .args([script, &port.to_string()])
+            .env("PROJECTENGINE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the receiver"),
+    );
+    let mut lines = BufReader::new(receiver.0.stdout.take().expect("stdout")).lines();
     assert_eq!(lines.next().expect("a line").expect("text"), "listening");
     let server = Server::start("all", &webhook_env("1s"));
     let addr = server.addr();
@@ -228,7 +238,7 @@ async fn the_readme_receiver_verifies_what_the_server_sends() {
     let line = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the receiver printed a verified call");
-    let _ = receiver.kill();
+    drop(receiver);
     let got: Value = serde_json::from_str(&line).expect("json");
     assert_eq!(got["type"], "job.succeeded");
     assert_eq!(got["job_id"], id.as_str());
