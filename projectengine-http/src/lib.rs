@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod auth;
+mod cors;
 pub mod dto;
 mod error;
 mod extract;
@@ -18,7 +19,10 @@ use projectengine_core::Engine;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+#[cfg(feature = "jwks")]
+pub use auth::JwksConfig;
 pub use auth::{bearer_token, AuthError, Authenticated, Authenticator, JwtAuth, JwtConfigError};
+pub use cors::{Allowed, Cors, CorsError};
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 pub use extract::{ApiJson, ApiQuery, IdParam, PathId};
 pub use metrics::{Metrics, OpenGuard};
@@ -37,13 +41,20 @@ pub fn router(engine: Engine, auth: impl Authenticator) -> Router {
     router_with(ApiState::new(engine, auth))
 }
 
-/// Like [`router`], from a prepared [`ApiState`] (e.g. with a custom [`HttpConfig`]).
+/// Like [`router`], from a prepared [`ApiState`] (e.g. with a custom
+/// [`HttpConfig`]). With [`HttpConfig::cors`] set, its layer answers
+/// preflights (before authentication, which a preflight never carries) and adds
+/// the CORS headers to every route's responses.
 pub fn router_with(state: ApiState) -> Router {
-    let router = Router::new()
+    let cors = state.config().cors.clone();
+    let mut router = Router::new()
         .merge(api_routes(state.clone()))
         .merge(ws_routes(state.clone()))
         .merge(health_routes(state))
         .fallback(no_route);
+    if let Some(cors) = &cors {
+        router = cors::apply(router, cors);
+    }
     instrument(router)
 }
 
