@@ -272,13 +272,23 @@ const CANCEL: &str = concat!(
 pub(crate) async fn request_cancel(pool: &PgPool, id: JobId) -> Result<Changed> {
     let mut tx = pool.begin().await.map_err(map)?;
     let (job, now) = lock(&mut tx, id).await?;
-    let plan = transition::plan_cancel(&job)?;
-    if plan == CancelPlan::Pending {
-        return Ok(Changed {
-            job,
-            events: vec![],
-        });
-    }
+    // A refusal, or nothing to write: end the transaction now, releasing the
+    // row lock (a dropped transaction rolls back only when its connection is
+    // next used).
+    let plan = match transition::plan_cancel(&job) {
+        Ok(CancelPlan::Pending) => {
+            tx.rollback().await.map_err(map)?;
+            return Ok(Changed {
+                job,
+                events: vec![],
+            });
+        }
+        Ok(plan) => plan,
+        Err(e) => {
+            tx.rollback().await.map_err(map)?;
+            return Err(e);
+        }
+    };
     let mut planned = job.clone();
     plan.apply_to(&mut planned, now);
     let row = sqlx::query(CANCEL)
@@ -315,7 +325,15 @@ const RETRY: &str = concat!(
 pub(crate) async fn retry(pool: &PgPool, id: JobId) -> Result<Changed> {
     let mut tx = pool.begin().await.map_err(map)?;
     let (job, now) = lock(&mut tx, id).await?;
-    let plan = transition::plan_retry(&job, now)?;
+    // A refused retry ends the transaction now, releasing the row lock (a
+    // dropped transaction rolls back only when its connection is next used).
+    let plan = match transition::plan_retry(&job, now) {
+        Ok(plan) => plan,
+        Err(e) => {
+            tx.rollback().await.map_err(map)?;
+            return Err(e);
+        }
+    };
     let row = sqlx::query(RETRY)
         .bind(id.0)
         .bind(plan.from.as_str())
