@@ -158,6 +158,16 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_CORS_HEADERS", value_delimiter = ',', value_parser = text)]
     pub cors_headers: Option<Vec<String>>,
 
+    /// Base URL of an OTLP/HTTP collector (http://collector:4318) to export traces to (unset: none)
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_url)]
+    pub otel_endpoint: Option<String>,
+
+    /// Service name of the exported traces
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "projectengine", value_parser = text)]
+    pub otel_service_name: String,
+
     /// How log lines are written; RUST_LOG filters them (default info)
     #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -397,6 +407,11 @@ fn postgres_url(s: &str) -> Result<String, String> {
 
 fn redis_url(s: &str) -> Result<String, String> {
     url(s, &["redis", "rediss"])
+}
+
+#[cfg(feature = "otel")]
+fn otlp_url(s: &str) -> Result<String, String> {
+    url(s, &["http", "https"])
 }
 
 fn jwks_url(s: &str) -> Result<String, String> {

@@ -122,6 +122,10 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         registry,
         limits,
     );
+    #[cfg(feature = "otel")]
+    if config.otel_endpoint.is_some() {
+        engine.set_trace_propagator(projectengine_http::OtelPropagator);
+    }
     let stop = CancellationToken::new();
 
     // Every role serves HTTP: `web` and `all` the whole API, `worker` its

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use crate::metrics::EngineMetrics;
+use crate::trace::TracePropagator;
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
     App, AppId, Attempt, Error, Job, JobDetail, JobEvent, JobId, JobQuery, NewJob, Notifier, Owner,
@@ -158,6 +159,8 @@ struct Inner {
     watch: WatchConfig,
     /// Handles registered with the recorder current when the engine was built.
     metrics: EngineMetrics,
+    /// Carries trace contexts from submissions to attempts, when installed.
+    trace: std::sync::OnceLock<Arc<dyn TracePropagator>>,
     /// Handles registered by [`Engine::bind_metrics`]; they win when set.
     bound_metrics: std::sync::OnceLock<EngineMetrics>,
 }
@@ -219,6 +222,7 @@ impl Engine {
                 notifier,
                 metrics: EngineMetrics::register(&registry),
                 bound_metrics: Default::default(),
+                trace: Default::default(),
                 registry,
                 limits,
                 watch,
@@ -285,7 +289,23 @@ impl Engine {
         if let Some(bound) = i.bound_metrics.get() {
             let _ = engine.inner.bound_metrics.set(bound.clone());
         }
+        if let Some(trace) = i.trace.get() {
+            let _ = engine.inner.trace.set(trace.clone());
+        }
         engine
+    }
+
+    /// Installs the [`TracePropagator`] that stores the submitting request's
+    /// trace context with each new job and parents its attempts' spans on it
+    /// (see [`crate::trace`]). Once per engine, shared by its clones: `false`
+    /// when one is installed already (which stays).
+    pub fn set_trace_propagator(&self, propagator: impl TracePropagator) -> bool {
+        self.inner.trace.set(Arc::new(propagator)).is_ok()
+    }
+
+    /// The installed [`TracePropagator`], if any.
+    pub fn trace_propagator(&self) -> Option<&dyn TracePropagator> {
+        self.inner.trace.get().map(|p| &**p)
     }
 
     /// The settings of this engine's watches.
@@ -390,6 +410,10 @@ impl Engine {
             timeout_ms: timeout.as_millis() as u64,
             run_at,
             max_queued: l.max_queued_per_owner,
+            trace_parent: self
+                .trace_propagator()
+                .and_then(|p| p.current())
+                .filter(|t| t.len() <= crate::trace::MAX_TRACE_PARENT_BYTES),
         })
     }
 

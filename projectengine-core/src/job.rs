@@ -161,6 +161,11 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     /// The seq of its latest event.
     pub last_seq: u64,
+    /// The trace context of the request that submitted it (a W3C
+    /// `traceparent`), which its attempts' spans continue; see
+    /// [`crate::trace`].
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 impl Job {
@@ -199,6 +204,10 @@ pub struct NewJob {
     /// no quota).
     #[serde(default)]
     pub max_queued: Option<u32>,
+    /// The submitter's trace context (a W3C `traceparent`), kept on the job
+    /// for its attempts; see [`crate::trace`].
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 /// What to list: filters and a cursor page.

@@ -14,6 +14,7 @@ mod orchestrator;
 mod queue;
 mod store;
 mod stub;
+pub mod trace;
 pub mod transition;
 mod watch;
 pub mod worker;
@@ -35,6 +36,7 @@ pub use orchestrator::{
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
 pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
+pub use trace::TracePropagator;
 pub use watch::{EventStream, WatchConfig};
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
 

@@ -187,6 +187,7 @@ mod tests {
             timeout_ms: 1000,
             run_at: chrono::Utc::now(),
             max_queued: None,
+            trace_parent: None,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

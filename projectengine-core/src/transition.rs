@@ -461,6 +461,7 @@ mod tests {
             finished_at: None,
             updated_at: now,
             last_seq: 1,
+            trace_parent: None,
         }
     }
 

@@ -8,6 +8,8 @@ mod extract;
 mod limits;
 mod metrics;
 mod openapi;
+#[cfg(feature = "otel")]
+mod otel;
 mod routes;
 mod state;
 
@@ -27,6 +29,8 @@ pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 pub use extract::{ApiJson, ApiQuery, IdParam, PathId};
 pub use metrics::{Metrics, OpenGuard};
 pub use openapi::{openapi, ApiDoc};
+#[cfg(feature = "otel")]
+pub use otel::{Otel, OtelError, OtelPropagator};
 pub use state::{ApiState, HttpConfig};
 
 use routes::{both, method_not_allowed, no_route};
@@ -93,7 +97,9 @@ pub fn health_routes(state: ApiState) -> Router {
 
 /// Adds request ids (`x-request-id`, generated when absent and echoed back) and
 /// a tracing span per request carrying `request_id`, the method, the path (never
-/// the query, which may hold a token) and, on job routes, `job_id`.
+/// the query, which may hold a token) and, on job routes, `job_id`. With the
+/// `otel` feature, a request's W3C `traceparent` header makes its span part
+/// of the caller's trace.
 pub fn instrument(router: Router) -> Router {
     let header = HeaderName::from_static(REQUEST_ID_HEADER);
     router
@@ -105,13 +111,16 @@ pub fn instrument(router: Router) -> Router {
                     .get(REQUEST_ID_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "request",
                     method = %req.method(),
                     path = %req.uri().path(),
                     request_id,
                     job_id = tracing::field::Empty,
-                )
+                );
+                #[cfg(feature = "otel")]
+                otel::continue_trace(&span, req.headers());
+                span
             }),
         )
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))

@@ -16,8 +16,8 @@ use crate::rows::{self, big};
 const CREATE: &str = concat!(
     "WITH j AS (",
     " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
-    "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq)",
-    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1)",
+    "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq, trace_parent)",
+    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11)",
     " RETURNING *",
     "), e AS (",
     " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
@@ -66,6 +66,7 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .bind(big(new.max_attempts))
         .bind(timeout_ms)
         .bind(new.run_at)
+        .bind(&new.trace_parent)
         .fetch_one(conn)
         .await
         .map_err(map)?;

@@ -84,6 +84,7 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         finished_at: get(row, "finished_at")?,
         updated_at: get(row, "updated_at")?,
         last_seq: to_u64(get(row, "last_seq")?, "last_seq")?,
+        trace_parent: get(row, "trace_parent")?,
     })
 }
 

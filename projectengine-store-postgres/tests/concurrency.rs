@@ -31,6 +31,7 @@ fn new_job(owner: &Owner) -> NewJob {
         timeout_ms: 60_000,
         run_at: Utc::now(),
         max_queued: None,
+        trace_parent: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn new_job(params: Value) -> NewJob {
         timeout_ms: i64::MAX as u64,
         run_at: Utc::now(),
         max_queued: None,
+        trace_parent: None,
     }
 }
 

@@ -223,6 +223,7 @@ impl Store for MemoryStore {
             finished_at: None,
             updated_at: now,
             last_seq: 0,
+            trace_parent: new.trace_parent,
         };
         let mut rec = Record {
             job,

@@ -90,6 +90,7 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         timeout_ms: 60_000,
         run_at,
         max_queued: None,
+        trace_parent: None,
     }
 }
 
