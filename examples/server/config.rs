@@ -74,7 +74,7 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_JWT_ALGORITHM", default_value = "RS256", value_parser = public_key_algorithm)]
     pub jwt_algorithm: Algorithm,
 
-    /// URL of the identity provider's key set (JWKS) that verifies tokens; replaces the secret and the public key
+    /// URL of the identity provider's key set (JWKS) that verifies tokens, instead of a public key or secret (unset: not used)
     #[arg(long, env = "PROJECTENGINE_JWT_JWKS_URL", value_parser = jwks_url)]
     pub jwt_jwks_url: Option<String>,
 
@@ -158,7 +158,7 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_CORS_HEADERS", value_delimiter = ',', value_parser = text)]
     pub cors_headers: Option<Vec<String>>,
 
-    /// Base URL of an OTLP/HTTP collector (http://collector:4318) to export traces to (unset: none)
+    /// Base URL of an OTLP/HTTP collector (http://collector:4318) to export traces to (unset: no traces)
     #[cfg(feature = "otel")]
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_url)]
     pub otel_endpoint: Option<String>,
