@@ -128,6 +128,10 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_JWT_ALGORITHM", "[default: RS256]"),
     ("PROJECTENGINE_JWT_ISSUER", "(unset: not checked)"),
     ("PROJECTENGINE_JWT_AUDIENCE", "(unset: not checked)"),
+    ("PROJECTENGINE_JWT_JWKS_URL", "(unset: not used)"),
+    ("PROJECTENGINE_JWT_JWKS_MIN_REFRESH", "[default: 30s]"),
+    ("PROJECTENGINE_JWT_JWKS_MAX_AGE", "[default: 10m]"),
+    ("PROJECTENGINE_JWT_SUBJECT_CLAIM", "[default: sub]"),
     ("PROJECTENGINE_WORKER_CONCURRENCY", "[default: 16]"),
     (
         "PROJECTENGINE_QUEUES",
@@ -171,6 +175,12 @@ const VARIABLES: &[(&str, &str)] = &[
         "PROJECTENGINE_SANDBOX_ALLOW_UNSANDBOXED",
         "[default: false]",
     ),
+    ("PROJECTENGINE_CORS_ORIGINS", "(unset: no CORS headers)"),
+    ("PROJECTENGINE_CORS_METHODS", "(unset: GET, POST)"),
+    (
+        "PROJECTENGINE_CORS_HEADERS",
+        "(unset: authorization, content-type, last-event-id)",
+    ),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
     (
         "PROJECTENGINE_WEBHOOK_URL",
@@ -187,6 +197,15 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_WEBHOOK_TIMEOUT", "[default: 10s]"),
     ("PROJECTENGINE_WEBHOOK_ALLOW_PRIVATE", "[default: false]"),
 ];
+
+/// The variables of a server built with `otel`.
+#[cfg(feature = "otel")]
+const OTEL_VARIABLES: &[(&str, &str)] = &[
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "(unset: no traces)"),
+    ("OTEL_SERVICE_NAME", "[default: projectengine]"),
+];
+#[cfg(not(feature = "otel"))]
+const OTEL_VARIABLES: &[(&str, &str)] = &[];
 
 /// The server binary with an empty environment, in a fresh directory (so no
 /// `.env` is read unless the test writes one there).
@@ -213,7 +232,7 @@ fn help_lists_every_variable_with_its_default_and_every_role() {
         .expect("run the server");
     assert!(out.status.success(), "{out:?}");
     let help = String::from_utf8_lossy(&out.stdout);
-    for (var, default) in VARIABLES {
+    for (var, default) in VARIABLES.iter().chain(OTEL_VARIABLES) {
         let entry = help
             .split("\n      --")
             .find(|entry| entry.contains(&format!("[env: {var}")))
@@ -222,7 +241,7 @@ fn help_lists_every_variable_with_its_default_and_every_role() {
     }
     assert_eq!(
         help.matches("[env: ").count(),
-        VARIABLES.len(),
+        VARIABLES.len() + OTEL_VARIABLES.len(),
         "a variable --help shows is not in this test:\n{help}"
     );
     for role in ["all", "web", "worker", "migrate", "token"] {

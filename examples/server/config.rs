@@ -11,7 +11,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Command, ValueEnum};
 use jsonwebtoken::Algorithm;
 use projectengine_core::{ArtifactLimits, ArtifactStore};
-use projectengine_http::JwtAuth;
+use projectengine_http::{Cors, JwksConfig, JwtAuth};
 
 /// A configuration error: which variable, and why.
 #[derive(Debug)]
@@ -74,6 +74,22 @@ pub struct Config {
     /// Algorithm of tokens verified with the public key: RS256 or ES256
     #[arg(long, env = "PROJECTENGINE_JWT_ALGORITHM", default_value = "RS256", value_parser = public_key_algorithm)]
     pub jwt_algorithm: Algorithm,
+
+    /// URL of the identity provider's key set (JWKS) that verifies tokens, instead of a public key or secret (unset: not used)
+    #[arg(long, env = "PROJECTENGINE_JWT_JWKS_URL", value_parser = jwks_url)]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Shortest time between two fetches of the JWKS (a token with an unknown `kid` fetches it at most this often)
+    #[arg(long, env = "PROJECTENGINE_JWT_JWKS_MIN_REFRESH", default_value = "30s", value_parser = duration)]
+    pub jwt_jwks_min_refresh: Duration,
+
+    /// Age after which the JWKS is fetched again on the next token, so withdrawn keys stop working
+    #[arg(long, env = "PROJECTENGINE_JWT_JWKS_MAX_AGE", default_value = "10m", value_parser = positive_duration)]
+    pub jwt_jwks_max_age: Duration,
+
+    /// The token claim naming the owner, e.g. `user_id`
+    #[arg(long, env = "PROJECTENGINE_JWT_SUBJECT_CLAIM", default_value = "sub", value_parser = claim_name)]
+    pub jwt_subject_claim: String,
 
     /// Required `iss` of tokens (unset: not checked)
     #[arg(long, env = "PROJECTENGINE_JWT_ISSUER", value_parser = text)]
@@ -183,6 +199,28 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_SANDBOX_ALLOW_UNSANDBOXED", default_value = "false", value_parser = boolean, action = clap::ArgAction::Set)]
     pub sandbox_allow_unsandboxed: bool,
 
+    /// Comma-separated origins (https://app.example.com) whose pages may call the API, or `*` (unset: no CORS headers)
+    #[arg(long, env = "PROJECTENGINE_CORS_ORIGINS", value_delimiter = ',', value_parser = text)]
+    pub cors_origins: Option<Vec<String>>,
+
+    /// Comma-separated methods those pages may use, or `*` (unset: GET, POST)
+    #[arg(long, env = "PROJECTENGINE_CORS_METHODS", value_delimiter = ',', value_parser = text)]
+    pub cors_methods: Option<Vec<String>>,
+
+    /// Comma-separated request headers those pages may send, or `*` (unset: authorization, content-type, last-event-id)
+    #[arg(long, env = "PROJECTENGINE_CORS_HEADERS", value_delimiter = ',', value_parser = text)]
+    pub cors_headers: Option<Vec<String>>,
+
+    /// Base URL of an OTLP/HTTP collector (http://collector:4318) to export traces to (unset: no traces)
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_url)]
+    pub otel_endpoint: Option<String>,
+
+    /// Service name of the exported traces
+    #[cfg(feature = "otel")]
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "projectengine", value_parser = text)]
+    pub otel_service_name: String,
+
     /// How log lines are written; RUST_LOG filters them (default info)
     #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -259,10 +297,19 @@ impl Config {
                 "set either it or PROJECTENGINE_JWT_SECRET, not both",
             ));
         }
+        if self.jwt_jwks_url.is_some()
+            && (self.jwt_public_key.is_some() || self.jwt_secret.is_some())
+        {
+            return Err(ConfigError::new(
+                "PROJECTENGINE_JWT_JWKS_URL",
+                "set either it, PROJECTENGINE_JWT_PUBLIC_KEY or PROJECTENGINE_JWT_SECRET, not two",
+            ));
+        }
         if let Some(queues) = &mut self.queues {
             queues.retain(|q| !q.is_empty());
         }
         self.webhooks.check()?;
+        self.cors()?;
         Ok(self)
     }
 
@@ -286,10 +333,48 @@ impl Config {
         pipeline
     }
 
-    /// The token verifier: the public key, else the secret, else a random
-    /// secret for this process only.
+    /// The CORS policy: none without `PROJECTENGINE_CORS_ORIGINS`.
+    pub fn cors(&self) -> Result<Option<Cors>, ConfigError> {
+        let empty = Vec::new();
+        let Some(origins) = &self.cors_origins else {
+            let var = if self.cors_methods.is_some() {
+                "PROJECTENGINE_CORS_METHODS"
+            } else if self.cors_headers.is_some() {
+                "PROJECTENGINE_CORS_HEADERS"
+            } else {
+                return Ok(None);
+            };
+            return Err(ConfigError::new(
+                var,
+                "needs PROJECTENGINE_CORS_ORIGINS, the origins it applies to",
+            ));
+        };
+        let methods = self.cors_methods.as_ref().unwrap_or(&empty);
+        let headers = self.cors_headers.as_ref().unwrap_or(&empty);
+        Cors::parse(origins, methods, headers)
+            .map(Some)
+            .map_err(|e| {
+                let var = match e.list {
+                    "methods" => "PROJECTENGINE_CORS_METHODS",
+                    "headers" => "PROJECTENGINE_CORS_HEADERS",
+                    _ => "PROJECTENGINE_CORS_ORIGINS",
+                };
+                ConfigError::new(var, e.to_string())
+            })
+    }
+
+    /// The token verifier: the JWKS, else the public key, else the secret,
+    /// else a random secret for this process only.
     pub fn jwt_auth(&self) -> Result<JwtAuth, ConfigError> {
         let auth = match (&self.jwt_public_key, &self.jwt_secret) {
+            _ if self.jwt_jwks_url.is_some() => {
+                let url = self.jwt_jwks_url.clone().unwrap_or_default();
+                let jwks = JwksConfig::new(url)
+                    .min_refresh(self.jwt_jwks_min_refresh)
+                    .max_age(self.jwt_jwks_max_age);
+                JwtAuth::jwks(jwks)
+                    .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_JWKS_URL", e.to_string()))?
+            }
             (Some(pem), _) => JwtAuth::public_key_pem(self.jwt_algorithm, pem.as_bytes())
                 .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_PUBLIC_KEY", e.to_string()))?,
             (None, Some(secret)) => JwtAuth::hs256(secret)
@@ -308,10 +393,12 @@ impl Config {
             Some(iss) => auth.issuer(iss.clone()),
             None => auth,
         };
-        Ok(match &self.jwt_audience {
+        let auth = match &self.jwt_audience {
             Some(aud) => auth.audience(aud.clone()),
             None => auth,
-        })
+        };
+        auth.try_subject_claim(self.jwt_subject_claim.clone())
+            .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_SUBJECT_CLAIM", e.to_string()))
     }
 }
 
@@ -467,6 +554,23 @@ fn redis_url(s: &str) -> Result<String, String> {
     url(s, &["redis", "rediss"])
 }
 
+#[cfg(feature = "otel")]
+fn otlp_url(s: &str) -> Result<String, String> {
+    url(s, &["http", "https"])
+}
+
+fn jwks_url(s: &str) -> Result<String, String> {
+    url(s, &["https", "http"])
+}
+
+/// A claim's name: not empty.
+fn claim_name(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("must name a claim, such as sub or user_id".into()),
+        name => Ok(name.to_owned()),
+    }
+}
+
 fn jwt_secret(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.len() < 32 {
@@ -592,6 +696,27 @@ mod tests {
                 "0s",
                 "PROJECTENGINE_PIPELINE_WALL_TIME",
             ),
+            (
+                "--jwt-jwks-url",
+                "id.example.com",
+                "PROJECTENGINE_JWT_JWKS_URL",
+            ),
+            (
+                "--jwt-jwks-min-refresh",
+                "often",
+                "PROJECTENGINE_JWT_JWKS_MIN_REFRESH",
+            ),
+            (
+                "--jwt-subject-claim",
+                " ",
+                "PROJECTENGINE_JWT_SUBJECT_CLAIM",
+            ),
+            (
+                "--cors-origins",
+                "example.com",
+                "PROJECTENGINE_CORS_ORIGINS",
+            ),
+            ("--cors-methods", "GET", "PROJECTENGINE_CORS_METHODS"),
         ] {
             let e = with(&[flag, value]).expect_err(var);
             assert!(
@@ -684,6 +809,57 @@ mod tests {
     fn the_algorithm_is_a_jsonwebtoken_algorithm() {
         let c = with(&["--jwt-algorithm", "ES256"]).expect("ES256");
         assert_eq!(c.jwt_algorithm, Algorithm::ES256);
+    }
+
+    #[test]
+    fn tokens_from_a_jwks_with_another_subject_claim() {
+        let c = with(&[
+            "--jwt-jwks-url",
+            "https://id.example.com/.well-known/jwks.json",
+            "--jwt-jwks-min-refresh",
+            "1m",
+            "--jwt-subject-claim",
+            "user_id",
+        ])
+        .expect("jwks");
+        assert_eq!(c.jwt_jwks_min_refresh, Duration::from_secs(60));
+        let auth = format!("{:?}", c.jwt_auth().expect("auth"));
+        assert!(
+            auth.contains("id.example.com") && auth.contains("user_id"),
+            "{auth}"
+        );
+        let e = with(&[
+            "--jwt-jwks-url",
+            "https://id.example.com/jwks.json",
+            "--jwt-secret",
+            &"s".repeat(32),
+        ])
+        .expect_err("two sources of keys");
+        assert!(e.contains("PROJECTENGINE_JWT_JWKS_URL"), "{e}");
+    }
+
+    #[test]
+    fn cors_is_off_unless_origins_are_set() {
+        assert_eq!(with(&[]).expect("defaults").cors().expect("cors"), None);
+        let c = with(&[
+            "--cors-origins",
+            "https://a.example, http://localhost:3000",
+            "--cors-methods",
+            "GET,POST,DELETE",
+        ])
+        .expect("cors");
+        let cors = c.cors().expect("valid").expect("on");
+        assert_eq!(
+            cors.methods,
+            projectengine_http::Allowed::List(vec![
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE
+            ])
+        );
+        let e = with(&["--cors-origins", "*", "--cors-headers", "bad header"])
+            .expect_err("a bad header");
+        assert!(e.contains("PROJECTENGINE_CORS_HEADERS"), "{e}");
     }
 
     #[test]

@@ -102,15 +102,45 @@ fn parse() -> Result<(Role, Config), ExitCode> {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// The trace exporter, when the server exports traces.
+#[cfg(feature = "otel")]
+type Exporter = Option<projectengine_http::Otel>;
+#[cfg(not(feature = "otel"))]
+type Exporter = Option<std::convert::Infallible>;
+
+/// Log lines to stderr, filtered by `RUST_LOG`; and (feature `otel`) spans of
+/// level info and above to an OTLP collector, whatever `RUST_LOG` says.
+fn init_logging(config: &Config) -> Result<Exporter, ConfigError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    let logs = tracing_subscriber::registry().with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        let otel = match &config.otel_endpoint {
+            Some(endpoint) => Some(
+                projectengine_http::Otel::otlp(endpoint, &config.otel_service_name)
+                    .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let spans = otel.as_ref().map(|o| {
+            o.layer()
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+        logs.with(spans).init();
+        Ok(otel)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        logs.init();
+        Ok(None)
     }
 }
 
@@ -119,7 +149,13 @@ fn main() -> ExitCode {
         Ok(parsed) => parsed,
         Err(code) => return code,
     };
-    init_logging(config.log_format);
+    let exporter = match init_logging(&config) {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,7 +166,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve::run(role, config)) {
+    let result = runtime.block_on(serve::run(role, config));
+    #[cfg(feature = "otel")]
+    if let Some(Err(e)) = exporter.as_ref().map(projectengine_http::Otel::shutdown) {
+        eprintln!("server: {e}");
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = exporter;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("server: {e:#}");

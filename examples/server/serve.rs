@@ -86,7 +86,10 @@ fn signal() -> impl std::future::Future<Output = ()> {
 pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     match role {
         Role::Token { sub, ttl } => {
-            if config.jwt_secret.is_none() || config.jwt_public_key.is_some() {
+            if config.jwt_secret.is_none()
+                || config.jwt_public_key.is_some()
+                || config.jwt_jwks_url.is_some()
+            {
                 return Err(ConfigError::new(
                     "PROJECTENGINE_JWT_SECRET",
                     "must be set to mint tokens a server will accept",
@@ -145,6 +148,10 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     )
     .with_artifacts(artifacts)
     .with_webhooks(config.webhooks.engine());
+    #[cfg(feature = "otel")]
+    if config.otel_endpoint.is_some() {
+        engine.set_trace_propagator(projectengine_http::OtelPropagator);
+    }
     let stop = CancellationToken::new();
 
     // Every role serves HTTP: `web` and `all` the whole API, `worker` its
@@ -163,6 +170,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let mut http = HttpConfig::default();
     http.body_limit = config.max_body_bytes;
     http.max_streams_per_owner = config.max_streams_per_owner;
+    http.cors = config.cors()?;
     let state = ApiState::with_config(engine.clone(), auth.clone(), http);
     // After the state: it binds the engine's metrics to its recorder, which
     // the worker's attempts then report to from the first one.
@@ -220,13 +228,19 @@ fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr) {
     let url = format!("http://{addr}");
     println!("projectEngine listening on {url}  (API docs: {url}/docs)");
     match (&config.jwt_public_key, &config.jwt_secret) {
+        _ if config.jwt_jwks_url.is_some() => {
+            println!("tokens: verified with the keys of the configured JWKS URL");
+        }
         (Some(_), _) => println!("tokens: verified with the configured public key"),
         (None, secret) => {
             if secret.is_none() {
                 println!("tokens: PROJECTENGINE_JWT_SECRET is not set; using a random secret for this process only");
             }
             if let Ok(token) = auth.mint("dev", Duration::from_secs(24 * 3600)) {
-                println!("development token (sub=dev, 24 h):\n  export TOKEN={token}");
+                println!(
+                    "development token ({}=dev, 24 h):\n  export TOKEN={token}",
+                    config.jwt_subject_claim
+                );
                 println!("create a job:\n  curl -s -X POST {url}/api/jobs/ -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"prompt\":\"a todo app\"}}'");
                 println!("watch it live (put the job id from the answer in place of JOB_ID):\n  curl -N {url}/api/jobs/JOB_ID/stream/ -H \"Authorization: Bearer $TOKEN\"");
             }

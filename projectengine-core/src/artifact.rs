@@ -638,6 +638,7 @@ mod tests {
                 max_queued: None,
                 webhook: None,
                 notify_deployment: false,
+                trace_parent: None,
             })
             .await
             .unwrap();

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::artifact::{self, ArtifactBody, ArtifactReader, ArtifactStore, NewArtifact};
 use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use crate::metrics::EngineMetrics;
+use crate::trace::TracePropagator;
 use crate::watch::{self, EventStream, WatchConfig};
 use crate::{
     App, AppId, Artifact, Attempt, DeliveryLog, Error, Fence, Job, JobDetail, JobEvent, JobId,
@@ -177,6 +178,8 @@ struct Inner {
     webhooks: Webhooks,
     /// Handles registered with the recorder current when the engine was built.
     metrics: EngineMetrics,
+    /// Carries trace contexts from submissions to attempts, when installed.
+    trace: std::sync::OnceLock<Arc<dyn TracePropagator>>,
     /// Handles registered by [`Engine::bind_metrics`]; they win when set.
     bound_metrics: std::sync::OnceLock<EngineMetrics>,
 }
@@ -242,6 +245,7 @@ impl Engine {
                 notifier,
                 metrics: EngineMetrics::register(&registry),
                 bound_metrics: Default::default(),
+                trace: Default::default(),
                 registry,
                 limits,
                 watch: settings.watch,
@@ -342,12 +346,28 @@ impl Engine {
         if let Some(bound) = i.bound_metrics.get() {
             let _ = engine.inner.bound_metrics.set(bound.clone());
         }
+        if let Some(trace) = i.trace.get() {
+            let _ = engine.inner.trace.set(trace.clone());
+        }
         engine
     }
 
     /// Where artifacts' bytes are kept, with their size limits.
     pub fn artifact_store(&self) -> &ArtifactStore {
         &self.inner.artifacts
+    }
+
+    /// Installs the [`TracePropagator`] that stores the submitting request's
+    /// trace context with each new job and parents its attempts' spans on it
+    /// (see [`crate::trace`]). Once per engine, shared by its clones: `false`
+    /// when one is installed already (which stays).
+    pub fn set_trace_propagator(&self, propagator: impl TracePropagator) -> bool {
+        self.inner.trace.set(Arc::new(propagator)).is_ok()
+    }
+
+    /// The installed [`TracePropagator`], if any.
+    pub fn trace_propagator(&self) -> Option<&dyn TracePropagator> {
+        self.inner.trace.get().map(|p| &**p)
     }
 
     /// The settings of this engine's watches.
@@ -465,6 +485,10 @@ impl Engine {
             max_queued: l.max_queued_per_owner,
             webhook: req.webhook,
             notify_deployment: self.inner.webhooks.notify_deployment,
+            trace_parent: self
+                .trace_propagator()
+                .and_then(|p| p.current())
+                .filter(|t| t.len() <= crate::trace::MAX_TRACE_PARENT_BYTES),
         })
     }
 

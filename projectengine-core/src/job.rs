@@ -169,6 +169,11 @@ pub struct Job {
     /// decided at submission (see [`Webhooks`](crate::Webhooks) for why).
     #[serde(default)]
     pub notify_deployment: bool,
+    /// The trace context of the request that submitted it (a W3C
+    /// `traceparent`), which its attempts' spans continue; see
+    /// [`crate::trace`].
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 impl Job {
@@ -213,6 +218,10 @@ pub struct NewJob {
     /// Whether the job notifies the deployment-wide webhook URL when it ends.
     #[serde(default)]
     pub notify_deployment: bool,
+    /// The submitter's trace context (a W3C `traceparent`), kept on the job
+    /// for its attempts; see [`crate::trace`].
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 /// What to list: filters and a cursor page.

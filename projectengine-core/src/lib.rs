@@ -15,6 +15,7 @@ mod orchestrator;
 mod queue;
 mod store;
 mod stub;
+pub mod trace;
 pub mod transition;
 mod watch;
 mod webhook;
@@ -41,6 +42,7 @@ pub use orchestrator::{
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
 pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
+pub use trace::TracePropagator;
 pub use watch::{EventStream, WatchConfig};
 pub use webhook::{
     DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination, NewTry, WebhookCheck,

@@ -237,6 +237,7 @@ mod tests {
             max_queued: None,
             webhook: None,
             notify_deployment: false,
+            trace_parent: None,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

@@ -502,6 +502,7 @@ mod tests {
             last_seq: 1,
             webhook: None,
             notify_deployment: false,
+            trace_parent: None,
         }
     }
 

@@ -1,12 +1,15 @@
 #![doc = include_str!("../README.md")]
 
 mod auth;
+mod cors;
 pub mod dto;
 mod error;
 mod extract;
 mod limits;
 mod metrics;
 mod openapi;
+#[cfg(feature = "otel")]
+mod otel;
 mod routes;
 mod state;
 
@@ -18,11 +21,16 @@ use projectengine_core::Engine;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+#[cfg(feature = "jwks")]
+pub use auth::JwksConfig;
 pub use auth::{bearer_token, AuthError, Authenticated, Authenticator, JwtAuth, JwtConfigError};
+pub use cors::{Allowed, Cors, CorsError};
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 pub use extract::{ApiJson, ApiQuery, IdParam, PathId};
 pub use metrics::{Metrics, OpenGuard};
 pub use openapi::{openapi, ApiDoc};
+#[cfg(feature = "otel")]
+pub use otel::{Otel, OtelError, OtelPropagator};
 pub use state::{ApiState, HttpConfig};
 
 use routes::{both, method_not_allowed, no_route};
@@ -37,13 +45,20 @@ pub fn router(engine: Engine, auth: impl Authenticator) -> Router {
     router_with(ApiState::new(engine, auth))
 }
 
-/// Like [`router`], from a prepared [`ApiState`] (e.g. with a custom [`HttpConfig`]).
+/// Like [`router`], from a prepared [`ApiState`] (e.g. with a custom
+/// [`HttpConfig`]). With [`HttpConfig::cors`] set, its layer answers
+/// preflights (before authentication, which a preflight never carries) and adds
+/// the CORS headers to every route's responses.
 pub fn router_with(state: ApiState) -> Router {
-    let router = Router::new()
+    let cors = state.config().cors.clone();
+    let mut router = Router::new()
         .merge(api_routes(state.clone()))
         .merge(ws_routes(state.clone()))
         .merge(health_routes(state))
         .fallback(no_route);
+    if let Some(cors) = &cors {
+        router = cors::apply(router, cors);
+    }
     instrument(router)
 }
 
@@ -84,7 +99,9 @@ pub fn health_routes(state: ApiState) -> Router {
 
 /// Adds request ids (`x-request-id`, generated when absent and echoed back) and
 /// a tracing span per request carrying `request_id`, the method, the path (never
-/// the query, which may hold a token) and, on job routes, `job_id`.
+/// the query, which may hold a token) and, on job routes, `job_id`. With the
+/// `otel` feature, a request's W3C `traceparent` header makes its span part
+/// of the caller's trace.
 pub fn instrument(router: Router) -> Router {
     let header = HeaderName::from_static(REQUEST_ID_HEADER);
     router
@@ -96,13 +113,16 @@ pub fn instrument(router: Router) -> Router {
                     .get(REQUEST_ID_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                tracing::info_span!(
+                let span = tracing::info_span!(
                     "request",
                     method = %req.method(),
                     path = %req.uri().path(),
                     request_id,
                     job_id = tracing::field::Empty,
-                )
+                );
+                #[cfg(feature = "otel")]
+                otel::continue_trace(&span, req.headers());
+                span
             }),
         )
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use projectengine_core::{CancellationToken, Engine};
 
 use crate::auth::Authenticator;
+use crate::cors::Cors;
 use crate::limits::StreamSlots;
 use crate::metrics::Metrics;
 
@@ -34,6 +35,9 @@ pub struct HttpConfig {
     /// Streams (WebSocket and SSE together) one owner may have open on this
     /// process; more is 429 (default: unlimited).
     pub max_streams_per_owner: Option<usize>,
+    /// Which browser origins may call the API, and how (default: none; no
+    /// response carries a CORS header). Applied by [`router_with`](crate::router_with).
+    pub cors: Option<Cors>,
 }
 
 impl Default for HttpConfig {
@@ -46,6 +50,7 @@ impl Default for HttpConfig {
             ws_max_message: 4 * 1024,
             sse_keep_alive: Duration::from_secs(15),
             max_streams_per_owner: None,
+            cors: None,
         }
     }
 }

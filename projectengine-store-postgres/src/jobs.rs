@@ -17,8 +17,8 @@ const CREATE: &str = concat!(
     "WITH j AS (",
     " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
     "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq,",
-    "   webhook, notify_deployment)",
-    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11, $12)",
+    "   webhook, notify_deployment, trace_parent)",
+    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11, $12, $13)",
     " RETURNING *",
     "), e AS (",
     " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
@@ -69,6 +69,7 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .bind(new.run_at)
         .bind(new.webhook.as_deref())
         .bind(new.notify_deployment)
+        .bind(&new.trace_parent)
         .fetch_one(conn)
         .await
         .map_err(map)?;

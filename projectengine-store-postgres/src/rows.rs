@@ -86,6 +86,7 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         last_seq: to_u64(get(row, "last_seq")?, "last_seq")?,
         webhook: get(row, "webhook")?,
         notify_deployment: get(row, "notify_deployment")?,
+        trace_parent: get(row, "trace_parent")?,
     })
 }
 

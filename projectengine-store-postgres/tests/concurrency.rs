@@ -33,6 +33,7 @@ fn new_job(owner: &Owner) -> NewJob {
         max_queued: None,
         webhook: None,
         notify_deployment: false,
+        trace_parent: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn new_job(params: Value) -> NewJob {
         max_queued: None,
         webhook: None,
         notify_deployment: false,
+        trace_parent: None,
     }
 }
 

@@ -268,6 +268,7 @@ impl Store for MemoryStore {
             last_seq: 0,
             webhook: new.webhook,
             notify_deployment: new.notify_deployment,
+            trace_parent: new.trace_parent,
         };
         let mut rec = Record {
             job,

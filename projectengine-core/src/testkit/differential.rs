@@ -92,6 +92,7 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         max_queued: None,
         webhook: None,
         notify_deployment: false,
+        trace_parent: None,
     }
 }
 

@@ -31,6 +31,7 @@ pub fn new_job(owner: &Owner) -> NewJob {
         max_queued: None,
         webhook: None,
         notify_deployment: false,
+        trace_parent: None,
     }
 }
 
@@ -56,11 +57,18 @@ fn assert_seqs(events: &[crate::JobEvent], from: u64) {
     }
 }
 
-/// Creating stores the job as given, queued, with a `queued` event of seq 1; a
-/// duplicate id conflicts; an unknown id is `None`.
+/// Creating stores the job as given (its trace context included), queued,
+/// with a `queued` event of seq 1; a duplicate id conflicts; an unknown id is
+/// `None`.
 pub async fn check_create_and_get(store: Arc<dyn Store>) {
     let o = owner();
-    let new = new_job(&o);
+    let plain = store.create_job(new_job(&o)).await.expect("create").job;
+    assert_eq!(plain.trace_parent, None);
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let new = NewJob {
+        trace_parent: Some(parent.into()),
+        ..new_job(&o)
+    };
     let changed = store.create_job(new.clone()).await.expect("create");
     let job = changed.job;
     assert_eq!(job.id, new.id);
@@ -77,6 +85,7 @@ pub async fn check_create_and_get(store: Arc<dyn Store>) {
     assert_eq!(got.status, JobStatus::Queued);
     assert_eq!(got.max_attempts, 3);
     assert_eq!(got.timeout_ms, 60_000);
+    assert_eq!(got.trace_parent.as_deref(), Some(parent));
     assert!(matches!(
         store.create_job(new).await,
         Err(Error::Conflict(_))

@@ -36,6 +36,9 @@ pub(crate) async fn run(
     let fence = claim.attempt.fence();
     let span =
         tracing::info_span!("attempt", job_id = %job.id, attempt = fence.attempt, kind = %job.kind);
+    if let (Some(propagator), Some(parent)) = (engine.trace_propagator(), &job.trace_parent) {
+        propagator.attach(&span, parent);
+    }
     async move {
         let _running = RunningAttempt::start(engine.metrics().kind(&job.kind));
         let Some(registered) = engine.registry().get(&job.kind) else {
@@ -207,6 +210,22 @@ async fn supervise(
 }
 
 async fn finish(engine: &Engine, fence: crate::Fence, outcome: Outcome) {
+    let span = tracing::info_span!("finish", outcome = outcome_name(&outcome));
+    finish_in(engine, fence, outcome).instrument(span).await;
+}
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed { .. } => "failed",
+        Outcome::TimedOut { .. } => "timed_out",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Released => "released",
+        Outcome::Lost => "lost",
+    }
+}
+
+async fn finish_in(engine: &Engine, fence: crate::Fence, outcome: Outcome) {
     match engine.store().finish(fence, outcome).await {
         Ok(changed) => {
             tracing::debug!(status = %changed.job.status, "attempt finished");

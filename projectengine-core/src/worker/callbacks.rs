@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     App, Artifact, ArtifactBody, Engine, Error, EventData, Fence, JobCallbacks, LogLevel, LogLine,
@@ -50,6 +51,9 @@ struct Inner {
     idle: Notify,
     /// Fired when the callbacks are dropped: the flusher stops writing.
     closed: CancellationToken,
+    /// The attempt's span (current when the callbacks were made), which the
+    /// flusher task's writes are children of.
+    span: tracing::Span,
 }
 
 #[derive(Default)]
@@ -104,6 +108,7 @@ impl AttemptCallbacks {
                 state: Mutex::new(State::default()),
                 idle: Notify::new(),
                 closed: CancellationToken::new(),
+                span: tracing::Span::current(),
             }),
         }
     }
@@ -189,7 +194,8 @@ impl Inner {
     fn start(this: &Arc<Self>, state: &mut State) {
         if !state.flushing && !state.queued.is_empty() && state.failed.is_none() {
             state.flushing = true;
-            tokio::spawn(Self::flusher(this.clone()));
+            let span = this.span.clone();
+            tokio::spawn(Self::flusher(this.clone()).instrument(span));
         }
     }
 
@@ -215,8 +221,9 @@ impl Inner {
                 state.urgent = false;
                 std::mem::take(&mut state.queued)
             };
+            let span = tracing::info_span!("report", events = batch.len());
             let written = tokio::select! {
-                r = this.engine.store().append(this.fence, batch) => r,
+                r = this.engine.store().append(this.fence, batch).instrument(span) => r,
                 _ = this.closed.cancelled() => return,
             };
             match written {
@@ -293,9 +300,13 @@ impl JobCallbacks for AttemptCallbacks {
     async fn publish_app(&self, app: NewApp) -> Result<App> {
         self.flush().await?;
         let inner = &self.inner;
-        let (app, events) = inner.engine.store().save_app(inner.fence, app).await?;
-        inner.engine.publish(&inner.kind, &events).await;
-        Ok(app)
+        async move {
+            let (app, events) = inner.engine.store().save_app(inner.fence, app).await?;
+            inner.engine.publish(&inner.kind, &events).await;
+            Ok(app)
+        }
+        .instrument(tracing::info_span!("publish_app"))
+        .await
     }
 
     async fn put_artifact(

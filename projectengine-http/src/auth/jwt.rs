@@ -1,13 +1,18 @@
-//! [`JwtAuth`]: bearer JWTs signed with HS256, RS256 or ES256.
+//! [`JwtAuth`]: bearer JWTs signed with HS256, RS256 or ES256, or with the
+//! keys of a JWKS URL.
 
+#[cfg(feature = "jwks")]
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use projectengine_core::Owner;
-use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+#[cfg(feature = "jwks")]
+use super::jwks::{JwksConfig, JwksKeys};
 use super::{AuthError, Authenticator};
 
 /// The shortest HS256 secret accepted, in bytes (the hash's output size).
@@ -37,33 +42,25 @@ pub enum JwtConfigError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The JWKS URL is not an `http` or `https` URL, or no client could be
+    /// built for it.
+    #[error("bad JWKS URL: {0}")]
+    BadJwksUrl(String),
+    /// The subject claim's name is empty.
+    #[error("the subject claim must be named")]
+    EmptySubjectClaim,
 }
 
-/// The claims read from a verified token (the library checks the others).
-#[derive(Debug, Deserialize)]
-struct Subject {
-    sub: String,
-}
-
-/// The claims of a minted token.
-#[derive(Debug, Serialize)]
-struct Claims {
-    sub: String,
-    exp: u64,
-    iat: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
-}
-
-/// Verifies bearer JWTs: `sub` is the [`Owner`]; `exp` is required and checked,
-/// `nbf` is checked when present, `iss` and `aud` when configured.
+/// Verifies bearer JWTs: the subject claim (`sub` unless
+/// [`JwtAuth::subject_claim`] names another, such as `user_id`) is the
+/// [`Owner`]; `exp` is required and checked, `nbf` is checked when present,
+/// `iss` and `aud` when configured.
 ///
 /// The algorithm is pinned to the key: an HS256 secret accepts only HS256, an
-/// RSA public key only RS256, an EC P-256 public key only ES256. So `alg: none`
-/// and key confusion (an HS256 token "signed" with the RSA public key) are
-/// refused.
+/// RSA public key only RS256, an EC P-256 public key only ES256, a key of a
+/// JWKS ([`JwtAuth::jwks`]) only the algorithm its JWK names (or the usual one
+/// for its type). So `alg: none` and key confusion (an HS256 token "signed"
+/// with the RSA public key) are refused.
 ///
 /// ```
 /// use std::time::Duration;
@@ -78,20 +75,37 @@ struct Claims {
 /// ```
 #[derive(Clone)]
 pub struct JwtAuth {
-    key: DecodingKey,
+    keys: Keys,
+    /// For a JWKS, a template whose algorithm is set per key.
     validation: Validation,
     /// Present only for HS256: what [`JwtAuth::mint`] signs with.
     signer: Option<EncodingKey>,
     issuer: Option<String>,
     audience: Option<String>,
+    subject_claim: String,
+}
+
+/// Where the verification key comes from.
+#[derive(Clone)]
+enum Keys {
+    /// One key, its algorithm in the validation.
+    Static(DecodingKey),
+    /// The keys of a JWKS URL, each with its own algorithm.
+    #[cfg(feature = "jwks")]
+    Jwks(Arc<JwksKeys>),
 }
 
 impl std::fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtAuth")
-            .field("algorithms", &self.validation.algorithms)
-            .field("issuer", &self.issuer)
+        let mut d = f.debug_struct("JwtAuth");
+        match &self.keys {
+            Keys::Static(_) => d.field("algorithms", &self.validation.algorithms),
+            #[cfg(feature = "jwks")]
+            Keys::Jwks(jwks) => d.field("jwks", jwks),
+        };
+        d.field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("subject_claim", &self.subject_claim)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +163,23 @@ impl JwtAuth {
         }
     }
 
+    /// Verifies tokens with the keys published at a JWKS URL, as identity
+    /// providers do. The set is fetched on the first token, cached, and
+    /// fetched again when a token names a `kid` the cache does not hold or the
+    /// cache is older than [`JwksConfig::max_age`], but never more often than
+    /// [`JwksConfig::min_refresh`]. Each key accepts only the algorithm its JWK
+    /// names (`alg`), else the usual one for its type: RS256 for RSA, ES256 for
+    /// EC P-256, ES384 for P-384, EdDSA for Ed25519. A token without `kid` is
+    /// checked with the set's only key, when it has just one. While no set could
+    /// be fetched yet, tokens are answered with [`AuthError::Unavailable`].
+    #[cfg(feature = "jwks")]
+    pub fn jwks(config: JwksConfig) -> Result<Self, JwtConfigError> {
+        let keys = JwksKeys::new(config)?;
+        let mut auth = Self::with_key(DecodingKey::from_secret(&[]), Algorithm::RS256, None);
+        auth.keys = Keys::Jwks(Arc::new(keys));
+        Ok(auth)
+    }
+
     fn with_key(key: DecodingKey, alg: Algorithm, signer: Option<EncodingKey>) -> Self {
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -158,12 +189,56 @@ impl JwtAuth {
         validation.validate_aud = false;
         validation.leeway = 30;
         Self {
-            key,
+            keys: Keys::Static(key),
             validation,
             signer,
             issuer: None,
             audience: None,
+            subject_claim: "sub".to_owned(),
         }
+    }
+
+    /// Reads the owner from the claim `name` instead of `sub` (e.g. `user_id`);
+    /// a token without it is refused. Minted tokens carry it under that name.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use projectengine_http::{Authenticator, JwtAuth};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let auth = JwtAuth::hs256("a development secret of 32 bytes or more")
+    ///     .unwrap()
+    ///     .subject_claim("user_id");
+    /// let token = auth.mint("u-42", Duration::from_secs(60)).unwrap();
+    /// assert_eq!(auth.authenticate_token(&token).await.unwrap().as_str(), "u-42");
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// When `name` is empty; [`JwtAuth::try_subject_claim`] answers an error instead.
+    pub fn subject_claim(self, name: impl Into<String>) -> Self {
+        match self.try_subject_claim(name) {
+            Ok(auth) => auth,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`JwtAuth::subject_claim`], with an error for an empty name.
+    pub fn try_subject_claim(mut self, name: impl Into<String>) -> Result<Self, JwtConfigError> {
+        let name = name.into();
+        if name.trim().is_empty() {
+            return Err(JwtConfigError::EmptySubjectClaim);
+        }
+        if name == "sub" {
+            self.validation
+                .required_spec_claims
+                .insert("sub".to_owned());
+        } else {
+            // Checked below, by name: the library only knows the spec's claims.
+            self.validation.required_spec_claims.remove("sub");
+        }
+        self.subject_claim = name;
+        Ok(self)
     }
 
     /// Requires `iss` to be `issuer` (and puts it in minted tokens).
@@ -195,19 +270,23 @@ impl JwtAuth {
         self
     }
 
-    /// Mints an HS256 token for `sub`, valid for `ttl` from now, carrying the
-    /// configured issuer and audience. For development and tests; only an
-    /// authenticator built with [`JwtAuth::hs256`] can mint.
+    /// Mints an HS256 token for `sub` (under the subject claim), valid for
+    /// `ttl` from now, carrying the configured issuer and audience. For
+    /// development and tests; only an authenticator built with
+    /// [`JwtAuth::hs256`] can mint.
     pub fn mint(&self, sub: &str, ttl: Duration) -> Result<String, JwtConfigError> {
         let signer = self.signer.as_ref().ok_or(JwtConfigError::CannotMint)?;
         let now = unix_now();
-        let claims = Claims {
-            sub: sub.to_owned(),
-            exp: now.saturating_add(ttl.as_secs()),
-            iat: now,
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-        };
+        let mut claims = Map::new();
+        claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+        claims.insert("iat".into(), now.into());
+        if let Some(iss) = &self.issuer {
+            claims.insert("iss".into(), iss.clone().into());
+        }
+        if let Some(aud) = &self.audience {
+            claims.insert("aud".into(), aud.clone().into());
+        }
+        claims.insert(self.subject_claim.clone(), sub.into());
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, signer)
             .map_err(|e| JwtConfigError::Signing(e.to_string()))
     }
@@ -216,12 +295,35 @@ impl JwtAuth {
 #[async_trait]
 impl Authenticator for JwtAuth {
     async fn authenticate_token(&self, token: &str) -> Result<Owner, AuthError> {
-        let data = jsonwebtoken::decode::<Subject>(token, &self.key, &self.validation)
-            .map_err(|e| map_error(e.kind()))?;
-        if data.claims.sub.trim().is_empty() {
+        let claims = match &self.keys {
+            Keys::Static(key) => {
+                jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
+            }
+            #[cfg(feature = "jwks")]
+            Keys::Jwks(jwks) => {
+                let header = jsonwebtoken::decode_header(token).map_err(|e| map_error(e.kind()))?;
+                let entry = jwks.key(header.kid.as_deref()).await?;
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![entry.alg];
+                jsonwebtoken::decode::<Map<String, Value>>(token, &entry.key, &validation)
+            }
+        }
+        .map_err(|e| map_error(e.kind()))?
+        .claims;
+        let name = &self.subject_claim;
+        let subject = match claims.get(name) {
+            None | Some(Value::Null) => {
+                return Err(AuthError::invalid(format!("missing claim `{name}`")))
+            }
+            Some(Value::String(s)) => s.clone(),
+            // Some providers number their users.
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(AuthError::invalid(format!("malformed claim `{name}`"))),
+        };
+        if subject.trim().is_empty() {
             return Err(AuthError::invalid("empty subject"));
         }
-        Ok(Owner::new(data.claims.sub))
+        Ok(Owner::new(subject))
     }
 }
 

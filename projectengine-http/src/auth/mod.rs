@@ -3,6 +3,8 @@
 //! depends on [`crate::error`] (an [`AuthError`] becomes an [`ApiError`]),
 //! never the other way round.
 
+#[cfg(feature = "jwks")]
+mod jwks;
 mod jwt;
 
 use std::borrow::Cow;
@@ -13,6 +15,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use projectengine_core::Owner;
 
+#[cfg(feature = "jwks")]
+pub use jwks::JwksConfig;
 pub use jwt::{JwtAuth, JwtConfigError};
 
 use crate::error::ApiError;
