@@ -103,11 +103,12 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     if role != Role::All && (backends.pg.is_none() || backends.redis_notifier.is_none()) {
         return Err(ConfigError::new(
             "DATABASE_URL and REDIS_URL",
-            "separate web and worker processes need both, or use the `all` role",
+            "separate web and worker processes need PostgreSQL and Redis, or use the `all` role",
         )
         .into());
     }
-    tracing::info!("{}", backends.describe());
+    let durability = backends.describe();
+    tracing::info!("{durability}");
     let limits = Limits {
         max_queued_per_owner: config.max_queued_per_owner,
         ..Limits::default()
@@ -142,7 +143,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     // the worker's attempts then report to from the first one.
     let worker = work.then(|| Worker::new(engine.clone(), worker_config(&config)).spawn());
     let router = if web {
-        greet(&config, &auth, addr);
+        greet(&config, &auth, addr, &durability);
         projectengine_http::router_with(state.clone())
     } else {
         println!("worker health and metrics on http://{addr}/metrics");
@@ -179,11 +180,12 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a newcomer needs: the URL, a token, a line that creates a job and one
-/// that watches it.
-fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr) {
+/// What a newcomer needs: the URL, what is durable, a token, a line that
+/// creates a job and one that watches it.
+fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr, durability: &str) {
     let url = format!("http://{addr}");
     println!("projectEngine listening on {url}  (API docs: {url}/docs)");
+    println!("{durability}");
     match (&config.jwt_public_key, &config.jwt_secret) {
         (Some(_), _) => println!("tokens: verified with the configured public key"),
         (None, secret) => {
