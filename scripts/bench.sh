@@ -6,6 +6,7 @@
 #   scripts/bench.sh                 # w1 w2 w3 w4 on memory and pg-redis
 #   scripts/bench.sh w1 w2           # some workloads
 #   RUNS=5 BACKENDS=memory scripts/bench.sh w1
+#   BACKENDS=sqlite scripts/bench.sh w1 w2   # a SQLite file in a temporary directory
 #
 # pg-redis needs PostgreSQL and Redis (scripts/services.sh starts them);
 # DATABASE_URL and REDIS_URL name them (defaults: the local ones).

@@ -63,6 +63,24 @@ fn w2_memory() {
 }
 
 #[test]
+fn w1_sqlite_groups_writes() {
+    let v = run(&["w1", "--backend", "sqlite", "--n", "20"]);
+    assert_complete(&v, 20, 5);
+    let per_job = v["sqlite_xacts_per_job"]
+        .as_f64()
+        .expect("sqlite_xacts_per_job");
+    // A job alone is 9 writes (create, claim, 5 steps, app, finish); 16 at
+    // once share transactions.
+    assert!(per_job > 0.0 && per_job < 9.0, "{v}");
+}
+
+#[test]
+fn w2_sqlite() {
+    let v = run(&["w2", "--backend", "sqlite", "--n", "5"]);
+    assert_complete(&v, 5, 5);
+}
+
+#[test]
 fn w3_memory() {
     let v = run(&[
         "w3",

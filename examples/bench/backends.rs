@@ -3,7 +3,9 @@
 //! `memory`: the in-memory store, queue and notifier. `pg-redis`: a PgStore on a
 //! database created for the run (`bench_<uuid>` on `DATABASE_URL`, dropped
 //! afterwards) and a RedisQueue + RedisNotifier under a prefix of its own (its
-//! keys deleted afterwards).
+//! keys deleted afterwards). `sqlite`: a SqliteStore on a file in a
+//! directory created for the run (removed afterwards), with the in-memory
+//! queue and notifier.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,7 @@ use projectengine_core::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
 use projectengine_core::{Notifier, Queue, Store};
 use projectengine_queue_redis::{RedisConfig, RedisNotifier, RedisQueue};
 use projectengine_store_postgres::{GroupCommit, PgStore};
+use projectengine_store_sqlite::{SqliteStore, WriteStats};
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -26,6 +29,38 @@ pub struct Backends {
     pub notifier: Arc<dyn Notifier>,
     pub pg: Option<PgRun>,
     pub redis: Option<RedisRun>,
+    pub sqlite: Option<SqliteRun>,
+}
+
+/// The file of a sqlite run.
+pub struct SqliteRun {
+    dir: std::path::PathBuf,
+    pub store: SqliteStore,
+}
+
+impl SqliteRun {
+    async fn open() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "projectengine-bench-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let url = format!("sqlite://{}", dir.join("jobs.db").display());
+        let store = SqliteStore::open(&url)
+            .await
+            .map_err(|e| format!("SqliteStore::open: {e}"))?;
+        Ok(Self { dir, store })
+    }
+
+    /// The transactions the store's writer committed so far.
+    pub fn write_stats(&self) -> WriteStats {
+        self.store.write_stats()
+    }
+
+    /// Removes the run's directory and its database file.
+    pub fn remove(&self) -> Result<(), String> {
+        std::fs::remove_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))
+    }
 }
 
 /// The database of a pg-redis run.
@@ -56,9 +91,23 @@ pub async fn connect(
             notifier: Arc::new(MemoryNotifier::default()),
             pg: None,
             redis: None,
+            sqlite: None,
         }),
         "pg-redis" => pg_redis(monitor, group, publish_interval).await,
-        other => Err(format!("unknown backend `{other}` (memory, pg-redis)")),
+        "sqlite" => {
+            let run = SqliteRun::open().await?;
+            Ok(Backends {
+                store: Arc::new(run.store.clone()),
+                queue: Arc::new(MemoryQueue::default()),
+                notifier: Arc::new(MemoryNotifier::default()),
+                pg: None,
+                redis: None,
+                sqlite: Some(run),
+            })
+        }
+        other => Err(format!(
+            "unknown backend `{other}` (memory, pg-redis, sqlite)"
+        )),
     }
 }
 
@@ -133,6 +182,7 @@ async fn pg_redis(
             notifier,
             monitor,
         }),
+        sqlite: None,
     })
 }
 

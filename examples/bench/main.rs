@@ -1,6 +1,6 @@
 //! The benchmark program: the workloads of WORKLOADS.md, in a release build.
 //!
-//! `cargo run --release --example bench -- <w1|w2|w3|w4> --backend <memory|pg-redis> [--n N] [--k K] [--concurrency C]`
+//! `cargo run --release --example bench -- <w1|w2|w3|w4> --backend <memory|pg-redis|sqlite> [--n N] [--k K] [--concurrency C]`
 //!
 //! pg-redis takes `--pg-writers W` and `--pg-batch B`: the PgStore's group
 //! commit (default 2 writers, 64 writes per transaction; `--pg-writers 0`
@@ -64,7 +64,7 @@ pub struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let workload = it.next().ok_or(
-        "usage: bench <w1|w2|w3|w4|store-xacts> [--backend memory|pg-redis] [--n N] [--k K] [--concurrency C] \
+        "usage: bench <w1|w2|w3|w4|store-xacts> [--backend memory|pg-redis|sqlite] [--n N] [--k K] [--concurrency C] \
          [--inflight F] [--pg-writers W] [--pg-batch B] [--publish-interval-ms MS] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
     )?;
     let mut args = Args {

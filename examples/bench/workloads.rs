@@ -57,6 +57,9 @@ impl Setup {
         if let Some(pg) = &self.backends.pg {
             pg.drop_database().await?;
         }
+        if let Some(sqlite) = &self.backends.sqlite {
+            sqlite.remove()?;
+        }
         Ok(())
     }
 }
@@ -153,6 +156,7 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
         None => None,
     };
     let redis_before = redis_snapshot(s).await?;
+    let sqlite_before = s.backends.sqlite.as_ref().map(|r| r.write_stats());
     let owner = Owner::new("bench");
     let start = Instant::now();
     let engine = &s.engine;
@@ -208,6 +212,19 @@ async fn w1(args: &Args, s: &mut Setup) -> Result<Report, String> {
         r.set(
             "pg_job_updates_hot_share",
             round(hot as f64 / updates.max(1) as f64, 2),
+        );
+    }
+    if let (Some(before), Some(run)) = (sqlite_before, &s.backends.sqlite) {
+        let after = run.write_stats();
+        let commits = after.commits - before.commits;
+        r.set("sqlite_xacts", commits);
+        r.set("sqlite_xacts_per_job", round(commits as f64 / n as f64, 2));
+        r.set(
+            "sqlite_writes_per_xact",
+            round(
+                (after.writes - before.writes) as f64 / commits.max(1) as f64,
+                1,
+            ),
         );
     }
     set_redis_counts(&mut r, n, redis_before, redis_after);

@@ -51,8 +51,8 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_BIND", default_value = "127.0.0.1:8080", value_parser = address)]
     pub bind: SocketAddr,
 
-    /// PostgreSQL URL of the durable store (unset: in-memory store)
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = postgres_url)]
+    /// Durable store: a PostgreSQL URL, or a SQLite file as sqlite://jobs.db (created if missing) (unset: in-memory store)
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: Option<String>,
 
     /// Redis URL of the queue and notifier (unset: in-memory queue and notifier)
@@ -546,8 +546,13 @@ fn url(s: &str, schemes: &[&str]) -> Result<String, String> {
     }
 }
 
-fn postgres_url(s: &str) -> Result<String, String> {
-    url(s, &["postgres", "postgresql"])
+fn database_url(s: &str) -> Result<String, String> {
+    url(s, &["postgres", "postgresql", "sqlite"])
+}
+
+/// The SQLite file a `sqlite://` database URL names, if it names one.
+pub fn sqlite_file(database_url: &str) -> Option<&str> {
+    database_url.strip_prefix("sqlite://")
 }
 
 fn redis_url(s: &str) -> Result<String, String> {
@@ -803,6 +808,19 @@ mod tests {
         assert!(duration("5 parsecs").is_err());
         assert!(duration("-1").is_err());
         assert!(positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn the_database_is_postgresql_or_a_sqlite_file() {
+        let c = with(&["--database-url", "sqlite://jobs.db"]).expect("SQLite");
+        assert_eq!(
+            c.database_url.as_deref().and_then(sqlite_file),
+            Some("jobs.db")
+        );
+        let c = with(&["--database-url", "postgres://u@h/db"]).expect("PostgreSQL");
+        assert_eq!(c.database_url.as_deref().and_then(sqlite_file), None);
+        let e = with(&["--database-url", "sqlite:jobs.db"]).expect_err("no //");
+        assert!(e.contains("sqlite://"), "{e}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub enum Role {
     Web,
     /// Only workers and recovery, with /health, /ready and /metrics
     Worker,
-    /// Apply the PostgreSQL migrations and exit
+    /// Apply the store's migrations (PostgreSQL, or a SQLite file) and exit
     Migrate,
     /// Print a development token signed with PROJECTENGINE_JWT_SECRET
     Token {

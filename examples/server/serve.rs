@@ -119,7 +119,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     if role != Role::All && (backends.pg.is_none() || backends.redis_notifier.is_none()) {
         return Err(ConfigError::new(
             "DATABASE_URL and REDIS_URL",
-            "separate web and worker processes need both, or use the `all` role",
+            "separate web and worker processes need PostgreSQL and Redis, or use the `all` role",
         )
         .into());
     }
@@ -134,7 +134,8 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         max_bytes: config.artifact_max_bytes,
         max_job_bytes: config.job_artifacts_max_bytes,
     })?;
-    tracing::info!("{}; artifacts in {}", backends.describe(), config.artifacts);
+    let durability = backends.describe();
+    tracing::info!("{durability}; artifacts in {}", config.artifacts);
     let limits = Limits {
         max_queued_per_owner: config.max_queued_per_owner,
         ..Limits::default()
@@ -182,7 +183,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     }
     .map(|d| tokio::spawn(d.run(stop.clone())));
     let router = if web {
-        greet(&config, &auth, addr);
+        greet(&config, &auth, addr, &durability);
         projectengine_http::router_with(state.clone())
     } else {
         println!("worker health and metrics on http://{addr}/metrics");
@@ -222,11 +223,12 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a newcomer needs: the URL, a token, a line that creates a job and one
-/// that watches it.
-fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr) {
+/// What a newcomer needs: the URL, what is durable, a token, a line that
+/// creates a job and one that watches it.
+fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr, durability: &str) {
     let url = format!("http://{addr}");
     println!("projectEngine listening on {url}  (API docs: {url}/docs)");
+    println!("{durability}");
     match (&config.jwt_public_key, &config.jwt_secret) {
         _ if config.jwt_jwks_url.is_some() => {
             println!("tokens: verified with the keys of the configured JWKS URL");

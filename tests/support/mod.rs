@@ -44,6 +44,8 @@ pub fn server_bin() -> std::path::PathBuf {
 pub struct Server {
     pub child: Child,
     pub addr: Option<SocketAddr>,
+    /// The lines it printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -71,9 +73,15 @@ impl Server {
         let mut child = cmd.spawn().expect("start the server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = printed.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line.clone());
                 if !sent {
                     if let Some(rest) = line.split(" on http://").nth(1) {
                         let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
@@ -91,7 +99,19 @@ impl Server {
                 .parse()
                 .expect("an address"),
         );
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            stdout: printed,
+        }
+    }
+
+    /// The lines printed on stdout so far.
+    pub fn printed(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The HTTP address.

@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     /// How often recovery runs (`None`: never, in this worker).
     pub recovery_every: Option<Duration>,
     /// A queued job this long past due is pushed to the queue again by recovery.
+    /// The first pass, when the worker starts, pushes every due job: the
+    /// queue may have started empty (an in-memory queue after a restart).
     pub recovery_overdue: Duration,
     /// Log lines that may wait for other reports: once this many are queued,
     /// they are written when the orchestrator next yields (see
@@ -314,7 +316,10 @@ impl Worker {
 mod tests {
     use std::time::Duration;
 
+    use std::sync::Arc;
+
     use super::{Worker, WorkerConfig};
+    use crate::memory::{MemoryNotifier, MemoryQueue, MemoryStore};
     use crate::{Engine, JobId, JobStatus, Owner, Registry, StubOrchestrator, Submit};
 
     async fn wait_succeeded(engine: &Engine, owner: &Owner, ids: &[JobId]) {
@@ -373,5 +378,46 @@ mod tests {
             let attempts = engine.attempts(&owner, *id).await.expect("attempts");
             assert_eq!(attempts.len(), 1, "job {id} ran once");
         }
+    }
+
+    /// A restart on a durable store with a fresh, empty queue: the worker's
+    /// first recovery pass pushes the jobs that were queued, however recently
+    /// they came due, so they run without waiting to be overdue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fresh_queue_gets_the_due_jobs_at_start() {
+        let registry =
+            || Registry::new().register("stub", StubOrchestrator::new(1, Duration::ZERO));
+        let store = Arc::new(MemoryStore::new());
+        let before = Engine::new(
+            store.clone(),
+            Arc::new(MemoryQueue::default()),
+            Arc::new(MemoryNotifier::default()),
+            registry(),
+        );
+        let owner = Owner::new("o");
+        let job = before
+            .submit(&owner, Submit::new("queued before the restart"))
+            .await
+            .expect("submitted");
+        // The same store after a restart: the queue that knew the job is gone.
+        let after = Engine::new(
+            store,
+            Arc::new(MemoryQueue::default()),
+            Arc::new(MemoryNotifier::default()),
+            registry(),
+        );
+        let worker = Worker::new(
+            after.clone(),
+            WorkerConfig {
+                pop_wait: Duration::from_millis(50),
+                // Later passes would push it only an hour past due.
+                recovery_every: Some(Duration::from_secs(3600)),
+                recovery_overdue: Duration::from_secs(3600),
+                ..WorkerConfig::default()
+            },
+        )
+        .spawn();
+        wait_succeeded(&after, &owner, &[job.id]).await;
+        worker.shutdown().await;
     }
 }

@@ -57,12 +57,18 @@ pub(crate) async fn run(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first pass, at the worker's start, pushes every due job however
+    // recently it came due: the queue may be new (an in-memory queue after a
+    // restart holds nothing), and pushing an id already queued is a no-op.
+    let mut overdue_now = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match recover_once(&engine, overdue).await {
+        let pass = recover_once(&engine, overdue_now).await;
+        overdue_now = overdue;
+        match pass {
             Ok(r) if r.pushed > 0 => tracing::info!(
                 pushed = r.pushed,
                 lost = r.lost,

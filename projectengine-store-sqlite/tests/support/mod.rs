@@ -1,0 +1,182 @@
+//! Test support: a [`SqliteStore`] on a file of its own in a directory of its
+//! own, removed when the store is dropped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use projectengine_core::{
+    App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
+    EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp, NewArtifact,
+    NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
+};
+use projectengine_store_sqlite::{SqliteConfig, SqliteStore};
+
+/// A directory of its own under the system's temporary directory, removed
+/// (with what it holds) when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "projectengine-sqlite-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The URL of the database file `name` in this directory.
+    pub fn url(&self, name: &str) -> String {
+        format!("sqlite://{}", self.0.join(name).display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A store on a fresh file, with `config`.
+pub async fn fresh_with(config: SqliteConfig) -> TestStore {
+    let dir = TempDir::new();
+    let store = SqliteStore::open_with(&dir.url("jobs.db"), config)
+        .await
+        .expect("open a fresh SQLite file");
+    TestStore {
+        store,
+        url: dir.url("jobs.db"),
+        _dir: dir,
+    }
+}
+
+/// A store on a fresh file.
+pub async fn fresh() -> TestStore {
+    fresh_with(SqliteConfig::default()).await
+}
+
+/// A fresh store as the conformance suites take it.
+pub async fn fresh_dyn() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(fresh().await) as Arc<dyn Store>)
+}
+
+/// A [`SqliteStore`] that removes its file when it is dropped.
+#[derive(Debug)]
+pub struct TestStore {
+    pub store: SqliteStore,
+    /// The file's URL, for a connection of the test's own.
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = SqliteStore;
+    fn deref(&self) -> &SqliteStore {
+        &self.store
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Store for TestStore {
+    async fn create_job(&self, job: NewJob) -> Result<Changed> {
+        self.store.create_job(job).await
+    }
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
+        self.store.get_job(id).await
+    }
+    async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>> {
+        self.store.list_jobs(owner, query).await
+    }
+    async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>> {
+        self.store.claim(id, worker_id, lease).await
+    }
+    async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
+        self.store.append(fence, events).await
+    }
+    async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
+        self.store.heartbeat(fence, lease).await
+    }
+    async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed> {
+        self.store.finish(fence, outcome).await
+    }
+    async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
+        self.store.save_app(fence, app).await
+    }
+    async fn put_artifact(&self, fence: Fence, artifact: NewArtifact) -> Result<SavedArtifact> {
+        self.store.put_artifact(fence, artifact).await
+    }
+    async fn artifacts(&self, job_id: JobId) -> Result<Vec<Artifact>> {
+        self.store.artifacts(job_id).await
+    }
+    async fn artifact(&self, job_id: JobId, name: &str) -> Result<Option<Artifact>> {
+        self.store.artifact(job_id, name).await
+    }
+    async fn request_cancel(&self, id: JobId) -> Result<Changed> {
+        self.store.request_cancel(id).await
+    }
+    async fn retry(&self, id: JobId) -> Result<Changed> {
+        self.store.retry(id).await
+    }
+    async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
+        self.store.events(id, after, limit).await
+    }
+    async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        self.store.attempts(id).await
+    }
+    async fn job_detail(&self, id: JobId) -> Result<Option<JobDetail>> {
+        self.store.job_detail(id).await
+    }
+    async fn get_app(&self, id: AppId) -> Result<Option<App>> {
+        self.store.get_app(id).await
+    }
+    async fn app_by_job(&self, job_id: JobId) -> Result<Option<App>> {
+        self.store.app_by_job(job_id).await
+    }
+    async fn list_apps(
+        &self,
+        owner: &Owner,
+        cursor: Option<AppId>,
+        limit: usize,
+    ) -> Result<Vec<App>> {
+        self.store.list_apps(owner, cursor, limit).await
+    }
+    async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>> {
+        self.store.expired_leases(limit).await
+    }
+    async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
+        self.store.due_jobs(overdue, limit).await
+    }
+    async fn claim_deliveries(
+        &self,
+        limit: usize,
+        visibility: Duration,
+    ) -> Result<Vec<WebhookDelivery>> {
+        self.store.claim_deliveries(limit, visibility).await
+    }
+    async fn record_delivery_try(
+        &self,
+        id: DeliveryId,
+        claimed_tries: u32,
+        attempt: NewTry,
+        next: DeliveryNext,
+    ) -> Result<WebhookDelivery> {
+        self.store
+            .record_delivery_try(id, claimed_tries, attempt, next)
+            .await
+    }
+    async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>> {
+        self.store.deliveries(job_id).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.store.ping().await
+    }
+}
