@@ -694,3 +694,20 @@ where
         .map(Some)
         .map_err(|_| D::Error::custom("is out of range"))
 }
+
+/// A kind of job this deployment runs.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct KindDto {
+    /// Its name: a job's `kind`.
+    #[schema(example = "stub")]
+    pub name: String,
+    /// Whether a job that names no kind gets this one.
+    pub default: bool,
+}
+
+/// The kinds this deployment runs, by name.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct KindList {
+    /// The kinds.
+    pub items: Vec<KindDto>,
+}

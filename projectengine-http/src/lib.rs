@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod auth;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod dto;
 mod error;
 mod extract;
@@ -19,6 +21,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use auth::{bearer_token, AuthError, Authenticated, Authenticator, JwtAuth, JwtConfigError};
+#[cfg(feature = "dashboard")]
+pub use dashboard::dashboard_routes;
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 pub use extract::{ApiJson, ApiQuery, IdParam, PathId};
 pub use metrics::{Metrics, OpenGuard};
@@ -38,12 +42,16 @@ pub fn router(engine: Engine, auth: impl Authenticator) -> Router {
 }
 
 /// Like [`router`], from a prepared [`ApiState`] (e.g. with a custom [`HttpConfig`]).
+/// With the `dashboard` feature it serves the dashboard at `/ui/` too
+/// (`dashboard_routes`).
 pub fn router_with(state: ApiState) -> Router {
     let router = Router::new()
         .merge(api_routes(state.clone()))
         .merge(ws_routes(state.clone()))
-        .merge(health_routes(state))
-        .fallback(no_route);
+        .merge(health_routes(state));
+    #[cfg(feature = "dashboard")]
+    let router = router.merge(dashboard::dashboard_routes());
+    let router = router.fallback(no_route);
     instrument(router)
 }
 
@@ -53,6 +61,7 @@ pub fn api_routes(state: ApiState) -> Router {
     let limit = state.config().body_limit;
     Router::new()
         .merge(routes::jobs::routes())
+        .merge(routes::kinds::routes())
         .merge(routes::artifacts::routes())
         .merge(routes::sse::routes())
         .merge(routes::apps::routes())

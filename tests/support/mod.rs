@@ -50,13 +50,33 @@ impl Server {
     /// Starts `server <role>` with `env` on top of fast test settings; waits for
     /// the line announcing its HTTP address and records it.
     pub fn start(role: &str, env: &[(&str, String)]) -> Server {
+        Self::spawn(role, env, true).0
+    }
+
+    /// Like [`Server::start`], without a configured secret: the server signs
+    /// with a random one and prints a development token, answered here.
+    pub fn start_with_printed_token(role: &str, env: &[(&str, String)]) -> (Server, String) {
+        let (server, token) = Self::spawn(role, env, false);
+        let token = token
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server printed a development token");
+        (server, token)
+    }
+
+    fn spawn(
+        role: &str,
+        env: &[(&str, String)],
+        with_secret: bool,
+    ) -> (Server, std::sync::mpsc::Receiver<String>) {
         let mut cmd = Command::new(server_bin());
         cmd.arg(role)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PROJECTENGINE_BIND", "127.0.0.1:0")
-            .env("PROJECTENGINE_JWT_SECRET", SECRET)
-            .env("PROJECTENGINE_HEARTBEAT", "200ms")
+            .env("PROJECTENGINE_BIND", "127.0.0.1:0");
+        if with_secret {
+            cmd.env("PROJECTENGINE_JWT_SECRET", SECRET);
+        }
+        cmd.env("PROJECTENGINE_HEARTBEAT", "200ms")
             .env("PROJECTENGINE_LEASE", "1s")
             .env("PROJECTENGINE_RECOVERY_EVERY", "300ms")
             .env("PROJECTENGINE_SHUTDOWN_GRACE", "2s")
@@ -71,9 +91,13 @@ impl Server {
         let mut child = cmd.spawn().expect("start the server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (token_tx, token_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(token) = line.trim().strip_prefix("export TOKEN=") {
+                    let _ = token_tx.send(token.to_owned());
+                }
                 if !sent {
                     if let Some(rest) = line.split(" on http://").nth(1) {
                         let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
@@ -91,7 +115,7 @@ impl Server {
                 .parse()
                 .expect("an address"),
         );
-        Server { child, addr }
+        (Server { child, addr }, token_rx)
     }
 
     /// The HTTP address.

@@ -1,0 +1,472 @@
+//! The dashboard in a real browser (headless Chromium over WebDriver) against
+//! the real server binary on PostgreSQL + Redis: sign in with the printed
+//! token, submit from the form and watch it live, reload mid-job, cancel,
+//! download an artifact, job text shown as text, another owner's job hidden.
+
+mod browser;
+mod support;
+
+use std::time::Duration;
+
+use browser::Browser;
+use serde_json::{json, Value};
+use support::{deployment, events, http, submit, token, wait_status, Server};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_with_the_printed_token_submit_from_the_form_and_watch_it_live() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let (server, printed) = Server::start_with_printed_token("all", &env);
+    let addr = server.addr();
+    b.sign_in(addr, &printed).await;
+    // A new owner has no jobs: the page says what to do.
+    let empty = b
+        .until(
+            "the empty state",
+            LIMIT,
+            "const e = document.querySelector('.empty'); return e && e.textContent",
+        )
+        .await;
+    assert!(empty.as_str().unwrap().contains("Submit a job"), "{empty}");
+    // The token is in this tab's session storage, never in the URL.
+    let url = b.client.current_url().await.unwrap();
+    assert!(!url.as_str().contains(&printed));
+    let kept = b
+        .js(
+            "return sessionStorage.getItem('projectengine.token')",
+            vec![],
+        )
+        .await;
+    assert_eq!(kept, json!(printed));
+
+    b.go("#/new").await;
+    b.until(
+        "the kinds",
+        LIMIT,
+        "return document.querySelectorAll('#kind option').length >= 3",
+    )
+    .await;
+    // Bad params are caught before anything is sent.
+    b.fill("#prompt", "a todo app").await;
+    b.fill("#params", "{\"steps\": ").await;
+    b.click("form button[type=submit]").await;
+    let err = b
+        .until(
+            "the params error",
+            LIMIT,
+            "return document.querySelector('#params-error').textContent || null",
+        )
+        .await;
+    assert!(err.as_str().unwrap().starts_with("Not valid JSON"), "{err}");
+    assert_eq!(b.js("return location.hash", vec![]).await, json!("#/new"));
+    // A value the server refuses is shown next to its field: a kind that
+    // the select offered but the server no longer runs.
+    b.fill("#params", r#"{"steps": 1}"#).await;
+    b.js(
+        "document.querySelector('#kind').append(new Option('retired', 'retired', true, true));",
+        vec![],
+    )
+    .await;
+    b.click("form button[type=submit]").await;
+    let err = b
+        .until(
+            "the kind error",
+            LIMIT,
+            "return document.querySelector('#kind-error').textContent || null",
+        )
+        .await;
+    assert!(
+        err.as_str().unwrap().contains("unknown kind `retired`"),
+        "{err}"
+    );
+    assert_eq!(b.js("return location.hash", vec![]).await, json!("#/new"));
+    let (_, page) = http(addr, "GET", "/api/jobs/", Some(&printed), None).await;
+    assert_eq!(page["items"], json!([]), "nothing was submitted");
+    b.client
+        .find(fantoccini::Locator::Css("#kind"))
+        .await
+        .unwrap()
+        .select_by_value("stub")
+        .await
+        .unwrap();
+    b.fill(
+        "#params",
+        r#"{"steps": 6, "delay_ms": 400, "progress": true, "log_lines": 1}"#,
+    )
+    .await;
+    b.click("form button[type=submit]").await;
+    let id = b
+        .until(
+            "the job page",
+            LIMIT,
+            "const m = location.hash.match(/^#\\/jobs\\/(.+)$/); return m && m[1]",
+        )
+        .await;
+    let id = id.as_str().unwrap().to_owned();
+
+    // The steps appear one by one and the bar moves, live.
+    let mut seen_steps = Vec::new();
+    let mut seen_progress = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        let s = b
+            .js("return [document.querySelectorAll('#steps li').length, document.querySelector('#progress') ? document.querySelector('#progress').value : -1, document.querySelector('#progress-text') ? document.querySelector('#progress-text').textContent : '']", vec![])
+            .await;
+        let steps = s[0].as_u64().unwrap();
+        let progress = s[1].as_f64().unwrap();
+        if seen_steps.last() != Some(&steps) {
+            seen_steps.push(steps);
+        }
+        if seen_progress.last() != Some(&progress) {
+            seen_progress.push(progress);
+        }
+        if s[2] == "100 %" {
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "progress stopped at {s}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        seen_steps.iter().any(|&n| n > 0 && n < 6),
+        "steps appeared live, not all at once: {seen_steps:?}"
+    );
+    assert!(
+        seen_progress.iter().any(|&p| p > 0.0 && p < 100.0),
+        "the bar moved: {seen_progress:?}"
+    );
+    assert_eq!(seen_progress.last(), Some(&100.0));
+    b.until(
+        "succeeded",
+        LIMIT,
+        "return !!document.querySelector('#status [data-status=succeeded]')",
+    )
+    .await;
+    let names = b
+        .js(
+            "return [...document.querySelectorAll('#steps li')].map(l => l.dataset.name)",
+            vec![],
+        )
+        .await;
+    let want: Vec<String> = (1..=6).map(|i| format!("step {i} of 6")).collect();
+    assert_eq!(names, json!(want));
+    // The App's JSON arrives with the end.
+    b.until(
+        "the App",
+        LIMIT,
+        "return document.querySelector('#app').textContent.includes('\"steps\": 6')",
+    )
+    .await;
+    // The job is the signed-in owner's, as the API says.
+    let (status, job) = http(
+        addr,
+        "GET",
+        &format!("/api/jobs/{id}/"),
+        Some(&printed),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["progress"], 100);
+
+    // Signing out forgets the token.
+    b.click("#signout").await;
+    b.until(
+        "the sign-in page",
+        LIMIT,
+        "return location.hash === '#/signin'",
+    )
+    .await;
+    let kept = b
+        .js(
+            "return sessionStorage.getItem('projectengine.token')",
+            vec![],
+        )
+        .await;
+    assert_eq!(kept, Value::Null);
+    b.go("#/jobs").await;
+    b.until(
+        "back to sign in",
+        LIMIT,
+        "return location.hash === '#/signin'",
+    )
+    .await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_mid_job_continues_the_log_without_gaps_or_repeats() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "slow and chatty", "kind": "stub",
+                "params": {"steps": 12, "delay_ms": 250, "log_lines": 3}}),
+    )
+    .await;
+    b.sign_in(addr, &t).await;
+    b.go(&format!("#/jobs/{id}")).await;
+    b.until(
+        "some log",
+        LIMIT,
+        "return document.querySelectorAll('#log li').length >= 6",
+    )
+    .await;
+    b.js("window.beforeReload = true;", vec![]).await;
+    b.client.refresh().await.expect("reload");
+    let fresh = b
+        .js("return window.beforeReload === undefined", vec![])
+        .await;
+    assert_eq!(fresh, json!(true), "a fresh page");
+    let running = b.text("#status").await;
+    assert_eq!(running.as_deref(), Some("running"), "reloaded mid-job");
+    b.until(
+        "the end",
+        LIMIT,
+        "return !!document.querySelector('#status [data-status=succeeded]')",
+    )
+    .await;
+    let shown = b
+        .js(
+            "return [...document.querySelectorAll('#log li')].map(l => Number(l.dataset.seq))",
+            vec![],
+        )
+        .await;
+    let want: Vec<u64> = events(addr, &t, &id)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "log")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(want.len(), 36);
+    assert_eq!(shown, json!(want), "every log line once, in order");
+    let lines = b
+        .js("return [...document.querySelectorAll('#log li')].map(l => l.lastChild.textContent.trim())", vec![])
+        .await;
+    assert_eq!(lines[0], "step 1, line 0");
+    assert_eq!(lines[35], "step 12, line 2");
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_job_is_cancelled_from_its_page() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "forever", "kind": "stub", "params": {"steps": 1000, "delay_ms": 500}}),
+    )
+    .await;
+    wait_status(addr, &t, &id, "running", LIMIT).await;
+    b.sign_in(addr, &t).await;
+    b.go(&format!("#/jobs/{id}")).await;
+    b.until(
+        "running",
+        LIMIT,
+        "return !!document.querySelector('#status [data-status=running]')",
+    )
+    .await;
+    assert!(b.text("#retry").await.is_none(), "no retry while running");
+    b.click("#cancel").await;
+    b.until(
+        "cancelled",
+        LIMIT,
+        "return !!document.querySelector('#status [data-status=cancelled]')",
+    )
+    .await;
+    wait_status(addr, &t, &id, "cancelled", LIMIT).await;
+    // A cancelled job can be retried, and not cancelled again.
+    b.until(
+        "the retry button",
+        LIMIT,
+        "return !!document.querySelector('#retry') && !document.querySelector('#cancel')",
+    )
+    .await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_downloads_from_the_job_page() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "a report", "kind": "stub",
+                "params": {"steps": 1, "artifacts": {"out/report.bin": 70000}}}),
+    )
+    .await;
+    wait_status(addr, &t, &id, "succeeded", LIMIT).await;
+    b.sign_in(addr, &t).await;
+    b.go(&format!("#/jobs/{id}")).await;
+    b.click("[data-artifact='out/report.bin']").await;
+    let path = b.downloaded("report.bin", LIMIT).await;
+    // Wait for the browser to finish writing it.
+    let mut bytes = Vec::new();
+    for _ in 0..100 {
+        bytes = std::fs::read(&path).unwrap();
+        if bytes.len() == 70000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let want: Vec<u8> = (0..70000u64)
+        .map(projectengine_core::StubOrchestrator::artifact_byte)
+        .collect();
+    assert!(
+        bytes == want,
+        "the downloaded bytes are the artifact's ({} bytes)",
+        bytes.len()
+    );
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_text_is_shown_as_text_and_runs_nothing() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let evil = "<img src=x onerror=alert(1)>";
+    b.sign_in(addr, &t).await;
+    b.go("#/new").await;
+    b.until(
+        "the kinds",
+        LIMIT,
+        "return document.querySelectorAll('#kind option').length >= 1",
+    )
+    .await;
+    b.fill("#prompt", evil).await;
+    b.fill("#params", r#"{"steps": 1, "delay_ms": 10}"#).await;
+    b.click("form button[type=submit]").await;
+    b.until(
+        "succeeded",
+        LIMIT,
+        "return !!document.querySelector('#status [data-status=succeeded]')",
+    )
+    .await;
+    assert_eq!(b.text("#prompt").await.as_deref(), Some(evil));
+    b.go("#/jobs").await;
+    let cell = b
+        .until(
+            "the list",
+            LIMIT,
+            "const c = document.querySelector('td.prompt'); return c && c.textContent",
+        )
+        .await;
+    assert_eq!(cell, json!(evil));
+    let imgs = b
+        .js("return document.querySelectorAll('img').length", vec![])
+        .await;
+    assert_eq!(imgs, json!(0), "no element was made from the prompt");
+    assert!(
+        b.client.get_alert_text().await.is_err(),
+        "no script ran: no alert is open"
+    );
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owners_job_is_not_found() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let bobs = submit(
+        addr,
+        &token("bob"),
+        &json!({"prompt": "bob's secret", "kind": "stub"}),
+    )
+    .await;
+    let t = token("alice");
+    b.sign_in(addr, &t).await;
+    b.client
+        .goto(&format!("http://{addr}/ui/#/jobs/{bobs}"))
+        .await
+        .unwrap();
+    let shown = b
+        .until("not found", LIMIT, "const e = document.querySelector('h1'); return e && e.textContent === 'Job not found' && document.body.innerText")
+        .await;
+    assert!(!shown.as_str().unwrap().contains("bob's secret"), "{shown}");
+    // Nor does it appear among alice's jobs.
+    b.go("#/jobs").await;
+    b.until(
+        "the empty state",
+        LIMIT,
+        "return !!document.querySelector('.empty')",
+    )
+    .await;
+    b.quit().await;
+}
+
+/// Writes `docs/dashboard.png`, the README's picture of a job's page, from a
+/// real job on the real server. Not a check: run it to refresh the picture,
+/// `cargo test --test dashboard -- --ignored readme_screenshot`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "refreshes docs/dashboard.png; run on demand"]
+async fn readme_screenshot() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1100, 1300).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("dev");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "A todo app with due dates", "kind": "stub",
+                "params": {"steps": 5, "delay_ms": 100, "progress": true, "log_lines": 2,
+                           "artifacts": {"dist/index.html": 2048}}}),
+    )
+    .await;
+    wait_status(addr, &t, &id, "succeeded", LIMIT).await;
+    b.sign_in(addr, &t).await;
+    b.go(&format!("#/jobs/{id}")).await;
+    b.until("the page", LIMIT, "return document.querySelector('#app').textContent.includes('steps') && !!document.querySelector('[data-artifact]')").await;
+    let png = b.client.screenshot().await.expect("a screenshot");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, png).unwrap();
+    b.quit().await;
+}
