@@ -232,8 +232,14 @@ async fn a_reload_mid_job_continues_the_log_without_gaps_or_repeats() {
         .js("return window.beforeReload === undefined", vec![])
         .await;
     assert_eq!(fresh, json!(true), "a fresh page");
-    let running = b.text("#status").await;
-    assert_eq!(running.as_deref(), Some("running"), "reloaded mid-job");
+    let running = b
+        .until(
+            "the reloaded page",
+            LIMIT,
+            "const s = document.querySelector('#status'); return s && s.textContent",
+        )
+        .await;
+    assert_eq!(running, json!("running"), "reloaded mid-job");
     b.until(
         "the end",
         LIMIT,
@@ -437,6 +443,74 @@ async fn another_owners_job_is_not_found() {
     b.quit().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_a_phone_and_labels_its_controls() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(390, 844).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "a rather long prompt that would not fit on one line of a phone's screen at all", "kind": "stub",
+                "params": {"steps": 2, "delay_ms": 10, "log_lines": 1, "artifacts": {"a/very/long/artifact/name.txt": 10}}}),
+    )
+    .await;
+    wait_status(addr, &t, &id, "succeeded", LIMIT).await;
+    b.sign_in(addr, &t).await;
+    // Every form control has a label; the page is no wider than the screen.
+    const CHECK: &str = "const unlabelled = [...document.querySelectorAll('input, select, textarea, progress')]
+            .filter(c => c.labels.length === 0 && !c.getAttribute('aria-labelledby')).map(c => c.id || c.name);
+        return JSON.stringify({unlabelled, wide: document.documentElement.scrollWidth > window.innerWidth});";
+    for (hash, ready) in [
+        ("#/signin", "#token"),
+        ("#/jobs", "tr[data-job]"),
+        ("#/new", "#kind option"),
+        (&*format!("#/jobs/{id}"), "[data-artifact]"),
+        ("#/overview", "#counts dd"),
+    ] {
+        if hash == "#/signin" {
+            // Shown again after a sign-out; sign in once more afterwards.
+            b.click("#signout").await;
+        }
+        b.go(hash).await;
+        b.until(
+            hash,
+            LIMIT,
+            &format!("return !!document.querySelector({ready:?})"),
+        )
+        .await;
+        let report = b.js(CHECK, vec![]).await;
+        assert_eq!(
+            report,
+            json!(r#"{"unlabelled":[],"wide":false}"#),
+            "on {hash}"
+        );
+        if hash == "#/signin" {
+            b.sign_in(addr, &t).await;
+        }
+    }
+    // The keyboard reaches the main navigation first, after the skip link.
+    b.js("document.activeElement.blur();", vec![]).await;
+    b.client
+        .find(fantoccini::Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys("\u{E004}")
+        .await
+        .unwrap();
+    let focused = b
+        .js("return document.activeElement.textContent", vec![])
+        .await;
+    assert_eq!(focused, json!("Skip to content"));
+    b.quit().await;
+}
+
 /// Writes `docs/dashboard.png`, the README's picture of a job's page, from a
 /// real job on the real server. Not a check: run it to refresh the picture,
 /// `cargo test --test dashboard -- --ignored readme_screenshot`.
@@ -463,7 +537,7 @@ async fn readme_screenshot() {
     wait_status(addr, &t, &id, "succeeded", LIMIT).await;
     b.sign_in(addr, &t).await;
     b.go(&format!("#/jobs/{id}")).await;
-    b.until("the page", LIMIT, "return document.querySelector('#app').textContent.includes('steps') && !!document.querySelector('[data-artifact]')").await;
+    b.until("the page", LIMIT, "const a = document.querySelector('#app'); return !!a && a.textContent.includes('steps') && !!document.querySelector('[data-artifact]')").await;
     let png = b.client.screenshot().await.expect("a screenshot");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

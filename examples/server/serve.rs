@@ -214,11 +214,12 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a newcomer needs: the URL, a token, a line that creates a job and one
-/// that watches it.
+/// What a newcomer needs: the URL, the dashboard's, a token, a line that
+/// creates a job and one that watches it.
 fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr) {
     let url = format!("http://{addr}");
     println!("projectEngine listening on {url}  (API docs: {url}/docs)");
+    println!("dashboard: {url}/ui/  (sign in with a token)");
     match (&config.jwt_public_key, &config.jwt_secret) {
         (Some(_), _) => println!("tokens: verified with the configured public key"),
         (None, secret) => {
