@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use browser::Browser;
 use serde_json::{json, Value};
-use support::{deployment, events, http, submit, token, wait_status, Server};
+use support::{deployment, events, http, migrate, submit, token, wait_status, Server};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -246,25 +246,139 @@ async fn a_reload_mid_job_continues_the_log_without_gaps_or_repeats() {
         "return !!document.querySelector('#status [data-status=succeeded]')",
     )
     .await;
+    let (shown, want) = log_seqs(&b, addr, &t, &id).await;
+    assert_eq!(want.as_array().unwrap().len(), 36);
+    assert_eq!(shown, want, "every log line once, in order");
+    let lines = b
+        .js("return [...document.querySelectorAll('#log li')].map(l => l.lastChild.textContent.trim())", vec![])
+        .await;
+    assert_eq!(lines[0], "step 1, line 0");
+    assert_eq!(lines[35], "step 12, line 2");
+    b.quit().await;
+}
+
+/// The seqs of the log lines the page shows, and those of the job's log.
+async fn log_seqs(b: &Browser, addr: std::net::SocketAddr, t: &str, id: &str) -> (Value, Value) {
     let shown = b
         .js(
             "return [...document.querySelectorAll('#log li')].map(l => Number(l.dataset.seq))",
             vec![],
         )
         .await;
-    let want: Vec<u64> = events(addr, &t, &id)
+    let want: Vec<u64> = events(addr, t, id)
         .await
         .iter()
         .filter(|e| e["type"] == "log")
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(want.len(), 36);
-    assert_eq!(shown, json!(want), "every log line once, in order");
-    let lines = b
-        .js("return [...document.querySelectorAll('#log li')].map(l => l.lastChild.textContent.trim())", vec![])
+    (shown, json!(want))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_resumes_after_the_web_process_restarts() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    migrate(&env);
+    let _worker = Server::start("worker", &env);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut web_env = env.clone();
+    web_env.push(("PROJECTENGINE_BIND", format!("127.0.0.1:{port}")));
+    let mut web = Server::start("web", &web_env);
+    let addr = web.addr();
+    let t = token("alice");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "survive a restart", "kind": "stub",
+                "params": {"steps": 10, "delay_ms": 400, "log_lines": 2}}),
+    )
+    .await;
+    b.sign_in(addr, &t).await;
+    b.go(&format!("#/jobs/{id}")).await;
+    b.until(
+        "a few steps",
+        LIMIT,
+        "return document.querySelectorAll('#steps li').length >= 2",
+    )
+    .await;
+    web.kill();
+    b.until(
+        "the page notices",
+        LIMIT,
+        "return document.querySelector('#live').textContent === 'Reconnecting…'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let web = Server::start("web", &web_env);
+    assert_eq!(web.addr(), addr);
+    b.until(
+        "the end",
+        LIMIT,
+        "return !!document.querySelector('#status [data-status=succeeded]')",
+    )
+    .await;
+    let (shown, want) = log_seqs(&b, addr, &t, &id).await;
+    assert_eq!(want.as_array().unwrap().len(), 20);
+    assert_eq!(
+        shown, want,
+        "every log line once, in order, across the restart"
+    );
+    let steps = b
+        .js(
+            "return document.querySelectorAll('#steps li').length",
+            vec![],
+        )
         .await;
-    assert_eq!(lines[0], "step 1, line 0");
-    assert_eq!(lines[35], "step 12, line 2");
+    assert_eq!(steps, json!(10));
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_page_lists_its_webhook_deliveries() {
+    let Some(mut env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    // A receiver that answers 204 to every delivery.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    env.push(("PROJECTENGINE_WEBHOOK_ALLOW_PRIVATE", "true".into()));
+    env.push((
+        "PROJECTENGINE_WEBHOOK_SECRET",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    ));
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let url = format!("http://{hook}/hook");
+    let id = submit(
+        addr,
+        &t,
+        &json!({"prompt": "tell me", "kind": "stub", "webhook": url,
+                "params": {"steps": 1, "delay_ms": 10}}),
+    )
+    .await;
+    wait_status(addr, &t, &id, "succeeded", LIMIT).await;
+    b.sign_in(addr, &t).await;
+    b.go(&format!("#/jobs/{id}")).await;
+    let row = b
+        .until("a delivered row", LIMIT, "const r = document.querySelector('#webhooks tbody tr'); return r && r.querySelector('[data-status=delivered]') && [...r.cells].map(c => c.textContent)")
+        .await;
+    assert_eq!(row, json!([url, "job.succeeded", "delivered", "1", "204"]));
     b.quit().await;
 }
 
