@@ -303,9 +303,9 @@ async fn the_log_resumes_after_the_web_process_restarts() {
     b.sign_in(addr, &t).await;
     b.go(&format!("#/jobs/{id}")).await;
     b.until(
-        "a few steps",
+        "a few steps, live",
         LIMIT,
-        "return document.querySelectorAll('#steps li').length >= 2",
+        "return document.querySelectorAll('#steps li').length >= 2 && document.querySelector('#live').textContent === 'Live.'",
     )
     .await;
     web.kill();

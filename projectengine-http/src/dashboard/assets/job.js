@@ -11,8 +11,10 @@ const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 export function jobView(main, id) {
   let job = null;
   let lastSeq = 0; // the last event shown: the stream resumes after it
+  let base = 0; // the seq of the snapshot the page was first drawn from
   let ws = null;
   let retryTimer = null;
+  let webhookTimer = null;
   let stopped = false;
 
   const title = h('h1', {}, 'Job');
@@ -144,8 +146,13 @@ export function jobView(main, id) {
   }
 
   async function loadWebhooks() {
+    clearTimeout(webhookTimer);
     try {
       const list = await api('GET', `/api/jobs/${seg(id)}/webhooks/`);
+      // A pending delivery is tried again by a worker: look again soon.
+      if (!stopped && list.items.some((d) => d.status === 'pending')) {
+        webhookTimer = setTimeout(loadWebhooks, 2000);
+      }
       if (list.items.length === 0) {
         replace(webhooks, h('p', { class: 'help' }, 'No webhook deliveries.'));
         return;
@@ -188,7 +195,27 @@ export function jobView(main, id) {
     loadWebhooks();
   }
 
-  // Streams events after `lastSeq`; reconnects after a drop, resuming there.
+  // Reads the event log after `lastSeq`, page by page, then streams what
+  // follows; after a failure or a drop it starts again from `lastSeq`.
+  async function resume(delay = 500) {
+    try {
+      for (;;) {
+        const page = await api('GET', `/api/jobs/${seg(id)}/events/?after=${lastSeq}&limit=500`);
+        if (stopped) return;
+        for (const ev of page.items) apply(ev, base);
+        if (page.items.length === 0) break;
+      }
+    } catch (e) {
+      if (stopped || e.status === 401 || e.status === 404) return;
+      live.textContent = 'Reconnecting…';
+      retryTimer = setTimeout(() => resume(Math.min(delay * 2, 5000)), delay);
+      return;
+    }
+    if (TERMINAL.includes(job.status)) live.textContent = 'The job has ended.';
+    else connect(delay);
+  }
+
+  // Streams events after `lastSeq`; after a drop, resumes there.
   function connect(delay = 500) {
     if (stopped || (ws && ws.readyState <= WebSocket.OPEN)) return;
     const s = socket(id, lastSeq);
@@ -212,7 +239,7 @@ export function jobView(main, id) {
         return;
       }
       live.textContent = 'Reconnecting…';
-      retryTimer = setTimeout(() => connect(Math.min(delay * 2, 10_000)), delay);
+      retryTimer = setTimeout(() => resume(Math.min(delay * 2, 5000)), delay);
     };
   }
 
@@ -226,6 +253,7 @@ export function jobView(main, id) {
       return;
     }
     job = detail;
+    base = detail.last_seq;
     main.append(title, summary,
       h('p', { class: 'bar' }, h('label', { id: 'progress-label', for: 'progress' }, 'Progress'), ' ',
         progress, ' ', progressText),
@@ -238,25 +266,18 @@ export function jobView(main, id) {
       section('Webhook deliveries', webhooks));
     renderSummary();
     for (const s of detail.steps) addStep(s);
-    // The log so far, page by page; then the stream from where it ends.
-    const base = detail.last_seq;
-    for (;;) {
-      const page = await api('GET', `/api/jobs/${seg(id)}/events/?after=${lastSeq}&limit=500`);
-      if (stopped) return;
-      for (const ev of page.items) apply(ev, base);
-      if (page.items.length === 0) break;
-    }
     loadApp();
     loadArtifacts();
     loadWebhooks();
-    if (TERMINAL.includes(job.status)) live.textContent = 'The job has ended.';
-    else connect();
+    // The log so far, then the stream from where it ends.
+    resume();
   }
 
   start().catch((e) => { actionError.textContent = e.message; });
   return () => {
     stopped = true;
     clearTimeout(retryTimer);
+    clearTimeout(webhookTimer);
     if (ws) ws.close();
   };
 }
