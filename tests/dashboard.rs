@@ -625,6 +625,47 @@ async fn every_page_fits_a_phone_and_labels_its_controls() {
     b.quit().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_queues_counts_and_recent_failures() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let failed = submit(
+        addr,
+        &t,
+        &json!({"prompt": "doomed", "kind": "stub", "max_attempts": 1, "params": {"fail": "fatal"}}),
+    )
+    .await;
+    wait_status(addr, &t, &failed, "failed", LIMIT).await;
+    submit(
+        addr,
+        &t,
+        &json!({"prompt": "later", "kind": "stub", "run_at": "2999-01-01T00:00:00Z"}),
+    )
+    .await;
+    b.sign_in(addr, &t).await;
+    b.go("#/overview").await;
+    let shown = b
+        .until("the overview", LIMIT, "const q = document.querySelector('[data-queue=stub]'); return q && [document.querySelector('#queued').textContent, document.querySelector('#running').textContent, [...q.cells].map(c => c.textContent), document.querySelector('#failures').textContent]")
+        .await;
+    assert_eq!(shown[0], "1", "one job waits: {shown}");
+    assert_eq!(shown[1], "0", "{shown}");
+    assert_eq!(shown[2], json!(["stub", "0", "1", "0"]), "{shown}");
+    let failures = shown[3].as_str().unwrap();
+    assert!(
+        failures.contains(&failed[failed.len() - 12..]),
+        "{failures}"
+    );
+    assert!(failures.contains("asked to fail (fatal)"), "{failures}");
+    b.quit().await;
+}
+
 /// Writes `docs/dashboard.png`, the README's picture of a job's page, from a
 /// real job on the real server. Not a check: run it to refresh the picture,
 /// `cargo test --test dashboard -- --ignored readme_screenshot`.

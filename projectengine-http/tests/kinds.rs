@@ -1,4 +1,5 @@
-//! `GET /api/kinds/`: the registered kinds, the default one marked.
+//! `GET /api/kinds/` (the registered kinds, the default one marked) and
+//! `GET /api/queues/` (each queue's depth).
 
 mod common;
 
@@ -32,4 +33,29 @@ async fn the_kinds_need_a_token() {
         .post("/api/kinds/", &app.token("alice"), json!({}))
         .await;
     r.error(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn the_queues_show_their_depths() {
+    let app = TestApp::idle();
+    let t = app.token("alice");
+    app.submit(&t, json!({"prompt": "a", "kind": "stub"})).await;
+    app.submit(&app.token("bob"), json!({"prompt": "b", "kind": "stub"}))
+        .await;
+    app.submit(
+        &t,
+        json!({"prompt": "c", "kind": "other", "run_at": "2999-01-01T00:00:00Z"}),
+    )
+    .await;
+    let r = app.get("/api/queues/", &t).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json,
+        json!({"items": [
+            {"name": "other", "ready": 0, "delayed": 1, "in_flight": 0},
+            {"name": "stub", "ready": 2, "delayed": 0, "in_flight": 0},
+        ]})
+    );
+    let r = app.call(Method::GET, "/api/queues/", None, None).await;
+    assert_eq!(r.error(StatusCode::UNAUTHORIZED), "unauthorized");
 }

@@ -1,4 +1,5 @@
-// Overview: how many of the caller's jobs wait and run, and the latest failures.
+// Overview: the deployment's queue depths; how many of the caller's jobs wait
+// and run, and their latest failures.
 
 import { api, seg } from './api.js';
 import { h, replace, when } from './dom.js';
@@ -12,17 +13,27 @@ async function count(status) {
 
 export function overviewView(main) {
   const counts = h('dl', { id: 'counts', class: 'summary' });
+  const queues = h('div', { id: 'queues' });
   const failures = h('div', { id: 'failures' });
   const error = h('p', { class: 'error', role: 'alert' });
-  main.append(h('h1', {}, 'Overview'), error, counts,
-    h('section', {}, h('h2', {}, 'Recent failures'), failures));
+  main.append(h('h1', {}, 'Overview'), error,
+    h('section', {}, h('h2', {}, 'Your jobs'), counts),
+    h('section', {}, h('h2', {}, 'Queues'), queues),
+    h('section', {}, h('h2', {}, 'Your recent failures'), failures));
 
   async function load() {
     try {
-      const [queued, running, failed] = await Promise.all([
+      const [queued, running, failed, depths] = await Promise.all([
         count('queued'), count('running'),
         api('GET', '/api/jobs/?status=failed&order=desc&limit=10'),
+        api('GET', '/api/queues/'),
       ]);
+      replace(queues, h('table', {},
+        h('thead', {}, h('tr', {}, ['Queue', 'Ready', 'Delayed', 'Taken']
+          .map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, depths.items.map((q) => h('tr', { 'data-queue': q.name },
+          h('td', {}, q.name), h('td', {}, String(q.ready)),
+          h('td', {}, String(q.delayed)), h('td', {}, String(q.in_flight)))))));
       error.textContent = '';
       replace(counts, h('dt', {}, 'Waiting'), h('dd', { id: 'queued' }, queued),
         h('dt', {}, 'Running'), h('dd', { id: 'running' }, running));
