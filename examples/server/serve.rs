@@ -223,11 +223,12 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a newcomer needs: the URL, what is durable, a token, a line that
-/// creates a job and one that watches it.
+/// What a newcomer needs: the URL, the dashboard's, what is durable, a
+/// token, a line that creates a job and one that watches it.
 fn greet(config: &Config, auth: &JwtAuth, addr: std::net::SocketAddr, durability: &str) {
     let url = format!("http://{addr}");
     println!("projectEngine listening on {url}  (API docs: {url}/docs)");
+    println!("dashboard: {url}/ui/  (sign in with a token)");
     println!("{durability}");
     match (&config.jwt_public_key, &config.jwt_secret) {
         _ if config.jwt_jwks_url.is_some() => {

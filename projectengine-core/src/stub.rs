@@ -18,7 +18,8 @@ use crate::{
 /// "ignore_cancel": true, "log_lines": 3}` — `fail` and `panic` make it fail on purpose (only in
 /// the first `fail_attempts` attempts when that is given), for tests and demos of
 /// retries; `ignore_cancel` makes it sleep through its cancellation;
-/// `log_lines` logs that many lines before each step. `"artifacts": {"name":
+/// `log_lines` logs that many lines before each step; `"progress": true`
+/// reports the progress (`100 * i / steps`) after step `i`. `"artifacts": {"name":
 /// bytes}` (or `{"name": {"bytes": n, "content_type": "text/plain"}}`) stores
 /// those artifacts before the App, each streamed from a generator whose byte
 /// `i` is `i % 251` ([`StubOrchestrator::artifact_byte`]).
@@ -100,6 +101,7 @@ impl Orchestrator for StubOrchestrator {
             _ => {}
         }
         let ignore_cancel = p.get("ignore_cancel").and_then(|v| v.as_bool()) == Some(true);
+        let report_progress = p.get("progress").and_then(|v| v.as_bool()) == Some(true);
         let log_lines = p
             .get("log_lines")
             .and_then(|v| v.as_u64())
@@ -123,6 +125,10 @@ impl Orchestrator for StubOrchestrator {
             }
             cb.step(Step::completed(format!("step {i} of {steps}")))
                 .await?;
+            if report_progress {
+                cb.progress((u64::from(i) * 100 / u64::from(steps)) as u8)
+                    .await?;
+            }
         }
         if steps == 0 {
             cb.log(LogLevel::Info, "nothing to do").await?;

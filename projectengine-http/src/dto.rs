@@ -694,3 +694,41 @@ where
         .map(Some)
         .map_err(|_| D::Error::custom("is out of range"))
 }
+
+/// A kind of job this deployment runs.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct KindDto {
+    /// Its name: a job's `kind`.
+    #[schema(example = "stub")]
+    pub name: String,
+    /// Whether a job that names no kind gets this one.
+    pub default: bool,
+}
+
+/// The kinds this deployment runs, by name.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct KindList {
+    /// The kinds.
+    pub items: Vec<KindDto>,
+}
+
+/// The depth of one queue.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct QueueDto {
+    /// Its name (a kind's queue).
+    #[schema(example = "stub")]
+    pub name: String,
+    /// Entries deliverable now.
+    pub ready: u64,
+    /// Entries waiting for their time.
+    pub delayed: u64,
+    /// Entries taken by a worker and not yet done.
+    pub in_flight: u64,
+}
+
+/// The deployment's queues, by name.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct QueueList {
+    /// The queues.
+    pub items: Vec<QueueDto>,
+}

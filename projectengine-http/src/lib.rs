@@ -2,6 +2,8 @@
 
 mod auth;
 mod cors;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod dto;
 mod error;
 mod extract;
@@ -25,6 +27,8 @@ use tower_http::trace::TraceLayer;
 pub use auth::JwksConfig;
 pub use auth::{bearer_token, AuthError, Authenticated, Authenticator, JwtAuth, JwtConfigError};
 pub use cors::{Allowed, Cors, CorsError};
+#[cfg(feature = "dashboard")]
+pub use dashboard::dashboard_routes;
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 pub use extract::{ApiJson, ApiQuery, IdParam, PathId};
 pub use metrics::{Metrics, OpenGuard};
@@ -48,14 +52,17 @@ pub fn router(engine: Engine, auth: impl Authenticator) -> Router {
 /// Like [`router`], from a prepared [`ApiState`] (e.g. with a custom
 /// [`HttpConfig`]). With [`HttpConfig::cors`] set, its layer answers
 /// preflights (before authentication, which a preflight never carries) and adds
-/// the CORS headers to every route's responses.
+/// the CORS headers to every route's responses. With the `dashboard` feature
+/// it serves the dashboard at `/ui/` too (`dashboard_routes`).
 pub fn router_with(state: ApiState) -> Router {
     let cors = state.config().cors.clone();
-    let mut router = Router::new()
+    let router = Router::new()
         .merge(api_routes(state.clone()))
         .merge(ws_routes(state.clone()))
-        .merge(health_routes(state))
-        .fallback(no_route);
+        .merge(health_routes(state));
+    #[cfg(feature = "dashboard")]
+    let router = router.merge(dashboard::dashboard_routes());
+    let mut router = router.fallback(no_route);
     if let Some(cors) = &cors {
         router = cors::apply(router, cors);
     }
@@ -68,6 +75,8 @@ pub fn api_routes(state: ApiState) -> Router {
     let limit = state.config().body_limit;
     Router::new()
         .merge(routes::jobs::routes())
+        .merge(routes::kinds::routes())
+        .merge(routes::queues::routes())
         .merge(routes::artifacts::routes())
         .merge(routes::sse::routes())
         .merge(routes::apps::routes())

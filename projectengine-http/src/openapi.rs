@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 use projectengine_core::Limits;
 
-use crate::routes::{apps, artifacts, health, jobs, sse, webhooks, ws};
+use crate::routes::{apps, artifacts, health, jobs, kinds, queues, sse, webhooks, ws};
 use crate::state::ApiState;
 
 /// The API's OpenAPI description.
@@ -20,7 +20,7 @@ use crate::state::ApiState;
     ),
     paths(
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
-        webhooks::list,
+        kinds::list, queues::list, webhooks::list,
         sse::stream, ws::watch,
         artifacts::list, artifacts::download,
         apps::list, apps::detail, apps::by_job,

@@ -240,6 +240,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/jobs/{id}/artifacts/"),
     ("get", "/api/jobs/{id}/artifacts/{name}"),
     ("get", "/api/jobs/{id}/webhooks/"),
+    ("get", "/api/kinds/"),
+    ("get", "/api/queues/"),
     ("get", "/api/apps/{id}/"),
     ("get", "/api/apps/by-job/{job_id}/"),
     ("get", "/ws/jobs/{id}/"),

@@ -52,13 +52,33 @@ impl Server {
     /// Starts `server <role>` with `env` on top of fast test settings; waits for
     /// the line announcing its HTTP address and records it.
     pub fn start(role: &str, env: &[(&str, String)]) -> Server {
+        Self::spawn(role, env, true).0
+    }
+
+    /// Like [`Server::start`], without a configured secret: the server signs
+    /// with a random one and prints a development token, answered here.
+    pub fn start_with_printed_token(role: &str, env: &[(&str, String)]) -> (Server, String) {
+        let (server, token) = Self::spawn(role, env, false);
+        let token = token
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server printed a development token");
+        (server, token)
+    }
+
+    fn spawn(
+        role: &str,
+        env: &[(&str, String)],
+        with_secret: bool,
+    ) -> (Server, std::sync::mpsc::Receiver<String>) {
         let mut cmd = Command::new(server_bin());
         cmd.arg(role)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PROJECTENGINE_BIND", "127.0.0.1:0")
-            .env("PROJECTENGINE_JWT_SECRET", SECRET)
-            .env("PROJECTENGINE_HEARTBEAT", "200ms")
+            .env("PROJECTENGINE_BIND", "127.0.0.1:0");
+        if with_secret {
+            cmd.env("PROJECTENGINE_JWT_SECRET", SECRET);
+        }
+        cmd.env("PROJECTENGINE_HEARTBEAT", "200ms")
             .env("PROJECTENGINE_LEASE", "1s")
             .env("PROJECTENGINE_RECOVERY_EVERY", "300ms")
             .env("PROJECTENGINE_SHUTDOWN_GRACE", "2s")
@@ -75,9 +95,13 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = printed.clone();
+        let (token_tx, token_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(token) = line.trim().strip_prefix("export TOKEN=") {
+                    let _ = token_tx.send(token.to_owned());
+                }
                 lines
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -99,11 +123,14 @@ impl Server {
                 .parse()
                 .expect("an address"),
         );
-        Server {
-            child,
-            addr,
-            stdout: printed,
-        }
+        (
+            Server {
+                child,
+                addr,
+                stdout: printed,
+            },
+            token_rx,
+        )
     }
 
     /// The lines printed on stdout so far.

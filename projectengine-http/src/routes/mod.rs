@@ -4,6 +4,8 @@ pub mod apps;
 pub mod artifacts;
 pub mod health;
 pub mod jobs;
+pub mod kinds;
+pub mod queues;
 pub mod sse;
 pub mod webhooks;
 pub mod ws;
