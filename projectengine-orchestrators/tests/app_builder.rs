@@ -172,10 +172,7 @@ async fn a_prompt_becomes_a_planned_generated_built_and_deployed_site() {
     let owner = Owner::new("alice");
     let job = s
         .engine
-        .submit(
-            &owner,
-            submit("a landing page for my bakery", json!({}), 1),
-        )
+        .submit(&owner, submit("a landing page for my bakery", json!({}), 1))
         .await
         .unwrap();
     let events = watch_to_end(&s.engine, &owner, job.id, 0, WATCH).await;
@@ -252,7 +249,11 @@ async fn a_prompt_becomes_a_planned_generated_built_and_deployed_site() {
         .open_artifact(&owner, job.id, "site/index.html", None)
         .await
         .unwrap();
-    assert!(page.artifact.content_type.starts_with("text/html"), "{}", page.artifact.content_type);
+    assert!(
+        page.artifact.content_type.starts_with("text/html"),
+        "{}",
+        page.artifact.content_type
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
