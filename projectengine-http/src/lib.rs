@@ -8,6 +8,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod routes;
+pub mod sites;
 mod state;
 
 use axum::extract::DefaultBodyLimit;
@@ -23,6 +24,7 @@ pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 pub use extract::{ApiJson, ApiQuery, IdParam, PathId};
 pub use metrics::{Metrics, OpenGuard};
 pub use openapi::{openapi, ApiDoc};
+pub use sites::sites_routes;
 pub use state::{ApiState, HttpConfig};
 
 use routes::{both, method_not_allowed, no_route};
