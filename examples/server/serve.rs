@@ -30,6 +30,14 @@ fn registry(config: &Config) -> Result<Registry, ConfigError> {
             let llm = Llm::new(llm)
                 .map_err(|e| ConfigError::new("PROJECTENGINE_LLM_CONFIG", e.to_string()))?;
             let mut builder = AppBuilderConfig::default();
+            for agent in [&builder.planner, &builder.generator, &builder.fixer] {
+                if llm.agent(agent).is_err() {
+                    return Err(ConfigError::new(
+                        "PROJECTENGINE_LLM_CONFIG",
+                        format!("the app builder needs an agent named {agent:?}"),
+                    ));
+                }
+            }
             builder.max_fix_rounds = config.llm_max_fix_rounds;
             builder.deploy_base_url = config.sites_url();
             builder.pipeline = config.pipeline();
