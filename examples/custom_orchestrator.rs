@@ -1,10 +1,11 @@
-//! How to write an orchestrator: a small "app builder" that plans files,
+//! How to write an orchestrator: a small demo "app builder" that plans files,
 //! generates them one step at a time (each kept as an artifact), reports
 //! stages, progress and logs, honours
 //! cancellation, asks for a retry on a transient failure, and publishes the App.
 //!
 //! Run it embedded: `cargo run --example custom_orchestrator`. The bundled
-//! server registers it under the kind `app-builder`.
+//! server registers it under the kind `demo-builder` (the real, LLM-driven
+//! `app-builder` is `projectengine_orchestrators::AppBuilder`).
 
 use std::time::Duration;
 
@@ -16,12 +17,12 @@ use serde_json::{json, Map, Value};
 
 /// Generates a tiny app from the prompt: one file per word of it (at most 8).
 #[derive(Clone, Debug)]
-pub struct AppBuilder {
+pub struct DemoBuilder {
     /// Pause per generated file, standing in for real work.
     pub step_delay: Duration,
 }
 
-impl Default for AppBuilder {
+impl Default for DemoBuilder {
     fn default() -> Self {
         Self {
             step_delay: Duration::from_millis(150),
@@ -30,7 +31,7 @@ impl Default for AppBuilder {
 }
 
 #[async_trait]
-impl Orchestrator for AppBuilder {
+impl Orchestrator for DemoBuilder {
     async fn run(&self, job: &Job, cb: &dyn JobCallbacks) -> Result<(), OrchestratorError> {
         cb.stage("PLANNING").await?;
         let files: Vec<String> = job
@@ -92,7 +93,7 @@ async fn main() -> projectengine_core::Result<()> {
     use futures::StreamExt;
     use projectengine_core::{Engine, Owner, Registry, Submit, Worker, WorkerConfig};
 
-    let registry = Registry::new().register("app-builder", AppBuilder::default());
+    let registry = Registry::new().register("demo-builder", DemoBuilder::default());
     let engine = Engine::in_memory(registry);
     let worker = Worker::new(engine.clone(), WorkerConfig::default()).spawn();
     let owner = Owner::new("demo");

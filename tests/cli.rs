@@ -480,7 +480,7 @@ fn the_progress_bar_draws_in_a_terminal() {
         "submit",
         "alpha beta gamma delta",
         "--kind",
-        "app-builder",
+        "demo-builder",
         "--watch",
     ]);
     cmd.env_clear();

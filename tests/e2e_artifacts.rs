@@ -28,7 +28,7 @@ fn artifacts_dir(env: &[(&str, String)]) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_app_builder_leaves_its_files_as_artifacts() {
+async fn the_demo_builder_leaves_its_files_as_artifacts() {
     let Some(env) = deployment().await else {
         return;
     };
@@ -38,7 +38,7 @@ async fn the_app_builder_leaves_its_files_as_artifacts() {
     let id = submit(
         addr,
         &t,
-        &json!({"prompt": "todo list app", "kind": "app-builder"}),
+        &json!({"prompt": "todo list app", "kind": "demo-builder"}),
     )
     .await;
     wait_status(addr, &t, &id, "succeeded", Duration::from_secs(30)).await;

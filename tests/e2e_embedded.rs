@@ -181,6 +181,27 @@ const VARIABLES: &[(&str, &str)] = &[
         "PROJECTENGINE_CORS_HEADERS",
         "(unset: authorization, content-type, last-event-id)",
     ),
+    (
+        "PROJECTENGINE_LLM_CONFIG",
+        "JSON file of LLM providers and agents",
+    ),
+    (
+        "PROJECTENGINE_LLM_BASE_URL",
+        "(unset, and no PROJECTENGINE_LLM_CONFIG: no `app-builder`)",
+    ),
+    ("PROJECTENGINE_LLM_MODELS", "[default: gpt-4o-mini]"),
+    (
+        "PROJECTENGINE_LLM_API_KEY_ENV",
+        "[default: PROJECTENGINE_LLM_API_KEY]",
+    ),
+    ("PROJECTENGINE_LLM_REQUESTS_PER_MINUTE", "(unset: no limit)"),
+    ("PROJECTENGINE_LLM_TOKENS_PER_MINUTE", "(unset: no limit)"),
+    ("PROJECTENGINE_LLM_MAX_FIX_ROUNDS", "[default: 2]"),
+    ("PROJECTENGINE_SITES_BIND", "(unset: sites are not served)"),
+    (
+        "PROJECTENGINE_SITES_URL",
+        "(default: http://PROJECTENGINE_SITES_BIND)",
+    ),
     ("PROJECTENGINE_LOG_FORMAT", "[default: text]"),
     (
         "PROJECTENGINE_WEBHOOK_URL",
@@ -264,6 +285,8 @@ fn a_bad_setting_is_one_line_and_exit_code_2() {
         ("PROJECTENGINE_JWT_ALGORITHM", "HS256"),
         ("PROJECTENGINE_JWT_SECRET", "short"),
         ("PROJECTENGINE_DEFAULT_KIND", "nope"),
+        ("PROJECTENGINE_LLM_BASE_URL", "ftp://models.example"),
+        ("PROJECTENGINE_SITES_BIND", "nowhere"),
         ("DATABASE_URL", "mysql://user:hunter2@db"),
     ] {
         let out = server_in(&dir)

@@ -123,7 +123,7 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_RECOVERY_EVERY", default_value = "5s", value_parser = positive_duration)]
     pub recovery_every: Duration,
 
-    /// Orchestrator kind of jobs that name none (`stub`, `app-builder` or `pipeline`)
+    /// Orchestrator kind of jobs that name none (`stub`, `demo-builder`, `pipeline`, or `app-builder` when an LLM is configured)
     #[arg(long, env = "PROJECTENGINE_DEFAULT_KIND", default_value = "stub", value_parser = text)]
     pub default_kind: String,
 
@@ -220,6 +220,42 @@ pub struct Config {
     #[cfg(feature = "otel")]
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "projectengine", value_parser = text)]
     pub otel_service_name: String,
+
+    /// JSON file of LLM providers and agents for the `app-builder` kind (see projectengine-llm's `LlmConfig`); replaces the PROJECTENGINE_LLM_BASE_URL settings
+    #[arg(long, env = "PROJECTENGINE_LLM_CONFIG", value_parser = text)]
+    pub llm_config: Option<String>,
+
+    /// Base URL of an OpenAI-compatible API for the `app-builder` kind, e.g. https://api.openai.com/v1 (unset, and no PROJECTENGINE_LLM_CONFIG: no `app-builder`)
+    #[arg(long, env = "PROJECTENGINE_LLM_BASE_URL", value_parser = text)]
+    pub llm_base_url: Option<String>,
+
+    /// Comma-separated models of that API, in order of preference (the next is used when one is rate-limited, overloaded or missing)
+    #[arg(long, env = "PROJECTENGINE_LLM_MODELS", value_delimiter = ',', default_value = "gpt-4o-mini", value_parser = text)]
+    pub llm_models: Vec<String>,
+
+    /// The variable holding that API's key (when it is unset, requests carry no key, as local servers want)
+    #[arg(long, env = "PROJECTENGINE_LLM_API_KEY_ENV", default_value = "PROJECTENGINE_LLM_API_KEY", value_parser = text)]
+    pub llm_api_key_env: String,
+
+    /// Most requests a minute to that API from this process (unset: no limit)
+    #[arg(long, env = "PROJECTENGINE_LLM_REQUESTS_PER_MINUTE", value_parser = limit::<u32>)]
+    pub llm_requests_per_minute: Option<u32>,
+
+    /// Most tokens a minute to that API from this process (unset: no limit)
+    #[arg(long, env = "PROJECTENGINE_LLM_TOKENS_PER_MINUTE", value_parser = limit::<u32>)]
+    pub llm_tokens_per_minute: Option<u32>,
+
+    /// Fix rounds of the `app-builder` after a failed build
+    #[arg(long, env = "PROJECTENGINE_LLM_MAX_FIX_ROUNDS", default_value = "2", value_parser = number::<u32>)]
+    pub llm_max_fix_rounds: u32,
+
+    /// Address deployed sites are served on: a port of their own, so generated pages never share the API's origin (unset: sites are not served)
+    #[arg(long, env = "PROJECTENGINE_SITES_BIND", value_parser = address)]
+    pub sites_bind: Option<SocketAddr>,
+
+    /// Public base URL of the sites listener, for the `deploy_url` of Apps (default: http://PROJECTENGINE_SITES_BIND)
+    #[arg(long, env = "PROJECTENGINE_SITES_URL", value_parser = text)]
+    pub sites_url: Option<String>,
 
     /// How log lines are written; RUST_LOG filters them (default info)
     #[arg(long, env = "PROJECTENGINE_LOG_FORMAT", default_value = "text")]
@@ -361,6 +397,48 @@ impl Config {
                 };
                 ConfigError::new(var, e.to_string())
             })
+    }
+
+    /// The LLM providers and agents of the `app-builder` kind: the file of
+    /// PROJECTENGINE_LLM_CONFIG, else one provider at
+    /// PROJECTENGINE_LLM_BASE_URL with the default agents, else none.
+    pub fn llm(&self) -> Result<Option<projectengine_llm::LlmConfig>, ConfigError> {
+        use projectengine_llm::{LlmConfig, ProviderProfile};
+        if let Some(path) = &self.llm_config {
+            return LlmConfig::load(std::path::Path::new(path))
+                .map(Some)
+                .map_err(|e| ConfigError::new("PROJECTENGINE_LLM_CONFIG", e.to_string()));
+        }
+        let Some(base_url) = &self.llm_base_url else {
+            return Ok(None);
+        };
+        let models: Vec<String> = self
+            .llm_models
+            .iter()
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .collect();
+        let mut provider = ProviderProfile::new("default", base_url.clone(), models);
+        if std::env::var_os(&self.llm_api_key_env).is_some() {
+            provider.api_key_env = Some(self.llm_api_key_env.clone());
+        }
+        provider.requests_per_minute = self.llm_requests_per_minute;
+        provider.tokens_per_minute = self.llm_tokens_per_minute;
+        LlmConfig::new(
+            vec![provider],
+            projectengine_orchestrators::app_builder::default_agents("default"),
+        )
+        .map(Some)
+        .map_err(|e| ConfigError::new("PROJECTENGINE_LLM_BASE_URL", e.to_string()))
+    }
+
+    /// The public base URL of deployed sites, when they are served.
+    pub fn sites_url(&self) -> Option<String> {
+        match (&self.sites_url, self.sites_bind) {
+            (Some(url), _) => Some(url.trim_end_matches('/').to_owned()),
+            (None, Some(bind)) => Some(format!("http://{bind}")),
+            (None, None) => None,
+        }
     }
 
     /// The token verifier: the JWKS, else the public key, else the secret,

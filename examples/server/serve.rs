@@ -8,12 +8,13 @@ use projectengine_core::{
     ArtifactLimits, Engine, Limits, Registry, StubOrchestrator, Worker, WorkerConfig,
 };
 use projectengine_http::{ApiState, HttpConfig, JwtAuth};
-use projectengine_orchestrators::PipelineOrchestrator;
+use projectengine_llm::Llm;
+use projectengine_orchestrators::{AppBuilder, AppBuilderConfig, PipelineOrchestrator};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backends;
 use crate::config::{ArtifactsAt, Config, ConfigError};
-use crate::custom_orchestrator::AppBuilder;
+use crate::custom_orchestrator::DemoBuilder;
 use crate::Role;
 
 fn registry(config: &Config) -> Result<Registry, ConfigError> {
@@ -22,8 +23,28 @@ fn registry(config: &Config) -> Result<Registry, ConfigError> {
             "stub",
             StubOrchestrator::new(config.stub_steps, config.stub_delay),
         )
-        .register("app-builder", AppBuilder::default())
+        .register("demo-builder", DemoBuilder::default())
         .register("pipeline", PipelineOrchestrator::new(config.pipeline()));
+    let registry = match config.llm()? {
+        Some(llm) => {
+            let llm = Llm::new(llm)
+                .map_err(|e| ConfigError::new("PROJECTENGINE_LLM_CONFIG", e.to_string()))?;
+            let mut builder = AppBuilderConfig::default();
+            for agent in [&builder.planner, &builder.generator, &builder.fixer] {
+                if llm.agent(agent).is_err() {
+                    return Err(ConfigError::new(
+                        "PROJECTENGINE_LLM_CONFIG",
+                        format!("the app builder needs an agent named {agent:?}"),
+                    ));
+                }
+            }
+            builder.max_fix_rounds = config.llm_max_fix_rounds;
+            builder.deploy_base_url = config.sites_url();
+            builder.pipeline = config.pipeline();
+            registry.register("app-builder", AppBuilder::new(llm, builder))
+        }
+        None => registry,
+    };
     if registry.get(&config.default_kind).is_none() {
         let kinds: Vec<&str> = registry.kinds().collect();
         return Err(ConfigError::new(
@@ -189,6 +210,30 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         println!("worker health and metrics on http://{addr}/metrics");
         projectengine_http::instrument(projectengine_http::health_routes(state.clone()))
     };
+    // Deployed sites: their own listener, so generated pages never share
+    // the API's origin.
+    let sites = match (web, config.sites_bind) {
+        (true, Some(bind)) => {
+            let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
+                ConfigError::new(
+                    "PROJECTENGINE_SITES_BIND",
+                    format!("cannot listen on {bind}: {e}"),
+                )
+            })?;
+            let at = listener
+                .local_addr()
+                .context("cannot read the sites' listening address")?;
+            println!("deployed sites on http://{at}/sites/JOB_ID/");
+            let routes = projectengine_http::sites_routes(engine.clone());
+            let shutdown = stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, routes)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await
+            }))
+        }
+        _ => None,
+    };
     // Upgraded connections are not waited for by axum: close them ourselves.
     let streams = state.shutdown_token();
     let shutdown = stop.clone();
@@ -209,6 +254,9 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server task failed"),
         Err(_) => tracing::warn!("open connections did not close in 10 s"),
+    }
+    if let Some(sites) = sites {
+        let _ = tokio::time::timeout(Duration::from_secs(10), sites).await;
     }
     if let Some(worker) = worker {
         worker.shutdown().await;

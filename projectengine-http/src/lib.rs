@@ -13,6 +13,7 @@ mod openapi;
 #[cfg(feature = "otel")]
 mod otel;
 mod routes;
+pub mod sites;
 mod state;
 
 use axum::extract::DefaultBodyLimit;
@@ -35,6 +36,7 @@ pub use metrics::{Metrics, OpenGuard};
 pub use openapi::{openapi, ApiDoc};
 #[cfg(feature = "otel")]
 pub use otel::{Otel, OtelError, OtelPropagator};
+pub use sites::sites_routes;
 pub use state::{ApiState, HttpConfig};
 
 use routes::{both, method_not_allowed, no_route};
