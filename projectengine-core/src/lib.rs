@@ -13,6 +13,7 @@ pub mod metrics;
 mod notifier;
 mod orchestrator;
 mod queue;
+pub mod remote;
 mod store;
 mod stub;
 pub mod transition;
