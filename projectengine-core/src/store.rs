@@ -213,7 +213,7 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>>;
 
     /// Appends progress events of a running attempt, in order, in one transaction:
-    /// `stage`, `step`, `progress`, `log` and `error` only (others are
+    /// `stage`, `step`, `progress`, `log`, `error` and `fs_audit` only (others are
     /// [`Invalid`](crate::Error::Invalid)). Stage and progress also update the job.
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>>;
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod agent;
 mod auth;
 pub mod dto;
 mod error;
@@ -18,7 +19,11 @@ use projectengine_core::Engine;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use auth::{bearer_token, AuthError, Authenticated, Authenticator, JwtAuth, JwtConfigError};
+pub use agent::{agent_routes, AgentConfig, AttemptTokens};
+pub use auth::{
+    bearer_token, Agent, AgentAuthenticator, AuthError, Authenticated, Authenticator, JwtAuth,
+    JwtConfigError,
+};
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 pub use extract::{ApiJson, ApiQuery, IdParam, PathId};
 pub use metrics::{Metrics, OpenGuard};

@@ -31,7 +31,8 @@ pub(crate) fn check(events: &[EventData]) -> Result<()> {
             | EventData::Progress { .. }
             | EventData::Step(_)
             | EventData::Log(_)
-            | EventData::Error(_) => {}
+            | EventData::Error(_)
+            | EventData::FsAudit(_) => {}
             other => {
                 return Err(Error::invalid(
                     "events",

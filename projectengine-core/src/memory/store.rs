@@ -60,7 +60,8 @@ fn appendable(events: &[EventData]) -> Result<()> {
             EventData::Stage { .. }
             | EventData::Step(_)
             | EventData::Log(_)
-            | EventData::Error(_) => {}
+            | EventData::Error(_)
+            | EventData::FsAudit(_) => {}
             EventData::Progress { progress } if *progress <= 100 => {}
             EventData::Progress { .. } => {
                 return Err(Error::invalid("progress", "must be between 0 and 100"))

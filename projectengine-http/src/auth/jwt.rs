@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use projectengine_core::Owner;
 use serde::{Deserialize, Serialize};
 
-use super::{AuthError, Authenticator};
+use super::{Agent, AgentAuthenticator, AuthError, Authenticator};
 
 /// The shortest HS256 secret accepted, in bytes (the hash's output size).
 const MIN_SECRET_BYTES: usize = 32;
@@ -43,7 +43,16 @@ pub enum JwtConfigError {
 #[derive(Debug, Deserialize)]
 struct Subject {
     sub: String,
+    /// `agent` for an agent token; absent for a user's.
+    #[serde(default)]
+    role: Option<String>,
+    /// The kinds an agent token may serve.
+    #[serde(default)]
+    kinds: Vec<String>,
 }
+
+/// The `role` claim of an agent token.
+const AGENT_ROLE: &str = "agent";
 
 /// The claims of a minted token.
 #[derive(Debug, Serialize)]
@@ -55,6 +64,10 @@ struct Claims {
     iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kinds: Vec<String>,
 }
 
 /// Verifies bearer JWTs: `sub` is the [`Owner`]; `exp` is required and checked,
@@ -207,21 +220,73 @@ impl JwtAuth {
             iat: now,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            role: None,
+            kinds: Vec::new(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, signer)
             .map_err(|e| JwtConfigError::Signing(e.to_string()))
+    }
+
+    /// Mints an HS256 agent token for the agent `name`, serving `kinds`,
+    /// valid for `ttl` from now: a token with the `agent` role, which the
+    /// agent routes accept and every user route refuses.
+    pub fn mint_agent(
+        &self,
+        name: &str,
+        kinds: &[String],
+        ttl: Duration,
+    ) -> Result<String, JwtConfigError> {
+        let signer = self.signer.as_ref().ok_or(JwtConfigError::CannotMint)?;
+        let now = unix_now();
+        let claims = Claims {
+            sub: name.to_owned(),
+            exp: now.saturating_add(ttl.as_secs()),
+            iat: now,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            role: Some(AGENT_ROLE),
+            kinds: kinds.to_vec(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, signer)
+            .map_err(|e| JwtConfigError::Signing(e.to_string()))
+    }
+
+    fn verify(&self, token: &str) -> Result<Subject, AuthError> {
+        let data = jsonwebtoken::decode::<Subject>(token, &self.key, &self.validation)
+            .map_err(|e| map_error(e.kind()))?;
+        if data.claims.sub.trim().is_empty() {
+            return Err(AuthError::invalid("empty subject"));
+        }
+        Ok(data.claims)
+    }
+}
+
+#[async_trait]
+impl AgentAuthenticator for JwtAuth {
+    async fn authenticate_agent(&self, token: &str) -> Result<Agent, AuthError> {
+        let claims = self.verify(token)?;
+        if claims.role.as_deref() != Some(AGENT_ROLE) {
+            return Err(AuthError::invalid("not an agent token"));
+        }
+        if claims.kinds.is_empty() {
+            return Err(AuthError::invalid("an agent token must name its kinds"));
+        }
+        Ok(Agent {
+            name: claims.sub,
+            kinds: claims.kinds,
+        })
     }
 }
 
 #[async_trait]
 impl Authenticator for JwtAuth {
     async fn authenticate_token(&self, token: &str) -> Result<Owner, AuthError> {
-        let data = jsonwebtoken::decode::<Subject>(token, &self.key, &self.validation)
-            .map_err(|e| map_error(e.kind()))?;
-        if data.claims.sub.trim().is_empty() {
-            return Err(AuthError::invalid("empty subject"));
+        let claims = self.verify(token)?;
+        // A token with a role (an agent's, or an attempt's) speaks for no user.
+        if claims.role.is_some() {
+            return Err(AuthError::invalid("not a user token"));
         }
-        Ok(Owner::new(data.claims.sub))
+        Ok(Owner::new(claims.sub))
     }
 }
 
