@@ -8,6 +8,7 @@
 //! or a lost lease. `publish_app`, `put_artifact` and the end of the attempt
 //! wait until every earlier report is sent.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use projectengine_core::{
 use tokio::sync::Notify;
 
 use crate::client::{Client, Finish, RunContext};
-use crate::AgentError;
+use crate::{AgentError, Workspace};
 
 /// How long the flusher waits after a report for more to send with it.
 const LINGER: Duration = Duration::from_millis(20);
@@ -252,12 +253,23 @@ pub enum AttemptEnd {
 
 /// Runs one claimed attempt of `orchestrator` to its end, heartbeating and
 /// sending its reports meanwhile, then reports the outcome.
+///
+/// With `allowed_roots`, the orchestrator runs with a
+/// [`Workspace::current`] whose writable roots are those of the job's
+/// policy inside them; its checks are reported as `fs_audit` events.
 pub async fn run_attempt(
     client: &Client,
     context: RunContext,
     orchestrator: &dyn Orchestrator,
     cancel_grace: Duration,
+    allowed_roots: Option<&[PathBuf]>,
 ) -> AttemptEnd {
+    let asked: Vec<PathBuf> = context
+        .policy
+        .writable_roots
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     let heartbeat_every = Duration::from_secs_f64(context.heartbeat_s.clamp(0.05, 3600.0));
     let timeout = context.job.timeout();
     let inner = Arc::new(Inner {
@@ -313,7 +325,23 @@ pub async fn run_attempt(
     let callbacks = RemoteCallbacks {
         inner: inner.clone(),
     };
-    let run = std::panic::AssertUnwindSafe(orchestrator.run(&inner.job, &callbacks)).catch_unwind();
+    let workspace = allowed_roots.map(|allowed| {
+        let sink = inner.clone();
+        Arc::new(
+            Workspace::new(allowed, &asked).with_sink(Box::new(move |record| {
+                sink.state().queued.push(EventData::FsAudit(record));
+                sink.wake.notify_one();
+            })),
+        )
+    });
+    let run = async {
+        let run = orchestrator.run(&inner.job, &callbacks);
+        match workspace {
+            Some(ws) => Workspace::scope(ws, run).await,
+            None => run.await,
+        }
+    };
+    let run = std::panic::AssertUnwindSafe(run).catch_unwind();
     tokio::pin!(run);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);

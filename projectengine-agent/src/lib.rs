@@ -5,6 +5,7 @@ pub mod client;
 mod error;
 pub mod workspace;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use projectengine_core::{CancellationToken, JobId, Orchestrator};
 pub use attempt::{run_attempt, AttemptEnd, RemoteCallbacks};
 pub use client::{Client, Finish, Policy, Retry, RunContext};
 pub use error::AgentError;
-pub use workspace::{FsOp, Workspace, WorkspaceError};
+pub use workspace::{AuditSink, FsOp, Workspace, WorkspaceError};
 
 /// A remote agent: claims jobs of its kinds from a server and runs them with
 /// an [`Orchestrator`] — the same type an in-process worker runs.
@@ -25,6 +26,7 @@ pub struct Agent {
     orchestrator: Arc<dyn Orchestrator>,
     wait: Duration,
     cancel_grace: Duration,
+    allowed_roots: Option<Vec<PathBuf>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -47,7 +49,16 @@ impl Agent {
             orchestrator: Arc::new(orchestrator),
             wait: Duration::from_secs(20),
             cancel_grace: Duration::from_secs(5),
+            allowed_roots: None,
         }
+    }
+
+    /// The directories this agent lets jobs write in: each attempt's
+    /// [`Workspace::current`] allows the job's `writable_roots` inside them,
+    /// and reports every check as an `fs_audit` event.
+    pub fn allow_roots(mut self, roots: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        self.allowed_roots = Some(roots.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Claims only jobs of these kinds (by default, all the token's).
@@ -85,6 +96,7 @@ impl Agent {
             context,
             &*self.orchestrator,
             self.cancel_grace,
+            self.allowed_roots.as_deref(),
         )
         .await;
         Ok(Some((id, end)))
@@ -111,6 +123,7 @@ impl Agent {
                         context,
                         &*self.orchestrator,
                         self.cancel_grace,
+                        self.allowed_roots.as_deref(),
                     )
                     .await;
                     tracing::info!(job_id = %id, ?end, "attempt ended");

@@ -9,7 +9,7 @@
 //! recorded, allowed or denied, for the job's audit log (`fs_audit` events).
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use projectengine_core::{EventData, FsAudit};
 
@@ -37,11 +37,26 @@ pub enum WorkspaceError {
     },
 }
 
+/// Where a [`Workspace`] sends each check's record as it is made.
+pub type AuditSink = Box<dyn Fn(FsAudit) + Send + Sync>;
+
+tokio::task_local! {
+    static CURRENT: Arc<Workspace>;
+}
+
 /// The writable roots of one attempt, and the record of every check.
-#[derive(Debug)]
 pub struct Workspace {
     roots: Vec<PathBuf>,
     audit: Mutex<Vec<FsAudit>>,
+    sink: Option<AuditSink>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("roots", &self.roots)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Workspace {
@@ -68,7 +83,27 @@ impl Workspace {
         Self {
             roots,
             audit: Mutex::new(Vec::new()),
+            sink: None,
         }
+    }
+
+    /// Sends each check's record to `sink` as it is made, instead of
+    /// keeping it for [`Workspace::take_audit`].
+    pub fn with_sink(mut self, sink: AuditSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The workspace of the remote attempt this task runs, if the agent was
+    /// given allowed roots ([`Agent::allow_roots`](crate::Agent::allow_roots)):
+    /// its checks are reported as the attempt's `fs_audit` events.
+    pub fn current() -> Option<Arc<Workspace>> {
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// Runs `f` with `workspace` as [`Workspace::current`].
+    pub async fn scope<F: std::future::Future>(workspace: Arc<Workspace>, f: F) -> F::Output {
+        CURRENT.scope(workspace, f).await
     }
 
     /// The writable roots, canonical.
@@ -94,14 +129,19 @@ impl Workspace {
         if let Err(e) = &result {
             tracing::warn!(error = %e, ?op, "file access refused");
         }
-        self.audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(FsAudit {
-                path: shown,
-                op,
-                allowed: result.is_ok(),
-            });
+        let record = FsAudit {
+            path: shown,
+            op,
+            allowed: result.is_ok(),
+        };
+        match &self.sink {
+            Some(sink) => sink(record),
+            None => self
+                .audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(record),
+        }
         result
     }
 
@@ -123,9 +163,8 @@ impl Workspace {
         })
     }
 
-    /// The checks recorded since the last call, as `fs_audit` events to
-    /// report (e.g. through [`JobCallbacks`](projectengine_core::JobCallbacks)
-    /// with [`Workspace::report`]).
+    /// The checks recorded since the last call (without a sink), as
+    /// `fs_audit` events.
     pub fn take_audit(&self) -> Vec<EventData> {
         std::mem::take(&mut *self.audit.lock().unwrap_or_else(|p| p.into_inner()))
             .into_iter()

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 use projectengine_core::Limits;
 
 use crate::agent;
-use crate::routes::{apps, artifacts, health, jobs, sse, webhooks, ws};
+use crate::routes::{apps, artifacts, audit, health, jobs, sse, webhooks, ws};
 use crate::state::ApiState;
 
 /// The API's OpenAPI description.
@@ -21,7 +21,7 @@ use crate::state::ApiState;
     ),
     paths(
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
-        webhooks::list,
+        webhooks::list, audit::list,
         sse::stream, ws::watch,
         artifacts::list, artifacts::download,
         apps::list, apps::detail, apps::by_job,
