@@ -52,6 +52,18 @@ pub fn router_with(state: ApiState) -> Router {
     instrument(router)
 }
 
+/// Like [`router_with`], with the agent protocol's routes
+/// ([`agent_routes`]) under `/api/agent/v1/`.
+pub fn router_with_agents(state: ApiState, agents: AgentConfig) -> Router {
+    let router = Router::new()
+        .merge(api_routes(state.clone()))
+        .merge(agent_routes(state.clone(), agents))
+        .merge(ws_routes(state.clone()))
+        .merge(health_routes(state))
+        .fallback(no_route);
+    instrument(router)
+}
+
 /// The REST routes under `/api` (jobs, their SSE stream, apps), authenticated,
 /// with the body limit of the state's [`HttpConfig`].
 pub fn api_routes(state: ApiState) -> Router {
