@@ -341,8 +341,9 @@ pub async fn run_attempt(
             None => run.await,
         }
     };
-    let run = std::panic::AssertUnwindSafe(run).catch_unwind();
-    tokio::pin!(run);
+    // Boxed, so that an orchestrator dropped after its grace period is
+    // dropped before the outcome is reported.
+    let mut run = Box::pin(std::panic::AssertUnwindSafe(run).catch_unwind());
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let result = loop {

@@ -186,11 +186,6 @@ impl From<Error> for ApiError {
         match e {
             Error::NotFound { what } => ApiError::not_found(what),
             Error::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-            Error::StaleAttempt => ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_attempt",
-                "this attempt is no longer the job's running attempt",
-            ),
             Error::Invalid { field, reason } => ApiError::invalid(field, reason),
             Error::LimitExceeded(msg) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", msg)

@@ -93,6 +93,20 @@ impl AgentConfig {
     }
 }
 
+/// An error of the engine as an agent route answers it: a stale attempt
+/// is 409 `stale_attempt` (on the user routes, where no attempt is named,
+/// it would be an internal error).
+fn agent_error(e: Error) -> ApiError {
+    match e {
+        Error::StaleAttempt => ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_attempt",
+            "this attempt is no longer the job's running attempt",
+        ),
+        e => ApiError::from(e),
+    }
+}
+
 /// The state of the agent routes.
 #[derive(Clone, Debug)]
 struct AgentState {
@@ -185,7 +199,7 @@ async fn claim(
     let wait = Duration::from_secs(req.wait_s.unwrap_or(0)).min(cfg.max_wait);
     let shutdown = state.api.shutdown_token();
     let claimed = tokio::select! {
-        r = state.api.engine().claim_remote(&kinds, &agent.name, cfg.lease, wait) => r?,
+        r = state.api.engine().claim_remote(&kinds, &agent.name, cfg.lease, wait) => r.map_err(agent_error)?,
         // A server going away answers at once; the agent asks another.
         _ = shutdown.cancelled() => None,
     };
@@ -245,7 +259,8 @@ async fn heartbeat(
         .api
         .engine()
         .heartbeat_remote(&at, state.agents.lease)
-        .await?;
+        .await
+        .map_err(agent_error)?;
     Ok(Json(HeartbeatReply {
         lease_expires_at: hb.lease_expires_at,
         cancel_requested: hb.cancel_requested,
@@ -279,7 +294,8 @@ async fn events(
         .api
         .engine()
         .append_remote(&at, req.batch, events)
-        .await?;
+        .await
+        .map_err(agent_error)?;
     Ok(Json(EventsReply {
         batch: req.batch,
         applied: appended.is_some(),
@@ -324,7 +340,8 @@ async fn artifact(
             &content_type,
             ArtifactBody::stream(stream),
         )
-        .await?;
+        .await
+        .map_err(agent_error)?;
     Ok((StatusCode::CREATED, Json(ArtifactDto::from(stored))).into_response())
 }
 
@@ -354,7 +371,8 @@ async fn app(
                 payload: req.payload,
             },
         )
-        .await?;
+        .await
+        .map_err(agent_error)?;
     Ok((StatusCode::CREATED, Json(AppDto::from(app))).into_response())
 }
 
@@ -411,8 +429,8 @@ async fn finish(
         .await
         .map_err(|e| match e {
             // The job moved on without this attempt (lost, or finished).
-            Error::Conflict(_) => ApiError::from(Error::StaleAttempt),
-            e => ApiError::from(e),
+            Error::Conflict(_) => agent_error(Error::StaleAttempt),
+            e => agent_error(e),
         })?;
     Ok(Json(JobDto::from(job)))
 }
