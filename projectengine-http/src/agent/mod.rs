@@ -2,7 +2,7 @@
 //! their attempts over HTTP with the guarantees of an in-process worker.
 //!
 //! An agent authenticates with an agent token ([`AgentAuthenticator`]) to
-//! claim; the claim answers a [`RunContext`](dto::RunContext) with an
+//! claim; the claim answers a [`RunContext`] with an
 //! attempt token, the bearer of every later call of that attempt
 //! (heartbeat, events, artifacts, app, finish). Each of those goes through
 //! the engine's fenced store calls: once the attempt lost its lease, every
