@@ -117,3 +117,62 @@ async fn the_python_agent_runs_a_job_end_to_end() {
     assert!(doc["paths"]["/api/agent/v1/claim"]["post"].is_object());
     assert!(doc["paths"]["/api/jobs/{id}/audit/"]["get"].is_object());
 }
+
+/// A Python agent killed mid-job (SIGKILL): its lease expires, recovery
+/// queues the job again, a second agent finishes it, and the log is seqs
+/// 1..n, each once, with the first attempt `lost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_loses_its_job_to_another() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let user = token("alice");
+    let agent = agent_token("remote");
+    let id = submit(
+        addr,
+        &user,
+        &json!({"prompt": "slow", "kind": "remote", "params": {"steps": 40, "delay_s": 0.1}}),
+    )
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agents/agent.py");
+    let python = |wait: &str| {
+        let mut cmd = tokio::process::Command::new("python3");
+        cmd.arg(script)
+            .args(["--url", &format!("http://{addr}"), "--once", "--wait", wait])
+            .env("AGENT_TOKEN", &agent)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    };
+    let mut first = python("10").spawn().expect("run python3");
+    // Killed once it has reported a few steps.
+    support::wait_events(addr, &user, &id, "three steps", |evs| {
+        evs.iter().filter(|e| e["type"] == "step").count() >= 3
+    })
+    .await;
+    first.kill().await.expect("SIGKILL");
+
+    let out = tokio::time::timeout(Duration::from_secs(60), python("20").output())
+        .await
+        .expect("the second agent ends")
+        .expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    let line: Value = serde_json::from_slice(&out.stdout).expect("the agent's line");
+    assert_eq!(line["job"], id);
+    assert_eq!(line["attempt"], 2);
+    assert_eq!(line["outcome"], "succeeded");
+    wait_status(addr, &user, &id, "succeeded", Duration::from_secs(10)).await;
+    let evs = events(addr, &user, &id).await;
+    support::assert_seqs(&evs, 1);
+    let (status, detail) = http(addr, "GET", &format!("/api/jobs/{id}/"), Some(&user), None).await;
+    assert_eq!(status, 200, "{detail}");
+    let attempts: Vec<&str> = detail["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(attempts, ["lost", "succeeded"]);
+}
