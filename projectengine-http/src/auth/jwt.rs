@@ -282,8 +282,9 @@ impl AgentAuthenticator for JwtAuth {
 impl Authenticator for JwtAuth {
     async fn authenticate_token(&self, token: &str) -> Result<Owner, AuthError> {
         let claims = self.verify(token)?;
-        // A token with a role (an agent's, or an attempt's) speaks for no user.
-        if claims.role.is_some() {
+        // An agent's token, or an attempt's, speaks for no user. (Other
+        // roles an identity provider may put in its tokens are not ours.)
+        if matches!(claims.role.as_deref(), Some(AGENT_ROLE | "attempt")) {
             return Err(AuthError::invalid("not a user token"));
         }
         Ok(Owner::new(claims.sub))
