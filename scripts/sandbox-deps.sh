@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the programs projectengine-sandbox runs are installed: bwrap
 # (bubblewrap), setpriv and prlimit (util-linux), and python3, which its
-# tests use to allocate and open files past their limits. Installs what is
-# missing with apt-get.
+# tests use to allocate and open files past their limits (and the agent
+# protocol's end-to-end test runs the Python reference agent with). Installs
+# what is missing with apt-get.
 set -euo pipefail
 
 SUDO=""

@@ -137,6 +137,7 @@ const VARIABLES: &[(&str, &str)] = &[
         "PROJECTENGINE_QUEUES",
         "(unset: every registered kind's queue)",
     ),
+    ("PROJECTENGINE_REMOTE_KINDS", "[default: remote]"),
     ("PROJECTENGINE_LEASE", "[default: 30s]"),
     ("PROJECTENGINE_HEARTBEAT", "[default: 10s]"),
     ("PROJECTENGINE_SHUTDOWN_GRACE", "[default: 30s]"),

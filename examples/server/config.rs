@@ -107,6 +107,10 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_QUEUES", value_delimiter = ',', value_parser = text)]
     pub queues: Option<Vec<String>>,
 
+    /// Comma-separated kinds run by remote agents over the agent protocol, not in process
+    #[arg(long, env = "PROJECTENGINE_REMOTE_KINDS", default_value = "remote", value_delimiter = ',', value_parser = text)]
+    pub remote_kinds: Vec<String>,
+
     /// How long a claim holds without a heartbeat
     #[arg(long, env = "PROJECTENGINE_LEASE", default_value = "30s", value_parser = positive_duration)]
     pub lease: Duration,

@@ -1,7 +1,7 @@
 //! The bundled projectEngine server: REST + WebSocket + workers.
 //!
 //! ```text
-//! cargo run --example server -- [OPTIONS] [all|web|worker|migrate|token --sub NAME [--ttl 24h]]
+//! cargo run --example server -- [OPTIONS] [all|web|worker|migrate|token --sub NAME [--ttl 24h] [--agent --kinds a,b]]
 //! ```
 //!
 //! Configuration comes from environment variables, each also an option, and an
@@ -54,12 +54,18 @@ pub enum Role {
     Migrate,
     /// Print a development token signed with PROJECTENGINE_JWT_SECRET
     Token {
-        /// The owner the token names
+        /// The owner the token names (with --agent: the agent's name)
         #[arg(long, value_parser = subject)]
         sub: String,
         /// How long it is valid
         #[arg(long, default_value = "24h", value_parser = config::positive_duration)]
         ttl: Duration,
+        /// An agent token (for the agent protocol), not a user's
+        #[arg(long, requires = "kinds")]
+        agent: bool,
+        /// Comma-separated kinds the agent may serve
+        #[arg(long, value_delimiter = ',', value_parser = subject, requires = "agent")]
+        kinds: Vec<String>,
     },
 }
 
@@ -207,16 +213,31 @@ mod tests {
             role("token --sub alice --ttl 30m").unwrap(),
             Some(Role::Token {
                 sub: "alice".into(),
-                ttl: Duration::from_secs(1800)
+                ttl: Duration::from_secs(1800),
+                agent: false,
+                kinds: vec![],
             })
         );
         assert_eq!(
             role("token --sub alice").unwrap(),
             Some(Role::Token {
                 sub: "alice".into(),
-                ttl: Duration::from_secs(24 * 3600)
+                ttl: Duration::from_secs(24 * 3600),
+                agent: false,
+                kinds: vec![],
             })
         );
+        assert_eq!(
+            role("token --sub desk --agent --kinds remote,build").unwrap(),
+            Some(Role::Token {
+                sub: "desk".into(),
+                ttl: Duration::from_secs(24 * 3600),
+                agent: true,
+                kinds: vec!["remote".into(), "build".into()],
+            })
+        );
+        assert!(role("token --sub desk --agent").is_err());
+        assert!(role("token --sub desk --kinds remote").is_err());
         assert!(role("token").is_err());
         assert!(role("token --sub").is_err());
         assert!(role("token --sub alice --ttl 0s").is_err());

@@ -7,7 +7,7 @@ use anyhow::Context;
 use projectengine_core::{
     ArtifactLimits, Engine, Limits, Registry, StubOrchestrator, Worker, WorkerConfig,
 };
-use projectengine_http::{ApiState, HttpConfig, JwtAuth};
+use projectengine_http::{AgentConfig, ApiState, AttemptTokens, HttpConfig, JwtAuth};
 use projectengine_llm::Llm;
 use projectengine_orchestrators::{AppBuilder, AppBuilderConfig, PipelineOrchestrator};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,10 @@ fn registry(config: &Config) -> Result<Registry, ConfigError> {
         }
         None => registry,
     };
+    let registry = config
+        .remote_kinds
+        .iter()
+        .fold(registry, |r, kind| r.register_remote(kind.clone()));
     if registry.get(&config.default_kind).is_none() {
         let kinds: Vec<&str> = registry.kinds().collect();
         return Err(ConfigError::new(
@@ -70,6 +74,23 @@ fn worker_config(config: &Config) -> WorkerConfig {
         recovery_overdue: config.recovery_every * 2,
         ..WorkerConfig::default()
     }
+}
+
+/// The agent protocol's settings: agent tokens verified like user tokens
+/// (with the `agent` role), attempt tokens signed with the JWT secret (a
+/// random one for this process without it), the worker's lease and heartbeat.
+fn agent_config(config: &Config, auth: &JwtAuth) -> Result<AgentConfig, ConfigError> {
+    let secret = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ),
+    };
+    let tokens = AttemptTokens::hs256(secret)
+        .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_SECRET", e.to_string()))?;
+    Ok(AgentConfig::new(auth.clone(), tokens).lease(config.lease, config.heartbeat))
 }
 
 /// Registers for SIGINT and SIGTERM at once (so that a signal that comes
@@ -106,7 +127,12 @@ fn signal() -> impl std::future::Future<Output = ()> {
 /// configuration is at fault (exit code 2).
 pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     match role {
-        Role::Token { sub, ttl } => {
+        Role::Token {
+            sub,
+            ttl,
+            agent,
+            kinds,
+        } => {
             if config.jwt_secret.is_none()
                 || config.jwt_public_key.is_some()
                 || config.jwt_jwks_url.is_some()
@@ -117,7 +143,11 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
                 )
                 .into());
             }
-            let token = config.jwt_auth()?.mint(&sub, ttl)?;
+            let auth = config.jwt_auth()?;
+            let token = match agent {
+                true => auth.mint_agent(&sub, &kinds, ttl)?,
+                false => auth.mint(&sub, ttl)?,
+            };
             println!("{token}");
             return Ok(());
         }
@@ -205,7 +235,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     .map(|d| tokio::spawn(d.run(stop.clone())));
     let router = if web {
         greet(&config, &auth, addr, &durability);
-        projectengine_http::router_with(state.clone())
+        projectengine_http::router_with_agents(state.clone(), agent_config(&config, &auth)?)
     } else {
         println!("worker health and metrics on http://{addr}/metrics");
         projectengine_http::instrument(projectengine_http::health_routes(state.clone()))

@@ -701,9 +701,12 @@ impl Engine {
         Err(Error::not_found("artifact"))
     }
 
-    /// Uploads an artifact of the attempt `fence`, then makes it visible
-    /// (fenced): on any refusal, the upload is deleted and nothing is visible.
-    pub(crate) async fn put_artifact(
+    /// Uploads an artifact of the attempt `fence` (of a job of `kind`), then
+    /// makes it visible (fenced) and publishes its event: on any refusal, the
+    /// upload is deleted and nothing is visible. What
+    /// [`JobCallbacks::put_artifact`](crate::JobCallbacks::put_artifact) does
+    /// in process, and the agent protocol's upload does for a remote agent.
+    pub async fn put_artifact(
         &self,
         kind: &str,
         fence: Fence,

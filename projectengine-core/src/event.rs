@@ -83,6 +83,42 @@ pub enum EventData {
     Error(JobError),
     /// The owner asked to cancel the running attempt.
     CancelRequested,
+    /// An agent checked a file access against its writable roots.
+    FsAudit(FsAudit),
+}
+
+/// What a file-access check decided, recorded as an `fs_audit` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsAudit {
+    /// The path as asked for.
+    pub path: String,
+    /// The operation.
+    pub op: FsOp,
+    /// Whether it was allowed.
+    pub allowed: bool,
+}
+
+/// A file operation an agent checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsOp {
+    /// Reading.
+    Read,
+    /// Writing (creating or changing).
+    Write,
+    /// Deleting.
+    Delete,
+}
+
+impl FsOp {
+    /// The snake_case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsOp::Read => "read",
+            FsOp::Write => "write",
+            FsOp::Delete => "delete",
+        }
+    }
 }
 
 impl EventData {
@@ -98,6 +134,7 @@ impl EventData {
             EventData::Artifact(_) => "artifact",
             EventData::Error(_) => "error",
             EventData::CancelRequested => "cancel_requested",
+            EventData::FsAudit(_) => "fs_audit",
         }
     }
 }

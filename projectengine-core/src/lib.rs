@@ -13,6 +13,7 @@ pub mod metrics;
 mod notifier;
 mod orchestrator;
 mod queue;
+pub mod remote;
 mod store;
 mod stub;
 pub mod trace;
@@ -32,7 +33,9 @@ pub use artifact::{
 pub use attempt::{Attempt, AttemptStatus, Fence};
 pub use engine::{Engine, EventObserver, Limits, Submit};
 pub use error::{BoxError, Error, Result};
-pub use event::{ArtifactStored, EventData, JobEvent, LogLevel, LogLine, Step, StepStatus};
+pub use event::{
+    ArtifactStored, EventData, FsAudit, FsOp, JobEvent, LogLevel, LogLine, Step, StepStatus,
+};
 pub use ids::{AppId, AttemptId, DeliveryId, JobId, Owner};
 pub use job::{Job, JobError, JobQuery, JobStatus, NewJob, Page};
 pub use notifier::{Notification, NotificationStream, Notifier};

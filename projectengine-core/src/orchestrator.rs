@@ -185,12 +185,16 @@ pub struct Registered {
     pub orchestrator: Arc<dyn Orchestrator>,
     /// The named queue for jobs of this kind.
     pub queue: String,
+    /// Run by remote agents over the agent protocol, never by an in-process
+    /// worker (see [`Registry::register_remote`]).
+    pub remote: bool,
 }
 
 impl fmt::Debug for Registered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registered")
             .field("queue", &self.queue)
+            .field("remote", &self.remote)
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +237,26 @@ impl Registry {
             Registered {
                 orchestrator: Arc::new(orchestrator),
                 queue: queue.into(),
+                remote: false,
+            },
+        );
+        self
+    }
+
+    /// Registers `kind` with no in-process orchestrator: its jobs, in the
+    /// queue named like the kind, wait for remote agents to claim them over
+    /// the agent protocol. In-process workers do not serve its queue.
+    pub fn register_remote(mut self, kind: impl Into<String>) -> Self {
+        let kind = kind.into();
+        if self.default_kind.is_none() {
+            self.default_kind = Some(kind.clone());
+        }
+        self.kinds.insert(
+            kind.clone(),
+            Registered {
+                orchestrator: Arc::new(RemoteOnly),
+                queue: kind,
+                remote: true,
             },
         );
         self
@@ -265,5 +289,33 @@ impl Registry {
         q.sort();
         q.dedup();
         q
+    }
+
+    /// The named queues an in-process worker serves: those of kinds not
+    /// registered as remote, without repeats.
+    pub fn local_queues(&self) -> Vec<String> {
+        let mut q: Vec<String> = self
+            .kinds
+            .values()
+            .filter(|r| !r.remote)
+            .map(|r| r.queue.clone())
+            .collect();
+        q.sort();
+        q.dedup();
+        q
+    }
+}
+
+/// The orchestrator of a remote kind: an in-process worker told to run one
+/// of its jobs (a queue configured by hand) fails it, plainly.
+struct RemoteOnly;
+
+#[async_trait]
+impl Orchestrator for RemoteOnly {
+    async fn run(&self, job: &Job, _: &dyn JobCallbacks) -> Result<(), OrchestratorError> {
+        Err(
+            OrchestratorError::fatal(format!("kind `{}` runs on remote agents only", job.kind))
+                .with_code("remote_kind"),
+        )
     }
 }

@@ -139,7 +139,9 @@ pub struct DueJob {
 /// # Provided methods
 /// [`Store::job_detail`] has a default built on [`Store::get_job`],
 /// [`Store::events`] and [`Store::attempts`] (several round trips); a store
-/// that can answer in one read overrides it. Every other method is required.
+/// that can answer in one read overrides it. [`Store::append_batch`] has a
+/// default that refuses: only a store serving remote agents needs it. Every
+/// other method is required.
 ///
 /// # Wrappers
 /// A store that wraps another (adds latency, counts calls, injects faults)
@@ -165,6 +167,7 @@ pub struct DueJob {
 /// #   async fn list_jobs(&self, o: &projectengine_core::Owner, q: &projectengine_core::JobQuery) -> projectengine_core::Result<Vec<projectengine_core::Job>> { self.inner.list_jobs(o, q).await }
 /// #   async fn claim(&self, id: projectengine_core::JobId, w: &str, l: std::time::Duration) -> projectengine_core::Result<Option<projectengine_core::Claim>> { self.inner.claim(id, w, l).await }
 /// #   async fn append(&self, f: projectengine_core::Fence, e: Vec<projectengine_core::EventData>) -> projectengine_core::Result<Vec<projectengine_core::JobEvent>> { self.inner.append(f, e).await }
+/// #   async fn append_batch(&self, f: projectengine_core::Fence, b: u64, e: Vec<projectengine_core::EventData>) -> projectengine_core::Result<Option<Vec<projectengine_core::JobEvent>>> { self.inner.append_batch(f, b, e).await }
 /// #   async fn heartbeat(&self, f: projectengine_core::Fence, l: std::time::Duration) -> projectengine_core::Result<projectengine_core::Heartbeat> { self.inner.heartbeat(f, l).await }
 /// #   async fn finish(&self, f: projectengine_core::Fence, o: projectengine_core::Outcome) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.finish(f, o).await }
 /// #   async fn save_app(&self, f: projectengine_core::Fence, a: projectengine_core::NewApp) -> projectengine_core::Result<(projectengine_core::App, Vec<projectengine_core::JobEvent>)> { self.inner.save_app(f, a).await }
@@ -210,9 +213,31 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>>;
 
     /// Appends progress events of a running attempt, in order, in one transaction:
-    /// `stage`, `step`, `progress`, `log` and `error` only (others are
+    /// `stage`, `step`, `progress`, `log`, `error` and `fs_audit` only (others are
     /// [`Invalid`](crate::Error::Invalid)). Stage and progress also update the job.
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>>;
+
+    /// Appends the attempt's numbered batch of reports once, like
+    /// [`Store::append`]: batches are numbered 1, 2, 3 … per attempt; the
+    /// next number is appended (`Some(events)`) and becomes the attempt's last
+    /// batch in the same transaction; a number already applied (a retried
+    /// request) answers `None` and changes nothing; a number past the next
+    /// is [`Invalid`](crate::Error::Invalid) (checked by
+    /// [`transition::check_batch`](crate::transition::check_batch)).
+    ///
+    /// The default refuses with [`Internal`](crate::Error::Internal): a
+    /// store that serves remote agents overrides it.
+    async fn append_batch(
+        &self,
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    ) -> Result<Option<Vec<JobEvent>>> {
+        let _ = (fence, batch, events);
+        Err(crate::Error::internal(
+            "this store does not take numbered batches",
+        ))
+    }
 
     /// Extends the attempt's lease to `lease` from now, and reports a pending cancel.
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat>;

@@ -62,6 +62,23 @@ pub fn check_quota(queued: u64, max: Option<u32>) -> Result<()> {
     }
 }
 
+/// Checks a numbered batch of an attempt's reports against the last one
+/// applied ([`Store::append_batch`](crate::Store::append_batch)): the next
+/// number is applied, an earlier one (a retry) changes nothing, a later one
+/// is [`Invalid`](crate::Error::Invalid) — a batch went missing.
+pub fn check_batch(last: u64, batch: u64) -> Result<()> {
+    if batch == 0 {
+        return Err(Error::invalid("batch", "must be at least 1"));
+    }
+    if batch > last.saturating_add(1) {
+        return Err(Error::invalid(
+            "batch",
+            format!("expected batch {} at most, got {batch}", last + 1),
+        ));
+    }
+    Ok(())
+}
+
 /// A claim: a due `queued` job becomes `running` under a new attempt.
 ///
 /// The job must be in [`ClaimPlan::from`] with `run_at <= now` ([`claimable`]);

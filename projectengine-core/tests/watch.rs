@@ -61,6 +61,14 @@ impl Store for CountingStore {
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
         self.inner.append(fence, events).await
     }
+    async fn append_batch(
+        &self,
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    ) -> Result<Option<Vec<JobEvent>>> {
+        self.inner.append_batch(fence, batch, events).await
+    }
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
         self.inner.heartbeat(fence, lease).await
     }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod agent;
 mod auth;
 mod cors;
 #[cfg(feature = "dashboard")]
@@ -24,9 +25,13 @@ use projectengine_core::Engine;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use agent::{agent_routes, AgentConfig, AttemptTokens};
 #[cfg(feature = "jwks")]
 pub use auth::JwksConfig;
-pub use auth::{bearer_token, AuthError, Authenticated, Authenticator, JwtAuth, JwtConfigError};
+pub use auth::{
+    bearer_token, Agent, AgentAuthenticator, AuthError, Authenticated, Authenticator, JwtAuth,
+    JwtConfigError,
+};
 pub use cors::{Allowed, Cors, CorsError};
 #[cfg(feature = "dashboard")]
 pub use dashboard::dashboard_routes;
@@ -57,9 +62,24 @@ pub fn router(engine: Engine, auth: impl Authenticator) -> Router {
 /// the CORS headers to every route's responses. With the `dashboard` feature
 /// it serves the dashboard at `/ui/` too (`dashboard_routes`).
 pub fn router_with(state: ApiState) -> Router {
+    assemble(state, None)
+}
+
+/// Like [`router_with`], with the agent protocol's routes
+/// ([`agent_routes`]) under `/api/agent/v1/`.
+pub fn router_with_agents(state: ApiState, agents: AgentConfig) -> Router {
+    assemble(state, Some(agents))
+}
+
+/// The whole router: the API, the agent protocol when configured, streams,
+/// health, the dashboard (feature `dashboard`), CORS when configured.
+fn assemble(state: ApiState, agents: Option<AgentConfig>) -> Router {
     let cors = state.config().cors.clone();
-    let router = Router::new()
-        .merge(api_routes(state.clone()))
+    let mut router = Router::new().merge(api_routes(state.clone()));
+    if let Some(agents) = agents {
+        router = router.merge(agent_routes(state.clone(), agents));
+    }
+    let router = router
         .merge(ws_routes(state.clone()))
         .merge(health_routes(state));
     #[cfg(feature = "dashboard")]
@@ -83,6 +103,7 @@ pub fn api_routes(state: ApiState) -> Router {
         .merge(routes::sse::routes())
         .merge(routes::apps::routes())
         .merge(routes::webhooks::routes())
+        .merge(routes::audit::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

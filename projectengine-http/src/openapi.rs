@@ -8,7 +8,8 @@ use utoipa::{Modify, OpenApi};
 
 use projectengine_core::Limits;
 
-use crate::routes::{apps, artifacts, health, jobs, kinds, queues, sse, webhooks, ws};
+use crate::agent;
+use crate::routes::{apps, artifacts, audit, health, jobs, kinds, queues, sse, webhooks, ws};
 use crate::state::ApiState;
 
 /// The API's OpenAPI description.
@@ -20,11 +21,12 @@ use crate::state::ApiState;
     ),
     paths(
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
-        kinds::list, queues::list, webhooks::list,
+        kinds::list, queues::list, webhooks::list, audit::list,
         sse::stream, ws::watch,
         artifacts::list, artifacts::download,
         apps::list, apps::detail, apps::by_job,
         health::health, health::ready, health::metrics, openapi_json, docs,
+        agent::claim, agent::heartbeat, agent::events, agent::artifact, agent::app, agent::finish,
     ),
     components(schemas(crate::dto::EventDto, crate::dto::Order, crate::dto::SseMessage, crate::error::ErrorBody)),
     modifiers(&BearerScheme),
@@ -33,6 +35,7 @@ use crate::state::ApiState;
         (name = "streams", description = "A job's events live, over WebSocket or Server-Sent Events"),
         (name = "artifacts", description = "The files jobs left behind"),
         (name = "apps", description = "The Apps jobs published"),
+        (name = "agents", description = "The agent protocol: remote agents claim jobs and run their attempts (agent and attempt tokens)"),
         (name = "health", description = "Liveness, readiness and metrics (no auth)"),
     )
 )]

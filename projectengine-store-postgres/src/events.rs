@@ -31,7 +31,8 @@ pub(crate) fn check(events: &[EventData]) -> Result<()> {
             | EventData::Progress { .. }
             | EventData::Step(_)
             | EventData::Log(_)
-            | EventData::Error(_) => {}
+            | EventData::Error(_)
+            | EventData::FsAudit(_) => {}
             other => {
                 return Err(Error::invalid(
                     "events",
@@ -119,4 +120,58 @@ pub(crate) async fn list(
     .iter()
     .map(rows::event)
     .collect()
+}
+
+/// Locks the job while `fence` is its running attempt (the job first, as
+/// every write of a job does, so that no two writes wait for each other).
+const LOCK_JOB: &str =
+    "SELECT 1 FROM jobs WHERE id = $1 AND status = 'running' AND attempt = $2 FOR UPDATE";
+
+/// The running attempt's last applied batch (its job locked by the caller).
+const LAST_BATCH: &str = "\
+SELECT last_batch FROM attempts WHERE job_id = $1 AND number = $2 AND status = 'running'";
+
+/// Appends the attempt's numbered batch once (see `Store::append_batch`):
+/// the attempt's row is locked, its last batch checked and moved, and the
+/// events appended, in one transaction.
+pub(crate) async fn append_batch(
+    pool: &PgPool,
+    fence: Fence,
+    batch: u64,
+    events: Vec<EventData>,
+) -> Result<Option<Vec<JobEvent>>> {
+    check(&events)?;
+    let wanted = i64::try_from(batch).map_err(|_| Error::invalid("batch", "is too large"))?;
+    let mut tx = pool.begin().await.map_err(map)?;
+    sqlx::query(LOCK_JOB)
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?
+        .ok_or(Error::StaleAttempt)?;
+    let last: i64 = sqlx::query(LAST_BATCH)
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?
+        .ok_or(Error::StaleAttempt)?
+        .try_get("last_batch")
+        .map_err(map)?;
+    let last = u64::try_from(last).unwrap_or(0);
+    projectengine_core::transition::check_batch(last, batch)?;
+    if batch <= last {
+        return Ok(None);
+    }
+    sqlx::query("UPDATE attempts SET last_batch = $3 WHERE job_id = $1 AND number = $2")
+        .bind(fence.job_id.0)
+        .bind(big(fence.attempt))
+        .bind(wanted)
+        .execute(&mut *tx)
+        .await
+        .map_err(map)?;
+    let appended = append(&mut tx, fence, &events).await?;
+    tx.commit().await.map_err(map)?;
+    Ok(Some(appended))
 }

@@ -195,6 +195,15 @@ impl Store for PgStore {
         }
     }
 
+    async fn append_batch(
+        &self,
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    ) -> Result<Option<Vec<JobEvent>>> {
+        events::append_batch(&self.pool, fence, batch, events).await
+    }
+
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
         attempts::heartbeat(&self.pool, fence, lease).await
     }

@@ -54,12 +54,26 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
     );
     assert_eq!(
         applied(&store).await,
-        [(1, true), (2, true), (3, true), (4, true), (5, true)]
+        [
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, true)
+        ]
     );
     store.migrate().await.expect("migrate a migrated schema");
     assert_eq!(
         applied(&store).await,
-        [(1, true), (2, true), (3, true), (4, true), (5, true)]
+        [
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, true)
+        ]
     );
     let indexes: Vec<String> = sqlx::query(
         "SELECT indexname::text AS i FROM pg_indexes WHERE schemaname = current_schema()",
@@ -108,7 +122,14 @@ async fn concurrent_migrations_apply_once() {
     }
     assert_eq!(
         applied(&stores[0]).await,
-        [(1, true), (2, true), (3, true), (4, true), (5, true)]
+        [
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, true)
+        ]
     );
     assert!(stores[0]
         .get_job(JobId::new())
@@ -145,7 +166,14 @@ async fn a_failed_migration_releases_its_lock() {
         .expect("migrate now succeeds");
     assert_eq!(
         applied(&first).await,
-        [(1, true), (2, true), (3, true), (4, true), (5, true)]
+        [
+            (1, true),
+            (2, true),
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, true)
+        ]
     );
 }
 

@@ -148,7 +148,8 @@ fn check_appendable(events: &[EventData]) -> Result<()> {
             | EventData::Progress { .. }
             | EventData::Step(_)
             | EventData::Log(_)
-            | EventData::Error(_) => {}
+            | EventData::Error(_)
+            | EventData::FsAudit(_) => {}
             other => {
                 return Err(Error::invalid(
                     "events",
@@ -199,6 +200,26 @@ impl Store for SqliteStore {
         check_appendable(&events)?;
         match self.write(Op::Append { fence, events }).await? {
             Done::Events(events) => Ok(events),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn append_batch(
+        &self,
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    ) -> Result<Option<Vec<JobEvent>>> {
+        check_appendable(&events)?;
+        match self
+            .write(Op::AppendBatch {
+                fence,
+                batch,
+                events,
+            })
+            .await?
+        {
+            Done::Batch(events) => Ok(events),
             _ => Err(unexpected()),
         }
     }

@@ -48,6 +48,11 @@ pub(crate) enum Op {
         fence: Fence,
         events: Vec<EventData>,
     },
+    AppendBatch {
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    },
     Heartbeat {
         fence: Fence,
         lease: Duration,
@@ -83,6 +88,7 @@ pub(crate) enum Done {
     Changed(Changed),
     Claim(Option<Claim>),
     Events(Vec<JobEvent>),
+    Batch(Option<Vec<JobEvent>>),
     Heartbeat(Heartbeat),
     App(App, Vec<JobEvent>),
     Artifact(SavedArtifact),
@@ -102,6 +108,11 @@ impl Op {
             Op::Append { fence, events } => {
                 Done::Events(writes::append(conn, *fence, events, now).await?)
             }
+            Op::AppendBatch {
+                fence,
+                batch,
+                events,
+            } => Done::Batch(writes::append_batch(conn, *fence, *batch, events, now).await?),
             Op::Heartbeat { fence, lease } => {
                 Done::Heartbeat(writes::heartbeat(conn, *fence, *lease, now).await?)
             }

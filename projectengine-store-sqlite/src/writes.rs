@@ -309,6 +309,39 @@ pub(crate) async fn append(
     Ok(appended)
 }
 
+/// Appends a remote attempt's numbered batch once (see
+/// [`Store::append_batch`](projectengine_core::Store::append_batch)).
+pub(crate) async fn append_batch(
+    conn: &mut SqliteConnection,
+    fence: Fence,
+    batch: u64,
+    events: &[EventData],
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<JobEvent>>> {
+    fenced(conn, fence).await?;
+    let last: i64 =
+        sqlx::query_scalar("SELECT last_batch FROM attempts WHERE job_id = ? AND number = ?")
+            .bind(id_bytes(fence.job_id.0))
+            .bind(i64::from(fence.attempt))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map)?;
+    let last = u64::try_from(last).unwrap_or(0);
+    transition::check_batch(last, batch)?;
+    if batch <= last {
+        return Ok(None);
+    }
+    let appended = append(conn, fence, events, now).await?;
+    sqlx::query("UPDATE attempts SET last_batch = ? WHERE job_id = ? AND number = ?")
+        .bind(i64::try_from(batch).map_err(|_| Error::invalid("batch", "is too large"))?)
+        .bind(id_bytes(fence.job_id.0))
+        .bind(i64::from(fence.attempt))
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?;
+    Ok(Some(appended))
+}
+
 /// Extends the running attempt's lease and reports a pending cancel.
 pub(crate) async fn heartbeat(
     conn: &mut SqliteConnection,

@@ -52,6 +52,31 @@ struct Inner {
 const EVENTS_RESERVED: usize = 11;
 
 /// Adds `id` to `owner`'s ids, cloning the owner only for its first entry.
+/// Refuses what an attempt may not append: only `stage`, `step`,
+/// `progress` (0–100), `log` and `error` events.
+fn appendable(events: &[EventData]) -> Result<()> {
+    for data in events {
+        match data {
+            EventData::Stage { .. }
+            | EventData::Step(_)
+            | EventData::Log(_)
+            | EventData::Error(_)
+            | EventData::FsAudit(_) => {}
+            EventData::Progress { progress } if *progress <= 100 => {}
+            EventData::Progress { .. } => {
+                return Err(Error::invalid("progress", "must be between 0 and 100"))
+            }
+            other => {
+                return Err(Error::invalid(
+                    "events",
+                    format!("`{}` events cannot be appended by an attempt", other.kind()),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 fn index_owner<I: Ord>(index: &mut BTreeMap<Owner, BTreeSet<I>>, owner: &Owner, id: I) {
     match index.get_mut(owner) {
         Some(ids) => {
@@ -69,6 +94,10 @@ struct Record {
     /// The event with seq `n` is at index `n - 1`.
     events: Vec<Logged>,
     attempts: Vec<Attempt>,
+    /// The last numbered batch applied by [`Store::append_batch`]: the
+    /// attempt's number and the batch's. Only the running attempt appends,
+    /// so the last attempt's number is all there is to remember.
+    last_batch: (u32, u64),
 }
 
 /// A [`JobEvent`] in its job's log, without what the log already knows (the
@@ -104,6 +133,26 @@ impl Record {
             at: now,
             data: copy,
         }
+    }
+
+    /// Appends an attempt's reports (checked by [`appendable`]), updating
+    /// the job's stage and progress.
+    fn append(
+        &mut self,
+        events: Vec<EventData>,
+        copies: Vec<EventData>,
+        now: DateTime<Utc>,
+    ) -> Vec<JobEvent> {
+        let mut out = Vec::with_capacity(events.len());
+        for (data, copy) in events.into_iter().zip(copies) {
+            match &data {
+                EventData::Stage { stage } => self.job.stage = Some(stage.clone()),
+                EventData::Progress { progress } => self.job.progress = *progress,
+                _ => {}
+            }
+            out.push(self.push_copy(data, copy, now));
+        }
+        out
     }
 
     /// Events with `seq > after`, at most `limit`.
@@ -274,6 +323,7 @@ impl Store for MemoryStore {
             job,
             events: Vec::with_capacity(EVENTS_RESERVED),
             attempts: Vec::new(),
+            last_batch: (0, 0),
         };
         let ev = rec.push(
             EventData::Status {
@@ -376,43 +426,45 @@ impl Store for MemoryStore {
     }
 
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
-        for data in &events {
-            match data {
-                EventData::Stage { .. }
-                | EventData::Step(_)
-                | EventData::Log(_)
-                | EventData::Error(_) => {}
-                EventData::Progress { progress } if *progress <= 100 => {}
-                EventData::Progress { .. } => {
-                    return Err(Error::invalid("progress", "must be between 0 and 100"))
-                }
-                other => {
-                    return Err(Error::invalid(
-                        "events",
-                        format!("`{}` events cannot be appended by an attempt", other.kind()),
-                    ))
-                }
-            }
-        }
+        appendable(&events)?;
         let now = Utc::now();
         // The copies to return are made before taking the lock.
         let copies = events.clone();
-        let mut out = Vec::with_capacity(events.len());
         let mut inner = self.lock();
         let rec = inner
             .record(fence.job_id)
             .map_err(|_| Error::StaleAttempt)?;
         rec.fenced(fence)?;
-        for (data, copy) in events.into_iter().zip(copies) {
-            match &data {
-                EventData::Stage { stage } => rec.job.stage = Some(stage.clone()),
-                EventData::Progress { progress } => rec.job.progress = *progress,
-                _ => {}
-            }
-            out.push(rec.push_copy(data, copy, now));
+        Ok(rec.append(events, copies, now))
+    }
+
+    async fn append_batch(
+        &self,
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    ) -> Result<Option<Vec<JobEvent>>> {
+        appendable(&events)?;
+        if batch == 0 {
+            return Err(Error::invalid("batch", "must be at least 1"));
         }
-        drop(inner);
-        Ok(out)
+        let now = Utc::now();
+        let copies = events.clone();
+        let mut inner = self.lock();
+        let rec = inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?;
+        rec.fenced(fence)?;
+        let last = match rec.last_batch {
+            (attempt, last) if attempt == fence.attempt => last,
+            _ => 0,
+        };
+        transition::check_batch(last, batch)?;
+        if batch <= last {
+            return Ok(None);
+        }
+        rec.last_batch = (fence.attempt, batch);
+        Ok(Some(rec.append(events, copies, now)))
     }
 
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {

@@ -81,6 +81,7 @@ macro_rules! store_suite {
             check_seq_gap_free_under_concurrent_appends,
             check_append_batch_in_order,
             check_append_refuses_bad_events,
+            check_numbered_batches_apply_once,
             check_stale_attempt_is_refused,
             check_lost_needs_an_expired_lease,
             check_terminal_states_are_final,

@@ -50,6 +50,15 @@ impl Store for SlowStore {
         self.pause().await;
         self.inner.append(fence, events).await
     }
+    async fn append_batch(
+        &self,
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    ) -> Result<Option<Vec<JobEvent>>> {
+        self.pause().await;
+        self.inner.append_batch(fence, batch, events).await
+    }
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
         self.pause().await;
         self.inner.heartbeat(fence, lease).await

@@ -243,6 +243,66 @@ pub async fn check_append_batch_in_order(store: Arc<dyn Store>) {
     assert_eq!(store.events(id, 2, 100).await.expect("events"), evs);
 }
 
+/// Numbered batches apply once each, in order, per attempt: a repeated
+/// number changes nothing, a skipped one is refused, a new attempt counts
+/// from 1, and a stale attempt's batch is refused.
+pub async fn check_numbered_batches_apply_once(store: Arc<dyn Store>) {
+    let id = create(&store, new_job(&owner())).await;
+    let first = claim(&store, id).await.attempt.fence();
+    let one = store
+        .append_batch(first, 1, vec![log("a"), log("b")])
+        .await
+        .expect("batch 1");
+    let one = one.expect("batch 1 is new");
+    assert_seqs(&one, 3);
+    assert_eq!(
+        store
+            .append_batch(first, 1, vec![log("a"), log("b")])
+            .await
+            .expect("batch 1 again"),
+        None,
+        "a repeated batch changes nothing"
+    );
+    assert!(matches!(
+        store.append_batch(first, 3, vec![log("c")]).await,
+        Err(Error::Invalid { .. })
+    ));
+    assert!(matches!(
+        store.append_batch(first, 0, vec![log("c")]).await,
+        Err(Error::Invalid { .. })
+    ));
+    let two = store
+        .append_batch(first, 2, vec![EventData::Progress { progress: 30 }])
+        .await
+        .expect("batch 2")
+        .expect("batch 2 is new");
+    assert_seqs(&two, 5);
+    let job = store.get_job(id).await.expect("get").expect("exists");
+    assert_eq!(job.last_seq, 5);
+    assert_eq!(job.progress, 30);
+
+    store
+        .finish(first, Outcome::Released)
+        .await
+        .expect("released");
+    let second = claim(&store, id).await.attempt.fence();
+    assert!(matches!(
+        store.append_batch(first, 3, vec![log("late")]).await,
+        Err(Error::StaleAttempt)
+    ));
+    let fresh = store
+        .append_batch(second, 1, vec![log("again")])
+        .await
+        .expect("a new attempt counts from 1");
+    assert_eq!(fresh.map(|e| e.len()), Some(1));
+    let events = store.events(id, 0, 100).await.expect("events");
+    assert_eq!(
+        events.iter().filter(|e| e.data == log("late")).count(),
+        0,
+        "nothing of the stale attempt is stored"
+    );
+}
+
 /// Status and app events, and progress over 100, are refused and change nothing.
 pub async fn check_append_refuses_bad_events(store: Arc<dyn Store>) {
     let id = create(&store, new_job(&owner())).await;

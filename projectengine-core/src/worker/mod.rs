@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 pub use backoff::Backoff;
 pub use recovery::{recover_once, RecoveryReport};
 
-use crate::{Delivery, Engine, JobStatus};
+use crate::{Claim, Delivery, Engine, JobStatus};
 
 /// How a [`Worker`] runs.
 #[derive(Clone, Debug)]
@@ -133,7 +133,7 @@ impl Worker {
         let queues = cfg
             .queues
             .clone()
-            .unwrap_or_else(|| self.engine.registry().queues());
+            .unwrap_or_else(|| self.engine.registry().local_queues());
         tracing::info!(worker_id = %cfg.worker_id, ?queues, concurrency = cfg.concurrency, "worker started");
         let tracker = TaskTracker::new();
         // Fires when the grace period is over: running attempts are released.
@@ -268,46 +268,67 @@ impl Worker {
     }
 
     async fn handle(&self, delivery: Delivery, release: CancellationToken) {
-        let store = self.engine.store();
-        let queue = self.engine.queue();
-        let claim = store
-            .claim(delivery.job_id, &self.config.worker_id, self.config.lease)
-            .await;
-        match claim {
-            Ok(Some(claim)) => {
-                let (acked, ()) = tokio::join!(
-                    queue.ack(&delivery),
-                    self.engine.publish(&claim.job.kind, &claim.events)
-                );
-                if let Err(e) = acked {
-                    // The entry comes back after its visibility timeout and is then
-                    // found not claimable: harmless.
-                    tracing::debug!(error = %e, "ack failed");
+        let claimed = claim_delivery(
+            &self.engine,
+            delivery,
+            &self.config.worker_id,
+            self.config.lease,
+        )
+        .await;
+        if let Some(claim) = claimed {
+            // Boxed: the attempt's future is large, and this task's future is
+            // moved several times on its way into the runtime.
+            Box::pin(attempt::run(&self.engine, &self.config, claim, release)).await;
+        }
+    }
+}
+
+/// Claims the job of a popped queue entry for `worker_id`, acks the entry
+/// and publishes the claim; when the job is not claimable, acks the entry
+/// (or puts it back until the job is due). Shared by the in-process worker
+/// and the agent protocol's claim.
+pub(crate) async fn claim_delivery(
+    engine: &Engine,
+    delivery: Delivery,
+    worker_id: &str,
+    lease: Duration,
+) -> Option<Claim> {
+    let store = engine.store();
+    let queue = engine.queue();
+    match store.claim(delivery.job_id, worker_id, lease).await {
+        Ok(Some(claim)) => {
+            let (acked, ()) = tokio::join!(
+                queue.ack(&delivery),
+                engine.publish(&claim.job.kind, &claim.events)
+            );
+            if let Err(e) = acked {
+                // The entry comes back after its visibility timeout and is then
+                // found not claimable: harmless.
+                tracing::debug!(error = %e, "ack failed");
+            }
+            Some(claim)
+        }
+        Ok(None) => {
+            // Not claimable: finished, running elsewhere, or not yet due.
+            let later = match store.get_job(delivery.job_id).await {
+                Ok(Some(job)) if job.status == JobStatus::Queued => {
+                    (job.run_at - chrono::Utc::now()).to_std().ok()
                 }
-                // Boxed: the attempt's future is large, and this task's future is
-                // moved several times on its way into the runtime.
-                Box::pin(attempt::run(&self.engine, &self.config, claim, release)).await;
+                _ => None,
+            };
+            let r = match later {
+                Some(delay) => queue.nack(&delivery, Some(delay)).await,
+                None => queue.ack(&delivery).await,
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "ack/nack failed");
             }
-            Ok(None) => {
-                // Not claimable: finished, running elsewhere, or not yet due.
-                let later = match store.get_job(delivery.job_id).await {
-                    Ok(Some(job)) if job.status == JobStatus::Queued => {
-                        (job.run_at - chrono::Utc::now()).to_std().ok()
-                    }
-                    _ => None,
-                };
-                let r = match later {
-                    Some(delay) => queue.nack(&delivery, Some(delay)).await,
-                    None => queue.ack(&delivery).await,
-                };
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "ack/nack failed");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(job_id = %delivery.job_id, error = %e, "claim failed; retrying later");
-                let _ = queue.nack(&delivery, Some(Duration::from_secs(1))).await;
-            }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %delivery.job_id, error = %e, "claim failed; retrying later");
+            let _ = queue.nack(&delivery, Some(Duration::from_secs(1))).await;
+            None
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 #[cfg(feature = "jwks")]
 use super::jwks::{JwksConfig, JwksKeys};
-use super::{AuthError, Authenticator};
+use super::{Agent, AgentAuthenticator, AuthError, Authenticator};
 
 /// The shortest HS256 secret accepted, in bytes (the hash's output size).
 const MIN_SECRET_BYTES: usize = 32;
@@ -50,6 +50,9 @@ pub enum JwtConfigError {
     #[error("the subject claim must be named")]
     EmptySubjectClaim,
 }
+
+/// The `role` claim of an agent token (an attempt token's is `attempt`).
+const AGENT_ROLE: &str = "agent";
 
 /// Verifies bearer JWTs: the subject claim (`sub` unless
 /// [`JwtAuth::subject_claim`] names another, such as `user_id`) is the
@@ -275,9 +278,33 @@ impl JwtAuth {
     /// development and tests; only an authenticator built with
     /// [`JwtAuth::hs256`] can mint.
     pub fn mint(&self, sub: &str, ttl: Duration) -> Result<String, JwtConfigError> {
+        self.sign(sub, ttl, Map::new())
+    }
+
+    /// Mints an HS256 agent token for the agent `name`, serving `kinds`,
+    /// valid for `ttl` from now: a token with the `agent` role, which the
+    /// agent routes accept and every user route refuses.
+    pub fn mint_agent(
+        &self,
+        name: &str,
+        kinds: &[String],
+        ttl: Duration,
+    ) -> Result<String, JwtConfigError> {
+        let mut extra = Map::new();
+        extra.insert("role".into(), AGENT_ROLE.into());
+        extra.insert("kinds".into(), kinds.to_vec().into());
+        self.sign(name, ttl, extra)
+    }
+
+    /// Signs `claims` with the subject, times, issuer and audience added.
+    fn sign(
+        &self,
+        sub: &str,
+        ttl: Duration,
+        mut claims: Map<String, Value>,
+    ) -> Result<String, JwtConfigError> {
         let signer = self.signer.as_ref().ok_or(JwtConfigError::CannotMint)?;
         let now = unix_now();
-        let mut claims = Map::new();
         claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
         claims.insert("iat".into(), now.into());
         if let Some(iss) = &self.issuer {
@@ -290,11 +317,10 @@ impl JwtAuth {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, signer)
             .map_err(|e| JwtConfigError::Signing(e.to_string()))
     }
-}
 
-#[async_trait]
-impl Authenticator for JwtAuth {
-    async fn authenticate_token(&self, token: &str) -> Result<Owner, AuthError> {
+    /// The claims of a token whose signature, times, issuer and audience
+    /// hold (its key from the JWKS when there is one).
+    async fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
         let claims = match &self.keys {
             Keys::Static(key) => {
                 jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
@@ -310,6 +336,11 @@ impl Authenticator for JwtAuth {
         }
         .map_err(|e| map_error(e.kind()))?
         .claims;
+        Ok(claims)
+    }
+
+    /// The subject claim of verified `claims`.
+    fn subject(&self, claims: &Map<String, Value>) -> Result<String, AuthError> {
         let name = &self.subject_claim;
         let subject = match claims.get(name) {
             None | Some(Value::Null) => {
@@ -323,7 +354,48 @@ impl Authenticator for JwtAuth {
         if subject.trim().is_empty() {
             return Err(AuthError::invalid("empty subject"));
         }
-        Ok(Owner::new(subject))
+        Ok(subject)
+    }
+}
+
+#[async_trait]
+impl AgentAuthenticator for JwtAuth {
+    async fn authenticate_agent(&self, token: &str) -> Result<Agent, AuthError> {
+        let claims = self.verify(token).await?;
+        if claims.get("role").and_then(Value::as_str) != Some(AGENT_ROLE) {
+            return Err(AuthError::invalid("not an agent token"));
+        }
+        let kinds: Vec<String> = match claims.get("kinds") {
+            Some(Value::Array(kinds)) => kinds
+                .iter()
+                .map(|k| k.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or_else(|| AuthError::invalid("malformed claim `kinds`"))?,
+            _ => Vec::new(),
+        };
+        if kinds.is_empty() {
+            return Err(AuthError::invalid("an agent token must name its kinds"));
+        }
+        Ok(Agent {
+            name: self.subject(&claims)?,
+            kinds,
+        })
+    }
+}
+
+#[async_trait]
+impl Authenticator for JwtAuth {
+    async fn authenticate_token(&self, token: &str) -> Result<Owner, AuthError> {
+        let claims = self.verify(token).await?;
+        // An agent's token, or an attempt's, speaks for no user. (Other
+        // roles an identity provider may put in its tokens are not ours.)
+        if matches!(
+            claims.get("role").and_then(Value::as_str),
+            Some(AGENT_ROLE | "attempt")
+        ) {
+            return Err(AuthError::invalid("not a user token"));
+        }
+        Ok(Owner::new(self.subject(&claims)?))
     }
 }
 

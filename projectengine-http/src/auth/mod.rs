@@ -96,6 +96,28 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
 }
 
+/// A remote agent, as its token names it: a name and the kinds it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    /// The agent's name (the token's subject); attempts record it as their worker.
+    pub name: String,
+    /// The kinds whose jobs it may claim.
+    pub kinds: Vec<String>,
+}
+
+/// Turns an agent token into the [`Agent`] it names.
+///
+/// # Contract
+/// An agent token is not a user token: an implementation accepts only
+/// tokens made for agents (with [`JwtAuth`], the `agent` role), and an
+/// [`Authenticator`] used beside it must refuse them. Failures are
+/// [`AuthError`]s, answered like an [`Authenticator`]'s.
+#[async_trait]
+pub trait AgentAuthenticator: Send + Sync + 'static {
+    /// Authenticates an agent's bearer token.
+    async fn authenticate_agent(&self, token: &str) -> Result<Agent, AuthError>;
+}
+
 /// The token of an `Authorization: Bearer <token>` header: `Ok(None)` without
 /// the header, an error when it is present but not a bearer token.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {

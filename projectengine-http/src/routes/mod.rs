@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod artifacts;
+pub mod audit;
 pub mod health;
 pub mod jobs;
 pub mod kinds;

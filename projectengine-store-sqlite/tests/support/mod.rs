@@ -102,6 +102,14 @@ impl Store for TestStore {
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
         self.store.append(fence, events).await
     }
+    async fn append_batch(
+        &self,
+        fence: Fence,
+        batch: u64,
+        events: Vec<EventData>,
+    ) -> Result<Option<Vec<JobEvent>>> {
+        self.store.append_batch(fence, batch, events).await
+    }
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat> {
         self.store.heartbeat(fence, lease).await
     }

@@ -1,0 +1,3 @@
+-- The last numbered batch of reports a remote agent's attempt had applied,
+-- so that a retried batch is applied once.
+ALTER TABLE attempts ADD COLUMN last_batch bigint NOT NULL DEFAULT 0;
