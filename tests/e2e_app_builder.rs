@@ -12,22 +12,6 @@ use projectengine_orchestrators::app_builder::{GENERATOR_PROMPT, PLANNER_PROMPT}
 use serde_json::json;
 use support::{client, http, submit, token, wait_status, ws_watch, Server};
 
-fn sandbox_installed() -> bool {
-    let found = std::process::Command::new("bwrap")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let required =
-        std::env::var("PROJECTENGINE_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0");
-    if !found && required {
-        panic!("bwrap is required (PROJECTENGINE_REQUIRE_SERVICES is set): run scripts/sandbox-deps.sh");
-    }
-    if !found {
-        eprintln!("SKIPPED: bwrap is not installed (scripts/sandbox-deps.sh)");
-    }
-    found
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -56,7 +40,7 @@ fn responder(r: &Recorded) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_becomes_a_page_served_on_its_own_sandboxed_origin() {
-    if !sandbox_installed() {
+    if !support::sandbox_installed() {
         return;
     }
     let fake = FakeProvider::start().await.unwrap();

@@ -8,27 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 use support::{http, submit, token, wait_status, ws_watch, Server};
 
-/// Whether the sandbox's programs are installed; panics when they are not
-/// and PROJECTENGINE_REQUIRE_SERVICES is set.
-fn sandbox_installed() -> bool {
-    let found = std::process::Command::new("bwrap")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let required =
-        std::env::var("PROJECTENGINE_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0");
-    if !found && required {
-        panic!("bwrap is required (PROJECTENGINE_REQUIRE_SERVICES is set): run scripts/sandbox-deps.sh");
-    }
-    if !found {
-        eprintln!("SKIPPED: bwrap is not installed (scripts/sandbox-deps.sh)");
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_job_runs_in_the_sandbox_within_the_servers_limits() {
-    if !sandbox_installed() {
+    if !support::sandbox_installed() {
         return;
     }
     let dir = tempfile::tempdir().expect("a directory");
@@ -127,7 +109,7 @@ async fn a_pipeline_job_runs_in_the_sandbox_within_the_servers_limits() {
 /// built program downloaded as an artifact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_build_leaves_a_program_to_download() {
-    if !sandbox_installed() {
+    if !support::sandbox_installed() {
         return;
     }
     let server = Server::start("all", &[]);

@@ -62,6 +62,33 @@ pub fn check_quota(queued: u64, max: Option<u32>) -> Result<()> {
     }
 }
 
+/// The events an attempt may append ([`Store::append`](crate::Store::append)):
+/// `stage`, `step`, `progress` (0–100), `log`, `error` and `fs_audit`;
+/// anything else is [`Invalid`](crate::Error::Invalid), before anything is
+/// written. Every store checks with this one function.
+pub fn check_appendable(events: &[EventData]) -> Result<()> {
+    for data in events {
+        match data {
+            EventData::Stage { .. }
+            | EventData::Step(_)
+            | EventData::Log(_)
+            | EventData::Error(_)
+            | EventData::FsAudit(_) => {}
+            EventData::Progress { progress } if *progress <= 100 => {}
+            EventData::Progress { .. } => {
+                return Err(Error::invalid("progress", "must be between 0 and 100"))
+            }
+            other => {
+                return Err(Error::invalid(
+                    "events",
+                    format!("`{}` events cannot be appended by an attempt", other.kind()),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks a numbered batch of an attempt's reports against the last one
 /// applied ([`Store::append_batch`](crate::Store::append_batch)): the next
 /// number is applied, an earlier one (a retry) changes nothing, a later one

@@ -20,37 +20,13 @@ const APPEND: &str = concat!(
     " SELECT last_seq, updated_at FROM j"
 );
 
-/// Refuses what an attempt may not append, before anything is written.
-pub(crate) fn check(events: &[EventData]) -> Result<()> {
-    for data in events {
-        match data {
-            EventData::Progress { progress: p } if *p > 100 => {
-                return Err(Error::invalid("progress", "must be between 0 and 100"))
-            }
-            EventData::Stage { .. }
-            | EventData::Progress { .. }
-            | EventData::Step(_)
-            | EventData::Log(_)
-            | EventData::Error(_)
-            | EventData::FsAudit(_) => {}
-            other => {
-                return Err(Error::invalid(
-                    "events",
-                    format!("`{}` events cannot be appended by an attempt", other.kind()),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Appends an attempt's progress events in one statement.
 pub(crate) async fn append(
     conn: &mut PgConnection,
     fence: Fence,
     events: &[EventData],
 ) -> Result<Vec<JobEvent>> {
-    check(events)?;
+    projectengine_core::transition::check_appendable(events)?;
     let mut stage = None;
     let mut progress = None;
     for data in events {
@@ -140,7 +116,7 @@ pub(crate) async fn append_batch(
     batch: u64,
     events: Vec<EventData>,
 ) -> Result<Option<Vec<JobEvent>>> {
-    check(&events)?;
+    projectengine_core::transition::check_appendable(&events)?;
     let wanted = i64::try_from(batch).map_err(|_| Error::invalid("batch", "is too large"))?;
     let mut tx = pool.begin().await.map_err(map)?;
     sqlx::query(LOCK_JOB)

@@ -188,7 +188,7 @@ impl Store for PgStore {
     }
 
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
-        events::check(&events)?;
+        projectengine_core::transition::check_appendable(&events)?;
         match self.writes.run(Op::Append { fence, events }).await? {
             Done::Events(events) => Ok(events),
             _ => Err(unexpected()),

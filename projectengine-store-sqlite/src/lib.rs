@@ -137,30 +137,6 @@ impl SqliteStore {
     }
 }
 
-/// Refuses what an attempt may not append, before anything is written.
-fn check_appendable(events: &[EventData]) -> Result<()> {
-    for data in events {
-        match data {
-            EventData::Progress { progress: p } if *p > 100 => {
-                return Err(Error::invalid("progress", "must be between 0 and 100"))
-            }
-            EventData::Stage { .. }
-            | EventData::Progress { .. }
-            | EventData::Step(_)
-            | EventData::Log(_)
-            | EventData::Error(_)
-            | EventData::FsAudit(_) => {}
-            other => {
-                return Err(Error::invalid(
-                    "events",
-                    format!("`{}` events cannot be appended by an attempt", other.kind()),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A write answered with another write's kind of answer: a bug of this crate.
 fn unexpected() -> Error {
     Error::internal("a write got an answer of the wrong kind")
@@ -197,7 +173,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
-        check_appendable(&events)?;
+        projectengine_core::transition::check_appendable(&events)?;
         match self.write(Op::Append { fence, events }).await? {
             Done::Events(events) => Ok(events),
             _ => Err(unexpected()),
@@ -210,7 +186,7 @@ impl Store for SqliteStore {
         batch: u64,
         events: Vec<EventData>,
     ) -> Result<Option<Vec<JobEvent>>> {
-        check_appendable(&events)?;
+        projectengine_core::transition::check_appendable(&events)?;
         match self
             .write(Op::AppendBatch {
                 fence,

@@ -477,3 +477,19 @@ pub async fn get_text(addr: SocketAddr, path: &str) -> String {
     assert_eq!(res.status(), reqwest::StatusCode::OK, "GET {path}");
     res.text().await.expect("the body")
 }
+
+/// Whether the sandbox's programs (bubblewrap) are installed; panics when
+/// they are not and `PROJECTENGINE_REQUIRE_SERVICES` is set.
+pub fn sandbox_installed() -> bool {
+    let found = Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && projectengine_core::testkit::services_required() {
+        panic!("bwrap is required (PROJECTENGINE_REQUIRE_SERVICES is set): run scripts/sandbox-deps.sh");
+    }
+    if !found {
+        eprintln!("SKIPPED: bwrap is not installed (scripts/sandbox-deps.sh)");
+    }
+    found
+}

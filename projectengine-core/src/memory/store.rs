@@ -52,31 +52,6 @@ struct Inner {
 const EVENTS_RESERVED: usize = 11;
 
 /// Adds `id` to `owner`'s ids, cloning the owner only for its first entry.
-/// Refuses what an attempt may not append: only `stage`, `step`,
-/// `progress` (0–100), `log` and `error` events.
-fn appendable(events: &[EventData]) -> Result<()> {
-    for data in events {
-        match data {
-            EventData::Stage { .. }
-            | EventData::Step(_)
-            | EventData::Log(_)
-            | EventData::Error(_)
-            | EventData::FsAudit(_) => {}
-            EventData::Progress { progress } if *progress <= 100 => {}
-            EventData::Progress { .. } => {
-                return Err(Error::invalid("progress", "must be between 0 and 100"))
-            }
-            other => {
-                return Err(Error::invalid(
-                    "events",
-                    format!("`{}` events cannot be appended by an attempt", other.kind()),
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 fn index_owner<I: Ord>(index: &mut BTreeMap<Owner, BTreeSet<I>>, owner: &Owner, id: I) {
     match index.get_mut(owner) {
         Some(ids) => {
@@ -426,7 +401,7 @@ impl Store for MemoryStore {
     }
 
     async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>> {
-        appendable(&events)?;
+        transition::check_appendable(&events)?;
         let now = Utc::now();
         // The copies to return are made before taking the lock.
         let copies = events.clone();
@@ -444,7 +419,7 @@ impl Store for MemoryStore {
         batch: u64,
         events: Vec<EventData>,
     ) -> Result<Option<Vec<JobEvent>>> {
-        appendable(&events)?;
+        transition::check_appendable(&events)?;
         if batch == 0 {
             return Err(Error::invalid("batch", "must be at least 1"));
         }
