@@ -139,9 +139,7 @@ pub struct DueJob {
 /// # Provided methods
 /// [`Store::job_detail`] has a default built on [`Store::get_job`],
 /// [`Store::events`] and [`Store::attempts`] (several round trips); a store
-/// that can answer in one read overrides it. [`Store::append_batch`] has a
-/// default that refuses: only a store serving remote agents needs it. Every
-/// other method is required.
+/// that can answer in one read overrides it. Every other method is required.
 ///
 /// # Wrappers
 /// A store that wraps another (adds latency, counts calls, injects faults)
@@ -224,20 +222,12 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// request) answers `None` and changes nothing; a number past the next
     /// is [`Invalid`](crate::Error::Invalid) (checked by
     /// [`transition::check_batch`](crate::transition::check_batch)).
-    ///
-    /// The default refuses with [`Internal`](crate::Error::Internal): a
-    /// store that serves remote agents overrides it.
     async fn append_batch(
         &self,
         fence: Fence,
         batch: u64,
         events: Vec<EventData>,
-    ) -> Result<Option<Vec<JobEvent>>> {
-        let _ = (fence, batch, events);
-        Err(crate::Error::internal(
-            "this store does not take numbered batches",
-        ))
-    }
+    ) -> Result<Option<Vec<JobEvent>>>;
 
     /// Extends the attempt's lease to `lease` from now, and reports a pending cancel.
     async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat>;

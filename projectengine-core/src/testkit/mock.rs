@@ -25,6 +25,7 @@ mockall::mock! {
         async fn list_jobs(&self, owner: &Owner, query: &JobQuery) -> Result<Vec<Job>>;
         async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>>;
         async fn append(&self, fence: Fence, events: Vec<EventData>) -> Result<Vec<JobEvent>>;
+        async fn append_batch(&self, fence: Fence, batch: u64, events: Vec<EventData>) -> Result<Option<Vec<JobEvent>>>;
         async fn heartbeat(&self, fence: Fence, lease: Duration) -> Result<Heartbeat>;
         async fn finish(&self, fence: Fence, outcome: Outcome) -> Result<Changed>;
         async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)>;
