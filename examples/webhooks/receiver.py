@@ -42,6 +42,8 @@ class Receiver(BaseHTTPRequestHandler):
             return
         event = json.loads(body)
         data = event["data"]
+        self.send_response(204)
+        self.end_headers()
         print(json.dumps({
             "id": self.headers["webhook-id"],
             "type": event["type"],
@@ -49,8 +51,6 @@ class Receiver(BaseHTTPRequestHandler):
             "status": data["status"],
             "artifacts": [a["name"] for a in data["artifacts"]],
         }), flush=True)
-        self.send_response(204)
-        self.end_headers()
 
     def log_message(self, *args):
         pass
