@@ -384,7 +384,11 @@ pub async fn run_attempt(
         (_, Some(Stop::Timeout)) => retryable("timeout", "the attempt ran past its timeout".into()),
         (Some(Ok(Err(e))), _) => match e.kind {
             ErrorKind::Stale => return AttemptEnd::Lost,
-            ErrorKind::Retryable => retryable(&e.code, e.message),
+            ErrorKind::Retryable => Finish::Retryable {
+                code: e.code,
+                message: e.message,
+                retry_after: e.retry_after,
+            },
             ErrorKind::Cancelled => Finish::Cancelled,
             _ => Finish::Fatal {
                 code: e.code,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -124,6 +125,10 @@ pub struct OrchestratorError {
     pub code: String,
     /// A message, recorded on the job.
     pub message: String,
+    /// For a [`ErrorKind::Retryable`] error: retry no sooner than this (a
+    /// provider's `Retry-After`, say); the worker waits the longer of it and
+    /// its own backoff. `None`: the backoff alone.
+    pub retry_after: Option<Duration>,
 }
 
 impl OrchestratorError {
@@ -148,7 +153,14 @@ impl OrchestratorError {
             kind,
             code: code.into(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Asks for the retry to wait at least `delay`.
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
     }
 
     /// Replaces the code.

@@ -98,8 +98,10 @@ pub(crate) async fn run(
                     return;
                 }
                 ErrorKind::Retryable => Outcome::Failed {
+                    // No sooner than the orchestrator asked.
+                    retry_in: retry_in
+                        .map(|backoff| e.retry_after.map_or(backoff, |at| at.max(backoff))),
                     error: JobError::new(e.code, e.message),
-                    retry_in,
                 },
                 ErrorKind::Cancelled => Outcome::Cancelled,
                 _ => Outcome::Failed {

@@ -88,14 +88,19 @@ impl Ledger {
     }
 }
 
-/// An LLM error as the attempt's error: exhausted models are retryable
-/// (the message says after how long), a cancel is a cancel, the rest fatal.
+/// An LLM error as the attempt's error: exhausted models are retryable, no
+/// sooner than the provider's `Retry-After`; a cancel is a cancel; the rest
+/// fatal.
 pub(crate) fn llm_error(e: projectengine_llm::Error) -> OrchestratorError {
     use projectengine_core::ErrorKind;
     match &e {
         projectengine_llm::Error::Cancelled => OrchestratorError::cancelled(),
         _ if e.is_retryable() => {
-            OrchestratorError::new(ErrorKind::Retryable, e.code(), e.to_string())
+            let err = OrchestratorError::new(ErrorKind::Retryable, e.code(), e.to_string());
+            match e.retry_after() {
+                Some(after) => err.with_retry_after(after),
+                None => err,
+            }
         }
         _ => OrchestratorError::new(ErrorKind::Fatal, e.code(), e.to_string()),
     }
