@@ -423,7 +423,15 @@ async fn when_every_model_is_rate_limited_the_attempt_is_retried_not_failed() {
     .await;
     s.engine.cancel(&owner, id).await.unwrap();
     worker.shutdown().await;
-    assert_ne!(retried.status, JobStatus::Failed);
+    assert_eq!(retried.status, JobStatus::Queued);
+    // The retry waits for the provider's Retry-After (60 s), not the short
+    // backoff of the test's worker.
+    assert!(
+        retried.run_at - retried.updated_at >= chrono::Duration::seconds(59),
+        "retry at {} after the failure at {}",
+        retried.run_at,
+        retried.updated_at
+    );
     let error = retried.error.unwrap();
     assert_eq!(error.code, "llm_exhausted");
     assert!(
