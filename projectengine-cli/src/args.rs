@@ -129,8 +129,12 @@ pub struct WatchArgs {
 pub enum StatusFilter {
     /// Waiting for a worker
     Queued,
+    /// Held until the jobs it depends on succeed
+    Waiting,
     /// Running
     Running,
+    /// Succeeded, its result waiting for approval
+    AwaitingReview,
     /// Finished with success
     Succeeded,
     /// Finished with an error
@@ -144,7 +148,9 @@ impl StatusFilter {
     pub fn as_str(self) -> &'static str {
         match self {
             StatusFilter::Queued => "queued",
+            StatusFilter::Waiting => "waiting",
             StatusFilter::Running => "running",
+            StatusFilter::AwaitingReview => "awaiting_review",
             StatusFilter::Succeeded => "succeeded",
             StatusFilter::Failed => "failed",
             StatusFilter::Cancelled => "cancelled",

@@ -11,9 +11,13 @@ use crate::{JobId, Owner};
 /// Where a job is in its life.
 ///
 /// `queued → running → succeeded | failed | cancelled`; `running → queued` (a
-/// retry, or its worker was lost); `queued → cancelled`. The terminal states are
-/// final for workers and recovery; only an owner's explicit [retry] reopens a
-/// `failed` or `cancelled` job. [`JobStatus::can_become`] is the table; the
+/// retry, or its worker was lost); `queued → cancelled`. Workflows add two
+/// states: `waiting → queued | cancelled` (a job held until its dependencies
+/// succeed, or cancelled when one of them does not), and
+/// `running → awaiting_review → succeeded | queued | failed | cancelled` (a
+/// result held for a person's approval; a rejection runs it again or fails it).
+/// The terminal states are final for workers and recovery; only an owner's
+/// explicit [retry] reopens a `failed` or `cancelled` job. [`JobStatus::can_become`] is the table; the
 /// planners of [`transition`](crate::transition) check every move against it,
 /// and stores only execute their plans.
 ///
@@ -24,8 +28,12 @@ use crate::{JobId, Owner};
 pub enum JobStatus {
     /// Waiting for a worker (possibly until `run_at`).
     Queued,
+    /// Held until every job it depends on has succeeded; then `queued`.
+    Waiting,
     /// An attempt is running.
     Running,
+    /// Its attempt succeeded and the result waits for a person's approval.
+    AwaitingReview,
     /// Finished with success; an App may have been published.
     Succeeded,
     /// Finished with an error after its attempts were spent, or a fatal error.
@@ -53,6 +61,13 @@ impl JobStatus {
             (self, to),
             (Queued, Running)
                 | (Queued, Cancelled)
+                | (Waiting, Queued)
+                | (Waiting, Cancelled)
+                | (Running, AwaitingReview)
+                | (AwaitingReview, Succeeded)
+                | (AwaitingReview, Queued)
+                | (AwaitingReview, Failed)
+                | (AwaitingReview, Cancelled)
                 | (Running, Succeeded)
                 | (Running, Failed)
                 | (Running, Cancelled)
@@ -69,6 +84,8 @@ impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
+            JobStatus::Waiting => "waiting",
+            JobStatus::AwaitingReview => "awaiting_review",
             JobStatus::Running => "running",
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
@@ -80,6 +97,8 @@ impl JobStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => JobStatus::Queued,
+            "waiting" => JobStatus::Waiting,
+            "awaiting_review" => JobStatus::AwaitingReview,
             "running" => JobStatus::Running,
             "succeeded" => JobStatus::Succeeded,
             "failed" => JobStatus::Failed,

@@ -166,8 +166,11 @@ pub fn plan_heartbeat(job: &Job, now: DateTime<Utc>, lease: Duration) -> Heartbe
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum CancelPlan {
-    /// A `queued` job is `cancelled` at once and finished now.
+    /// A job no worker holds (`queued`, `waiting` or `awaiting_review`) is
+    /// `cancelled` at once and finished now.
     Cancel {
+        /// The status the store compares against.
+        from: JobStatus,
         /// The status written (`cancelled`).
         to: JobStatus,
         /// The events to append.
@@ -187,7 +190,7 @@ impl CancelPlan {
     /// (with `cancel_requested` false for [`CancelPlan::Request`]).
     pub fn from(&self) -> JobStatus {
         match self {
-            CancelPlan::Cancel { .. } => JobStatus::Queued,
+            CancelPlan::Cancel { from, .. } => *from,
             CancelPlan::Request { .. } | CancelPlan::Pending => JobStatus::Running,
         }
     }
@@ -217,10 +220,11 @@ impl CancelPlan {
 /// [`Conflict`](Error::Conflict).
 pub fn plan_cancel(job: &Job) -> Result<CancelPlan> {
     match job.status {
-        JobStatus::Queued => {
+        JobStatus::Queued | JobStatus::Waiting | JobStatus::AwaitingReview => {
             let to = JobStatus::Cancelled;
             check(job.status, to, false)?;
             Ok(CancelPlan::Cancel {
+                from: job.status,
                 to,
                 events: vec![EventData::Status {
                     status: to,
@@ -554,7 +558,15 @@ mod tests {
     fn every_plan_follows_the_table() {
         use JobStatus::*;
         let now = Utc::now();
-        for from in [Queued, Running, Succeeded, Failed, Cancelled] {
+        for from in [
+            Queued,
+            Waiting,
+            Running,
+            AwaitingReview,
+            Succeeded,
+            Failed,
+            Cancelled,
+        ] {
             let mut j = job(from);
             j.run_at = now;
             if let Ok(CancelPlan::Cancel { to, .. }) = plan_cancel(&j) {
@@ -581,7 +593,15 @@ mod tests {
     #[test]
     fn only_terminal_jobs_notify_their_destinations() {
         use JobStatus::*;
-        for status in [Queued, Running, Succeeded, Failed, Cancelled] {
+        for status in [
+            Queued,
+            Waiting,
+            Running,
+            AwaitingReview,
+            Succeeded,
+            Failed,
+            Cancelled,
+        ] {
             let mut j = job(status);
             assert_eq!(webhook_destinations(&j).count(), 0, "{status}: none set");
             j.webhook = Some("https://example.com/hook".into());

@@ -4,7 +4,7 @@
 import { api, seg } from './api.js';
 import { badge, h, replace, when } from './dom.js';
 
-const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+const STATUSES = ['queued', 'waiting', 'running', 'awaiting_review', 'succeeded', 'failed', 'cancelled'];
 const PAGE = 20;
 
 export function jobsView(main) {
