@@ -1,6 +1,7 @@
 //! A database written by an earlier schema opens with the current one: the
-//! migration that rebuilds the jobs table keeps its rows, and the rows of the
-//! tables that refer to them, and the new schema takes the new statuses.
+//! migration that edits the jobs table's definition keeps its rows, the rows
+//! of the tables that refer to them and its indexes, and the new definition
+//! takes the new statuses.
 
 mod support;
 
@@ -12,8 +13,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Connection, SqliteConnection};
 use support::TempDir;
 
-/// The first migration that rebuilds the jobs table.
-const REBUILD: &str = "0006";
+/// The migration that widens the jobs table's status check.
+const WIDENING: &str = "0006";
 
 /// A copy, in `dir`, of the migrations older than `version`.
 fn migrations_before(version: &str, dir: &Path) {
@@ -29,11 +30,11 @@ fn migrations_before(version: &str, dir: &Path) {
 }
 
 #[tokio::test]
-async fn the_jobs_table_rebuild_keeps_every_row() {
+async fn widening_the_status_check_keeps_every_row() {
     let dir = TempDir::new();
     let url = dir.url("jobs.db");
     let old = dir.path().join("old-migrations");
-    migrations_before(REBUILD, &old);
+    migrations_before(WIDENING, &old);
     let id = JobId::new();
     let bytes = id.0.as_bytes().to_vec();
 
@@ -90,8 +91,14 @@ async fn the_jobs_table_rebuild_keeps_every_row() {
     conn.close().await.expect("close");
 
     // The current schema: every row is there and still linked to its job.
-    let store = SqliteStore::open(&url).await.expect("migrate to the current schema");
-    let job = store.get_job(id).await.expect("read").expect("the job is kept");
+    let store = SqliteStore::open(&url)
+        .await
+        .expect("migrate to the current schema");
+    let job = store
+        .get_job(id)
+        .await
+        .expect("read")
+        .expect("the job is kept");
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!((job.priority, job.max_attempts, job.last_seq), (3, 2, 2));
     assert_eq!(job.params, serde_json::json!({"a": 1}));
@@ -121,5 +128,8 @@ async fn the_jobs_table_rebuild_keeps_every_row() {
             .await
             .expect("the jobs indexes");
     let names: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
-    assert_eq!(names, ["jobs_owner_id", "jobs_queued_owner", "jobs_queued_run_at"]);
+    assert_eq!(
+        names,
+        ["jobs_owner_id", "jobs_queued_owner", "jobs_queued_run_at"]
+    );
 }
