@@ -60,7 +60,8 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true)
         ]
     );
     store.migrate().await.expect("migrate a migrated schema");
@@ -72,7 +73,8 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true)
         ]
     );
     let indexes: Vec<String> = sqlx::query(
@@ -128,7 +130,8 @@ async fn concurrent_migrations_apply_once() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true)
         ]
     );
     assert!(stores[0]
@@ -172,7 +175,8 @@ async fn a_failed_migration_releases_its_lock() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true)
         ]
     );
 }
