@@ -218,6 +218,16 @@ const VARIABLES: &[(&str, &str)] = &[
     ),
     ("PROJECTENGINE_WEBHOOK_TIMEOUT", "[default: 10s]"),
     ("PROJECTENGINE_WEBHOOK_ALLOW_PRIVATE", "[default: false]"),
+    (
+        "PROJECTENGINE_DEPLOY_COMMAND",
+        "(unset: sites are only served by PROJECTENGINE_SITES_BIND)",
+    ),
+    ("PROJECTENGINE_DEPLOY_SECRETS", "(unset: none)"),
+    ("PROJECTENGINE_DEPLOY_TIMEOUT", "[default: 5m]"),
+    (
+        "PROJECTENGINE_ATTEMPT_TOKEN_SECRET",
+        "(unset: PROJECTENGINE_JWT_SECRET, else a random one, for the `all` role only)",
+    ),
 ];
 
 /// The variables of a server built with `otel`.
@@ -288,6 +298,8 @@ fn a_bad_setting_is_one_line_and_exit_code_2() {
         ("PROJECTENGINE_DEFAULT_KIND", "nope"),
         ("PROJECTENGINE_LLM_BASE_URL", "ftp://models.example"),
         ("PROJECTENGINE_SITES_BIND", "nowhere"),
+        ("PROJECTENGINE_DEPLOY_SECRETS", "NOT-A-NAME"),
+        ("PROJECTENGINE_DEPLOY_TIMEOUT", "0s"),
         ("DATABASE_URL", "mysql://user:hunter2@db"),
     ] {
         let out = server_in(&dir)

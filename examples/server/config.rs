@@ -268,6 +268,22 @@ pub struct Config {
     /// Completion webhooks
     #[command(flatten)]
     pub webhooks: crate::webhooks::WebhookConfig,
+
+    /// Shell command the `app-builder` runs after a successful build to deploy the site to a real host: in the build's sandbox, with the network for this step only; it prints the site's URL, or writes it to $DEPLOY_URL_FILE (unset: sites are only served by PROJECTENGINE_SITES_BIND)
+    #[arg(long, env = "PROJECTENGINE_DEPLOY_COMMAND", value_parser = text)]
+    pub deploy_command: Option<String>,
+
+    /// Comma-separated names of variables of this process passed to the deploy command, their values never logged (unset: none)
+    #[arg(long, env = "PROJECTENGINE_DEPLOY_SECRETS", value_delimiter = ',', value_parser = variable_name)]
+    pub deploy_secrets: Vec<String>,
+
+    /// How long the deploy command may run
+    #[arg(long, env = "PROJECTENGINE_DEPLOY_TIMEOUT", default_value = "5m", value_parser = positive_duration)]
+    pub deploy_timeout: Duration,
+
+    /// Secret (at least 32 bytes) that signs the attempt tokens of remote agents; every web process must share it (unset: PROJECTENGINE_JWT_SECRET, else a random one, for the `all` role only)
+    #[arg(long, env = "PROJECTENGINE_ATTEMPT_TOKEN_SECRET", value_parser = jwt_secret, hide_env_values = true)]
+    pub attempt_token_secret: Option<String>,
 }
 
 /// Where artifacts' bytes are kept.
@@ -434,6 +450,35 @@ impl Config {
         )
         .map(Some)
         .map_err(|e| ConfigError::new("PROJECTENGINE_LLM_BASE_URL", e.to_string()))
+    }
+
+    /// The `app-builder`'s deploy command, with the values of its secrets
+    /// read from this process's environment.
+    pub fn deploy(
+        &self,
+    ) -> Result<Option<projectengine_orchestrators::app_builder::DeployCommand>, ConfigError> {
+        let Some(command) = &self.deploy_command else {
+            if self.deploy_secrets.is_empty() {
+                return Ok(None);
+            }
+            return Err(ConfigError::new(
+                "PROJECTENGINE_DEPLOY_SECRETS",
+                "needs PROJECTENGINE_DEPLOY_COMMAND, the command they are for",
+            ));
+        };
+        let mut deploy =
+            projectengine_orchestrators::app_builder::DeployCommand::new(command.clone())
+                .timeout(self.deploy_timeout);
+        for name in &self.deploy_secrets {
+            let value = std::env::var(name).map_err(|_| {
+                ConfigError::new(
+                    "PROJECTENGINE_DEPLOY_SECRETS",
+                    format!("names {name}, which is not set"),
+                )
+            })?;
+            deploy = deploy.secret(name.clone(), value);
+        }
+        Ok(Some(deploy))
     }
 
     /// The public base URL of deployed sites, when they are served.
@@ -655,6 +700,20 @@ fn claim_name(s: &str) -> Result<String, String> {
     match s.trim() {
         "" => Err("must name a claim, such as sub or user_id".into()),
         name => Ok(name.to_owned()),
+    }
+}
+
+/// The name of an environment variable.
+fn variable_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let valid = !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    match valid {
+        true => Ok(s.to_owned()),
+        false => Err(format!(
+            "`{s}` is not a variable name (letters, digits, `_`)"
+        )),
     }
 }
 
@@ -960,6 +1019,45 @@ mod tests {
         let e = with(&["--cors-origins", "*", "--cors-headers", "bad header"])
             .expect_err("a bad header");
         assert!(e.contains("PROJECTENGINE_CORS_HEADERS"), "{e}");
+    }
+
+    #[test]
+    fn the_deploy_command_takes_its_secrets_from_the_environment() {
+        assert!(with(&[]).unwrap().deploy().unwrap().is_none());
+        let err = with(&["--deploy-secrets", "PATH"])
+            .unwrap()
+            .deploy()
+            .unwrap_err();
+        assert_eq!(err.var, "PROJECTENGINE_DEPLOY_SECRETS");
+        assert!(err.reason.contains("PROJECTENGINE_DEPLOY_COMMAND"), "{err}");
+        let unset = "PROJECTENGINE_TEST_A_VARIABLE_NOBODY_SETS";
+        let err = with(&["--deploy-command", "true", "--deploy-secrets", unset])
+            .unwrap()
+            .deploy()
+            .unwrap_err();
+        assert_eq!(err.var, "PROJECTENGINE_DEPLOY_SECRETS");
+        assert!(err.reason.contains(unset), "{err}");
+        assert!(with(&["--deploy-secrets", "NOT-A-NAME"]).is_err());
+        assert!(with(&["--deploy-secrets", "1ST"]).is_err());
+        // A variable every test process has, passed with its value, which
+        // the command's description never shows.
+        let path = std::env::var("PATH").unwrap();
+        let deploy = with(&[
+            "--deploy-command",
+            "./publish.sh",
+            "--deploy-secrets",
+            "PATH",
+            "--deploy-timeout",
+            "90s",
+        ])
+        .unwrap()
+        .deploy()
+        .unwrap()
+        .unwrap();
+        assert_eq!(deploy.command, "./publish.sh");
+        assert_eq!(deploy.secrets, [("PATH".to_owned(), path.clone())]);
+        assert_eq!(deploy.timeout, Duration::from_secs(90));
+        assert!(!format!("{deploy:?}").contains(&path));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The bundled projectEngine server: REST + WebSocket + workers.
 //!
 //! ```text
-//! cargo run --example server -- [OPTIONS] [all|web|worker|migrate|token --sub NAME [--ttl 24h] [--agent --kinds a,b]]
+//! cargo run --example server -- [OPTIONS] [all|web|worker|migrate|token --sub NAME [--ttl 24h] [--agent --kinds a,b [--owners x,y]]]
 //! ```
 //!
 //! Configuration comes from environment variables, each also an option, and an
@@ -66,6 +66,9 @@ pub enum Role {
         /// Comma-separated kinds the agent may serve
         #[arg(long, value_delimiter = ',', value_parser = subject, requires = "agent")]
         kinds: Vec<String>,
+        /// Comma-separated owners whose jobs the agent may claim (default: every owner's)
+        #[arg(long, value_delimiter = ',', value_parser = subject, requires = "agent")]
+        owners: Vec<String>,
     },
 }
 
@@ -216,6 +219,7 @@ mod tests {
                 ttl: Duration::from_secs(1800),
                 agent: false,
                 kinds: vec![],
+                owners: vec![],
             })
         );
         assert_eq!(
@@ -225,6 +229,7 @@ mod tests {
                 ttl: Duration::from_secs(24 * 3600),
                 agent: false,
                 kinds: vec![],
+                owners: vec![],
             })
         );
         assert_eq!(
@@ -234,8 +239,20 @@ mod tests {
                 ttl: Duration::from_secs(24 * 3600),
                 agent: true,
                 kinds: vec!["remote".into(), "build".into()],
+                owners: vec![],
             })
         );
+        assert_eq!(
+            role("token --sub desk --agent --kinds remote --owners alice,bob").unwrap(),
+            Some(Role::Token {
+                sub: "desk".into(),
+                ttl: Duration::from_secs(24 * 3600),
+                agent: true,
+                kinds: vec!["remote".into()],
+                owners: vec!["alice".into(), "bob".into()],
+            })
+        );
+        assert!(role("token --sub alice --owners alice").is_err());
         assert!(role("token --sub desk --agent").is_err());
         assert!(role("token --sub desk --kinds remote").is_err());
         assert!(role("token").is_err());

@@ -41,6 +41,7 @@ fn registry(config: &Config) -> Result<Registry, ConfigError> {
             builder.max_fix_rounds = config.llm_max_fix_rounds;
             builder.deploy_base_url = config.sites_url();
             builder.pipeline = config.pipeline();
+            builder.deploy = config.deploy()?;
             registry.register("app-builder", AppBuilder::new(llm, builder))
         }
         None => registry,
@@ -77,19 +78,34 @@ fn worker_config(config: &Config) -> WorkerConfig {
 }
 
 /// The agent protocol's settings: agent tokens verified like user tokens
-/// (with the `agent` role), attempt tokens signed with the JWT secret (a
-/// random one for this process without it), the worker's lease and heartbeat.
-fn agent_config(config: &Config, auth: &JwtAuth) -> Result<AgentConfig, ConfigError> {
-    let secret = match &config.jwt_secret {
-        Some(secret) => secret.clone(),
-        None => format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
+/// (with the `agent` role), attempt tokens signed with
+/// PROJECTENGINE_ATTEMPT_TOKEN_SECRET, else the JWT secret, else — for the
+/// `all` role only — a random one for this process; the worker's lease and
+/// heartbeat.
+///
+/// An attempt token is verified by whichever web process the agent's next
+/// call reaches, so every web process must sign with the same secret: a
+/// `web` process has none of its own to make up.
+fn agent_config(config: &Config, auth: &JwtAuth, role: &Role) -> Result<AgentConfig, ConfigError> {
+    let (var, secret) = match (&config.attempt_token_secret, &config.jwt_secret) {
+        (Some(secret), _) => ("PROJECTENGINE_ATTEMPT_TOKEN_SECRET", secret.clone()),
+        (None, Some(secret)) => ("PROJECTENGINE_JWT_SECRET", secret.clone()),
+        (None, None) if *role == Role::All => (
+            "PROJECTENGINE_ATTEMPT_TOKEN_SECRET",
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
         ),
+        (None, None) => {
+            return Err(ConfigError::new(
+                "PROJECTENGINE_ATTEMPT_TOKEN_SECRET",
+                "must be set for the `web` role (the same in every web process: each verifies the attempt tokens the others sign), or PROJECTENGINE_JWT_SECRET",
+            ))
+        }
     };
-    let tokens = AttemptTokens::hs256(secret)
-        .map_err(|e| ConfigError::new("PROJECTENGINE_JWT_SECRET", e.to_string()))?;
+    let tokens = AttemptTokens::hs256(secret).map_err(|e| ConfigError::new(var, e.to_string()))?;
     Ok(AgentConfig::new(auth.clone(), tokens).lease(config.lease, config.heartbeat))
 }
 
@@ -132,6 +148,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             ttl,
             agent,
             kinds,
+            owners,
         } => {
             if config.jwt_secret.is_none()
                 || config.jwt_public_key.is_some()
@@ -145,7 +162,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
             }
             let auth = config.jwt_auth()?;
             let token = match agent {
-                true => auth.mint_agent(&sub, &kinds, ttl)?,
+                true => auth.mint_agent_for(&sub, &kinds, &owners, ttl)?,
                 false => auth.mint(&sub, ttl)?,
             };
             println!("{token}");
@@ -166,6 +183,10 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let auth = config.jwt_auth()?;
     let web = matches!(role, Role::All | Role::Web);
     let work = matches!(role, Role::All | Role::Worker);
+    let agents = match web {
+        true => Some(agent_config(&config, &auth, &role)?),
+        false => None,
+    };
     let backends = Backends::connect(&config, work).await?;
     if role != Role::All && (backends.pg.is_none() || backends.redis_notifier.is_none()) {
         return Err(ConfigError::new(
@@ -233,9 +254,9 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         false => None,
     }
     .map(|d| tokio::spawn(d.run(stop.clone())));
-    let router = if web {
+    let router = if let Some(agents) = agents {
         greet(&config, &auth, addr, &durability);
-        projectengine_http::router_with_agents(state.clone(), agent_config(&config, &auth)?)
+        projectengine_http::router_with_agents(state.clone(), agents)
     } else {
         println!("worker health and metrics on http://{addr}/metrics");
         projectengine_http::instrument(projectengine_http::health_routes(state.clone()))

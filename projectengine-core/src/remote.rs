@@ -9,13 +9,23 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio::time::Instant;
 
 use crate::worker::{claim_delivery, Backoff};
 use crate::{
-    App, Claim, Engine, Error, EventData, Fence, Heartbeat, Job, JobError, JobEvent, JobStatus,
-    NewApp, Outcome, Result,
+    App, Claim, Engine, Error, EventData, Fence, Heartbeat, Job, JobError, JobEvent, JobQuery,
+    JobStatus, NewApp, Outcome, Owner, Result,
 };
+
+/// How often an agent limited to owners looks for their jobs while it
+/// waits (see [`Engine::claim_remote_for`]).
+pub const OWNED_CLAIM_POLL: Duration = Duration::from_millis(500);
+
+/// Queued jobs read per page, and pages per owner, when an agent limited to
+/// owners looks for their jobs.
+const OWNED_CLAIM_PAGE: usize = 200;
+const OWNED_CLAIM_PAGES: usize = 5;
 
 /// A running attempt as a remote agent names it: the fence and the job's kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +72,51 @@ impl Engine {
         lease: Duration,
         wait: Duration,
     ) -> Result<Option<Claim>> {
+        self.claim_remote_for(kinds, &[], worker_id, lease, wait)
+            .await
+    }
+
+    /// Like [`Engine::claim_remote`], limited to the jobs of `owners` (none:
+    /// every owner's).
+    ///
+    /// An agent limited to owners does not take queue entries, which other
+    /// agents of its kinds may be waiting for: it looks for its owners'
+    /// queued, due jobs of `kinds` in the store (highest priority, then
+    /// oldest first) and claims one with the store's conditional claim,
+    /// looking again every [`OWNED_CLAIM_POLL`] while it waits. The job's
+    /// queue entry is then found not claimable by whoever pops it, as for
+    /// any job claimed elsewhere.
+    pub async fn claim_remote_for(
+        &self,
+        kinds: &[String],
+        owners: &[Owner],
+        worker_id: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Claim>> {
+        let queues = self.remote_queues(kinds)?;
+        let deadline = Instant::now() + wait;
+        if !owners.is_empty() {
+            return self
+                .claim_owned(kinds, owners, worker_id, lease, deadline)
+                .await;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let popped = self.queue().pop_many(&queues, 1, left).await?;
+            for delivery in popped {
+                if let Some(claim) = claim_delivery(self, delivery, worker_id, lease).await {
+                    return Ok(Some(claim));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The queues of `kinds`, each a kind run by agents.
+    fn remote_queues(&self, kinds: &[String]) -> Result<Vec<String>> {
         if kinds.is_empty() {
             return Err(Error::invalid("kinds", "must name at least one kind"));
         }
@@ -80,18 +135,66 @@ impl Engine {
         }
         queues.sort();
         queues.dedup();
-        let deadline = Instant::now() + wait;
+        Ok(queues)
+    }
+
+    /// The claim of an agent limited to `owners` (see
+    /// [`Engine::claim_remote_for`]).
+    async fn claim_owned(
+        &self,
+        kinds: &[String],
+        owners: &[Owner],
+        worker_id: &str,
+        lease: Duration,
+        deadline: Instant,
+    ) -> Result<Option<Claim>> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let popped = self.queue().pop_many(&queues, 1, left).await?;
-            for delivery in popped {
-                if let Some(claim) = claim_delivery(self, delivery, worker_id, lease).await {
+            let now = Utc::now();
+            let mut due: Vec<Job> = Vec::new();
+            for owner in owners {
+                let mut cursor = None;
+                for _ in 0..OWNED_CLAIM_PAGES {
+                    let page = self
+                        .store()
+                        .list_jobs(
+                            owner,
+                            &JobQuery {
+                                status: Some(JobStatus::Queued),
+                                cursor,
+                                limit: OWNED_CLAIM_PAGE,
+                                newest_first: false,
+                            },
+                        )
+                        .await?;
+                    let full = page.len() == OWNED_CLAIM_PAGE;
+                    cursor = page.last().map(|j| j.id);
+                    due.extend(
+                        page.into_iter()
+                            .filter(|j| j.run_at <= now && kinds.contains(&j.kind)),
+                    );
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            due.sort_by(|a, b| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then(a.run_at.cmp(&b.run_at))
+                    .then(a.id.cmp(&b.id))
+            });
+            for job in due {
+                // Conditional: another agent or worker may have taken it.
+                if let Some(claim) = self.store().claim(job.id, worker_id, lease).await? {
+                    self.publish(&claim.job.kind, &claim.events).await;
                     return Ok(Some(claim));
                 }
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Ok(None);
             }
+            tokio::time::sleep(left.min(OWNED_CLAIM_POLL)).await;
         }
     }
 

@@ -50,6 +50,15 @@ struct Setup {
 /// An engine with the app builder on `fake`; `None` (SKIPPED) when the host
 /// cannot isolate and PROJECTENGINE_REQUIRE_SERVICES is unset.
 async fn setup(models: &[&str], edit: impl FnOnce(&mut ProviderProfile)) -> Option<Setup> {
+    setup_with(models, edit, |_| {}).await
+}
+
+/// Like [`setup`], with the builder's settings edited by `configure`.
+async fn setup_with(
+    models: &[&str],
+    edit: impl FnOnce(&mut ProviderProfile),
+    configure: impl FnOnce(&mut AppBuilderConfig),
+) -> Option<Setup> {
     let root = tempfile::tempdir().unwrap();
     let mut config = SandboxConfig::default();
     config.workdir_root = root.path().to_path_buf();
@@ -75,6 +84,7 @@ async fn setup(models: &[&str], edit: impl FnOnce(&mut ProviderProfile)) -> Opti
     let mut config = AppBuilderConfig::default();
     config.deploy_base_url = Some("http://sites.test:8081".into());
     config.log_interval = Duration::from_millis(100);
+    configure(&mut config);
     let builder = AppBuilder::with_sandbox(llm, config, sandbox);
     let engine = Engine::new(
         Arc::new(MemoryStore::new()),
@@ -529,4 +539,404 @@ async fn bad_params_fail_the_job_before_any_call() {
     assert_eq!(done.status, JobStatus::Failed);
     assert_eq!(done.error.unwrap().code, "invalid_params");
     assert!(s.fake.requests().is_empty());
+}
+
+/// A build that fails until `index.html` holds the word FIXED.
+fn fixable_build() -> Value {
+    json!({
+        "argv": ["sh", "-ec", "grep -q FIXED index.html || { echo 'index.html: the word FIXED is missing' >&2; exit 1; }; mkdir -p out; cp index.html out/"],
+        "output": "out"
+    })
+}
+
+/// Like [`site_responder`], with the fixer's answers taken from `fixer`
+/// in turn (the last one repeated).
+fn fixer_script(fixer: Vec<String>) -> impl Fn(&Recorded) -> Reply {
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let site = site_responder(bakery_plan(fixable_build()), "<h1>Bakery</h1>");
+    move |r| match agent_of(r) {
+        "fixer" => {
+            let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Reply::text(&fixer[n.min(fixer.len() - 1)], usage(300, 40))
+        }
+        _ => site(r),
+    }
+}
+
+fn fixer_requests(fake: &FakeProvider) -> Vec<Recorded> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| agent_of(r) == "fixer")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_patches_are_asked_again_once_and_the_good_answer_is_applied() {
+    let Some(s) = setup(&["m1"], |_| {}).await else {
+        return;
+    };
+    let good =
+        json!({"patches": [{"path": "index.html", "content": "<h1>Bakery</h1><p>FIXED</p>\n"}]});
+    s.fake.respond_with(fixer_script(vec![
+        "I added the word FIXED to index.html.".into(),
+        good.to_string(),
+    ]));
+    let worker = Worker::new(s.engine.clone(), fast_worker()).spawn();
+    let owner = Owner::new("alice");
+    let job = s
+        .engine
+        .submit(&owner, submit("bakery", json!({}), 1))
+        .await
+        .unwrap();
+    let events = watch_to_end(&s.engine, &owner, job.id, 0, WATCH).await;
+    worker.shutdown().await;
+    let done = s.engine.get(&owner, job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    let rounds: Vec<(&str, StepStatus)> = steps(&events)
+        .into_iter()
+        .filter(|s| s.0.contains("round"))
+        .collect();
+    assert_eq!(
+        rounds,
+        [
+            ("build round 1", StepStatus::Failed),
+            ("fix round 1", StepStatus::Failed),
+            ("fix round 1", StepStatus::Completed),
+            ("build round 2", StepStatus::Completed),
+        ]
+    );
+    // The second question carries the first answer and says what was wrong.
+    let asked = fixer_requests(&s.fake);
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[1]
+            .last_message()
+            .starts_with("Those patches are invalid: the answer is not valid JSON"),
+        "{}",
+        asked[1].last_message()
+    );
+    let history = asked[1].body["messages"].as_array().unwrap();
+    assert_eq!(
+        history[history.len() - 2]["content"],
+        "I added the word FIXED to index.html."
+    );
+    let app = s.engine.app_by_job(&owner, job.id).await.unwrap();
+    assert_eq!(app.payload["build"]["rounds"], 2);
+    // Both of the fixer's calls are counted.
+    let calls = app.payload["usage"]["calls"].as_array().unwrap();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c["purpose"] == "fix round 1")
+            .count(),
+        2
+    );
+    let page = s
+        .engine
+        .open_artifact(&owner, job.id, "source/index.html", None)
+        .await
+        .unwrap();
+    assert!(page.artifact.size > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_invalid_twice_fail_the_fixing_round_clearly() {
+    let Some(s) = setup(&["m1"], |_| {}).await else {
+        return;
+    };
+    let escaping = json!({"patches": [{"path": "../index.html", "content": "FIXED"}]});
+    s.fake
+        .respond_with(fixer_script(vec![escaping.to_string()]));
+    let worker = Worker::new(s.engine.clone(), fast_worker()).spawn();
+    let owner = Owner::new("alice");
+    let job = s
+        .engine
+        .submit(&owner, submit("bakery", json!({"max_fix_rounds": 2}), 3))
+        .await
+        .unwrap();
+    let events = watch_to_end(&s.engine, &owner, job.id, 0, WATCH).await;
+    worker.shutdown().await;
+    let done = s.engine.get(&owner, job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Failed);
+    // Fatal: one attempt, no second build, the fixer asked twice.
+    assert_eq!(done.attempts_used, 1);
+    let error = done.error.unwrap();
+    assert_eq!(error.code, "invalid_patch");
+    assert!(
+        error.message.starts_with(
+            "fix round 1: the fixer's answer is not valid patches, twice: patches[0].path"
+        ),
+        "{}",
+        error.message
+    );
+    assert_eq!(fixer_requests(&s.fake).len(), 2);
+    let rounds: Vec<(&str, StepStatus)> = steps(&events)
+        .into_iter()
+        .filter(|s| s.0.contains("round"))
+        .collect();
+    assert_eq!(
+        rounds,
+        [
+            ("build round 1", StepStatus::Failed),
+            ("fix round 1", StepStatus::Failed),
+            ("fix round 1", StepStatus::Failed),
+        ]
+    );
+    // Each failed try says why.
+    let reasons: Vec<Value> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::Step(s) if s.name == "fix round 1" => s.detail.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2);
+    assert_eq!(reasons[1]["try"], 2);
+    assert!(reasons[1]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("patches[0].path"));
+    // Nothing of the bad patch was kept.
+    let names: Vec<String> = s
+        .engine
+        .artifacts(&owner, job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("..")), "{names:?}");
+    assert_eq!(stages(&events).last(), Some(&"FIXING"));
+}
+
+/// A real host for deploy commands, on a local port: `PUT /upload/PATH`
+/// with the right bearer token stores a file, `GET /sites/PATH` serves it,
+/// `GET /ping` answers (to tell whether a command had the network).
+struct Host {
+    url: String,
+    files: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Host {
+    async fn start(token: &str) -> Self {
+        use axum::extract::{Path, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::{get, put};
+        type Files = Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>;
+        let files: Files = Arc::default();
+        let expected = format!("Bearer {token}");
+        let upload = move |State(files): State<Files>,
+                           Path(path): Path<String>,
+                           headers: HeaderMap,
+                           body: axum::body::Bytes| {
+            let expected = expected.clone();
+            async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&expected) {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                files.lock().unwrap().insert(path, body.to_vec());
+                StatusCode::CREATED
+            }
+        };
+        let serve = |State(files): State<Files>, Path(path): Path<String>| async move {
+            match files.lock().unwrap().get(&path) {
+                Some(body) => (StatusCode::OK, body.clone()),
+                None => (StatusCode::NOT_FOUND, Vec::new()),
+            }
+        };
+        let app = axum::Router::new()
+            .route("/ping", get(|| async { "pong" }))
+            .route("/upload/{*path}", put(upload))
+            .route("/sites/{*path}", get(serve))
+            .with_state(files.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, files, task }
+    }
+}
+
+/// A build that says whether it could reach `host`, then copies the site
+/// into `site/`.
+fn offline_build(host: &str) -> Value {
+    json!({
+        "argv": ["sh", "-ec", format!(
+            "if curl -s --max-time 3 {host}/ping >/dev/null 2>&1; then echo ONLINE; else echo OFFLINE; fi; mkdir -p site/css; cp index.html site/; cp css/style.css site/css/"
+        )],
+        "output": "site"
+    })
+}
+
+fn all_text(events: &[JobEvent]) -> String {
+    serde_json::to_string(events).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_command_publishes_the_site_to_a_real_host_and_its_url_is_the_apps() {
+    let secret = format!("tok-{}", fastrand::u64(..));
+    let host = Host::start(&secret).await;
+    let command = format!(
+        r#"cd "$DEPLOY_DIR" && for f in $(find . -type f | sed 's|^\./||'); do curl -sf -T "$f" -H "Authorization: Bearer $HOST_TOKEN" "{url}/upload/$DEPLOY_JOB_ID/$f"; echo "uploaded $f"; done; echo "token used: $HOST_TOKEN"; echo "deployed $DEPLOY_NAME to {url}/sites/$DEPLOY_JOB_ID/index.html""#,
+        url = host.url
+    );
+    let deploy = projectengine_orchestrators::app_builder::DeployCommand::new(command)
+        .secret("HOST_TOKEN", secret.clone());
+    let Some(s) = setup_with(&["m1"], |_| {}, |c| c.deploy = Some(deploy)).await else {
+        return;
+    };
+    s.fake.respond_with(site_responder(
+        bakery_plan(Value::Null),
+        "<!doctype html><h1>Bakery</h1><p>Fresh bread</p>",
+    ));
+    let worker = Worker::new(s.engine.clone(), fast_worker()).spawn();
+    let owner = Owner::new("alice");
+    let job = s
+        .engine
+        .submit(
+            &owner,
+            submit("bakery", json!({"build": offline_build(&host.url)}), 1),
+        )
+        .await
+        .unwrap();
+    let events = watch_to_end(&s.engine, &owner, job.id, 0, WATCH).await;
+    worker.shutdown().await;
+    let done = s.engine.get(&owner, job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    let logs = logs(&events);
+    // The network is the deploy's only: the build could not reach the host.
+    assert!(logs.contains(&"[build] OFFLINE"), "{logs:?}");
+    assert!(logs.contains(&"[deploy] uploaded index.html"), "{logs:?}");
+    assert!(
+        logs.contains(&"[deploy] token used: [redacted]"),
+        "{logs:?}"
+    );
+    assert!(
+        !all_text(&events).contains(&secret),
+        "the secret reached the log"
+    );
+    let app = s.engine.app_by_job(&owner, job.id).await.unwrap();
+    let url = format!("{}/sites/{}/index.html", host.url, job.id);
+    assert_eq!(app.payload["deploy_url"], url);
+    assert_eq!(app.payload["deploy"]["command_url"], url);
+    assert_eq!(
+        app.payload["deploy"]["site_url"],
+        format!("http://sites.test:8081/sites/{}/", job.id)
+    );
+    assert!(!app.payload.to_string().contains(&secret));
+    // The page is on the host, as built.
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.text().await.unwrap(),
+        "<!doctype html><h1>Bakery</h1><p>Fresh bread</p>\n"
+    );
+    assert!(host
+        .files
+        .lock()
+        .unwrap()
+        .contains_key(&format!("{}/css/style.css", job.id)));
+    let deploy_step = events
+        .iter()
+        .find_map(|e| match &e.data {
+            EventData::Step(s) if s.name == "deploy" => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(deploy_step.status, StepStatus::Completed);
+    assert_eq!(deploy_step.detail.unwrap()["command"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_url_written_to_the_url_file_wins_over_stdout() {
+    let command = r#"echo "see http://wrong.example/"; echo "file:///srv/sites/$DEPLOY_JOB_ID/" > "$DEPLOY_URL_FILE""#;
+    let deploy = projectengine_orchestrators::app_builder::DeployCommand::new(command);
+    let Some(s) = setup_with(&["m1"], |_| {}, |c| c.deploy = Some(deploy)).await else {
+        return;
+    };
+    s.fake
+        .respond_with(site_responder(bakery_plan(Value::Null), "<h1>Bakery</h1>"));
+    let worker = Worker::new(s.engine.clone(), fast_worker()).spawn();
+    let owner = Owner::new("alice");
+    let job = s
+        .engine
+        .submit(&owner, submit("bakery", json!({}), 1))
+        .await
+        .unwrap();
+    watch_to_end(&s.engine, &owner, job.id, 0, WATCH).await;
+    worker.shutdown().await;
+    let done = s.engine.get(&owner, job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+    let app = s.engine.app_by_job(&owner, job.id).await.unwrap();
+    assert_eq!(
+        app.payload["deploy_url"],
+        format!("file:///srv/sites/{}/", job.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_silent_or_slow_deploy_fails_the_job_in_deploying() {
+    let secret = format!("tok-{}", fastrand::u64(..));
+    let cases = [
+        (
+            "echo \"cannot log in with $HOST_TOKEN\" >&2; exit 3",
+            Duration::from_secs(60),
+            "deploy_failed",
+            "exit code 3",
+        ),
+        (
+            "echo uploaded",
+            Duration::from_secs(60),
+            "deploy_no_url",
+            "reported no URL",
+        ),
+        (
+            "echo started; sleep 30; echo http://late.example/",
+            Duration::from_secs(1),
+            "deploy_failed",
+            "timeout",
+        ),
+    ];
+    for (command, timeout, code, says) in cases {
+        let deploy = projectengine_orchestrators::app_builder::DeployCommand::new(command)
+            .secret("HOST_TOKEN", secret.clone())
+            .timeout(timeout);
+        let Some(s) = setup_with(&["m1"], |_| {}, |c| c.deploy = Some(deploy)).await else {
+            return;
+        };
+        s.fake
+            .respond_with(site_responder(bakery_plan(Value::Null), "<h1>Bakery</h1>"));
+        let worker = Worker::new(s.engine.clone(), fast_worker()).spawn();
+        let owner = Owner::new("alice");
+        let job = s
+            .engine
+            .submit(&owner, submit("bakery", json!({}), 3))
+            .await
+            .unwrap();
+        let events = watch_to_end(&s.engine, &owner, job.id, 0, WATCH).await;
+        worker.shutdown().await;
+        let done = s.engine.get(&owner, job.id).await.unwrap();
+        assert_eq!(done.status, JobStatus::Failed, "{command}");
+        assert_eq!(done.attempts_used, 1, "{command}");
+        let error = done.error.unwrap();
+        assert_eq!(error.code, code, "{command}: {}", error.message);
+        assert!(error.message.contains(says), "{command}: {}", error.message);
+        assert!(!error.message.contains(&secret), "{}", error.message);
+        assert_eq!(stages(&events).last(), Some(&"DEPLOYING"), "{command}");
+        assert_eq!(
+            steps(&events).last(),
+            Some(&("deploy", StepStatus::Failed)),
+            "{command}"
+        );
+        assert!(!all_text(&events).contains(&secret), "{command}");
+        assert!(s.engine.app_by_job(&owner, job.id).await.is_err());
+    }
 }

@@ -1,9 +1,16 @@
 //! Engine and worker scenarios on any (Store, Queue, Notifier).
+//!
+//! The scenarios whose jobs run take an `impl Into<`[`Setup`]`>`: the
+//! backends alone (their jobs then run on in-process workers), or the
+//! backends and a [`Runner`] that runs them elsewhere — the remote-agent
+//! tests of `projectengine-agent` pass one that runs the same orchestrator
+//! through the agent protocol against a real server.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -12,11 +19,114 @@ use super::{assert, unique};
 use crate::worker::Backoff;
 use crate::{
     AttemptStatus, Engine, Error, EventData, Job, JobEvent, JobId, JobQuery, JobStatus, Notifier,
-    Owner, Queue, Registry, Store, StubOrchestrator, Submit, Worker, WorkerConfig, WorkerHandle,
+    Orchestrator, Owner, Queue, Registry, Store, StubOrchestrator, Submit, Worker, WorkerConfig,
+    WorkerHandle,
 };
 
 /// The backends a scenario runs on.
 pub type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Arc<dyn Notifier>);
+
+/// Where a scenario's jobs run: [`InProcess`] workers, or anything else
+/// that runs an [`Orchestrator`] for an [`Engine`] (a remote agent).
+pub trait Runner: Send + Sync + 'static {
+    /// Registers the scenario's `orchestrator` as `kind`, on `queue` if the
+    /// runner uses one of its choosing.
+    fn register(
+        &self,
+        registry: Registry,
+        kind: String,
+        queue: String,
+        orchestrator: Arc<dyn Orchestrator>,
+    ) -> Registry;
+
+    /// Starts running `engine`'s jobs of the registered kind with
+    /// `orchestrator`, with the settings of `config` (concurrency, lease,
+    /// heartbeat, cancel grace, recovery), until the answer is shut down.
+    fn start(
+        &self,
+        engine: &Engine,
+        orchestrator: Arc<dyn Orchestrator>,
+        config: WorkerConfig,
+    ) -> Box<dyn RunningWorker>;
+}
+
+/// What a [`Runner`] started.
+#[async_trait]
+pub trait RunningWorker: Send {
+    /// Stops taking jobs, lets the running ones end, and stops.
+    async fn shutdown(self: Box<Self>);
+}
+
+#[async_trait]
+impl RunningWorker for WorkerHandle {
+    async fn shutdown(self: Box<Self>) {
+        WorkerHandle::shutdown(*self).await;
+    }
+}
+
+/// The in-process [`Worker`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InProcess;
+
+/// An `Arc<dyn Orchestrator>` as an orchestrator.
+struct Shared(Arc<dyn Orchestrator>);
+
+#[async_trait]
+impl Orchestrator for Shared {
+    async fn run(
+        &self,
+        job: &Job,
+        cb: &dyn crate::JobCallbacks,
+    ) -> Result<(), crate::OrchestratorError> {
+        self.0.run(job, cb).await
+    }
+}
+
+impl Runner for InProcess {
+    fn register(
+        &self,
+        registry: Registry,
+        kind: String,
+        queue: String,
+        orchestrator: Arc<dyn Orchestrator>,
+    ) -> Registry {
+        registry.register_in(kind, queue, Shared(orchestrator))
+    }
+
+    fn start(
+        &self,
+        engine: &Engine,
+        _orchestrator: Arc<dyn Orchestrator>,
+        config: WorkerConfig,
+    ) -> Box<dyn RunningWorker> {
+        Box::new(Worker::new(engine.clone(), config).spawn())
+    }
+}
+
+/// The backends of a scenario and where its jobs run.
+#[derive(Clone)]
+pub struct Setup {
+    /// The backends.
+    pub backends: Backends,
+    /// Where jobs run.
+    pub runner: Arc<dyn Runner>,
+}
+
+impl Setup {
+    /// Jobs on `backends` run by `runner`.
+    pub fn new(backends: Backends, runner: impl Runner) -> Self {
+        Self {
+            backends,
+            runner: Arc::new(runner),
+        }
+    }
+}
+
+impl From<Backends> for Setup {
+    fn from(backends: Backends) -> Self {
+        Self::new(backends, InProcess)
+    }
+}
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -28,28 +138,38 @@ pub struct Harness {
     pub kind: String,
     /// A fresh owner.
     pub owner: Owner,
+    runner: Arc<dyn Runner>,
+    orchestrator: Arc<dyn Orchestrator>,
 }
 
 impl Harness {
-    /// An engine over `backends` with a stub of `steps` steps `delay` apart.
-    pub fn new(backends: Backends, steps: u32, delay: Duration) -> Self {
+    /// An engine over the setup's backends with a stub of `steps` steps
+    /// `delay` apart, run by the setup's runner.
+    pub fn new(setup: impl Into<Setup>, steps: u32, delay: Duration) -> Self {
+        let Setup { backends, runner } = setup.into();
         let (store, queue, notifier) = backends;
         let kind = unique("stub");
-        let registry = Registry::new().register_in(
+        let orchestrator: Arc<dyn Orchestrator> = Arc::new(StubOrchestrator::new(steps, delay));
+        let registry = runner.register(
+            Registry::new(),
             kind.clone(),
             unique("queue"),
-            StubOrchestrator::new(steps, delay),
+            orchestrator.clone(),
         );
         Self {
             engine: Engine::new(store, queue, notifier, registry),
             kind,
             owner: Owner::new(unique("owner")),
+            runner,
+            orchestrator,
         }
     }
 
-    /// Starts a worker with the fast settings of [`fast_worker`].
-    pub fn worker(&self) -> WorkerHandle {
-        Worker::new(self.engine.clone(), fast_worker()).spawn()
+    /// Starts a worker (of the setup's runner) with the fast settings of
+    /// [`fast_worker`].
+    pub fn worker(&self) -> Box<dyn RunningWorker> {
+        self.runner
+            .start(&self.engine, self.orchestrator.clone(), fast_worker())
     }
 
     /// Submits a job with these params.
@@ -102,8 +222,8 @@ fn statuses(events: &[JobEvent]) -> Vec<JobStatus> {
 
 /// A job runs through a worker to `succeeded` and its App; a watcher sees every
 /// event once, in order, ending with the terminal one.
-pub async fn check_job_runs_to_its_app(backends: Backends) {
-    let h = Harness::new(backends, 3, Duration::from_millis(10));
+pub async fn check_job_runs_to_its_app(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 3, Duration::from_millis(10));
     let worker = h.worker();
     let job = h.submit(json!({})).await;
     assert_eq!(job.status, JobStatus::Queued);
@@ -142,8 +262,8 @@ pub async fn check_job_runs_to_its_app(backends: Backends) {
 }
 
 /// A watcher that reconnects with `after` sees each seq exactly once in all.
-pub async fn check_watch_across_reconnects(backends: Backends) {
-    let h = Harness::new(backends, 12, Duration::from_millis(25));
+pub async fn check_watch_across_reconnects(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 12, Duration::from_millis(25));
     let worker = h.worker();
     let job = h.submit(json!({})).await;
     let mut seen: Vec<JobEvent> = Vec::new();
@@ -174,8 +294,8 @@ pub async fn check_watch_across_reconnects(backends: Backends) {
 }
 
 /// Watching a finished job replays its log and ends; from its last seq, at once.
-pub async fn check_watch_of_a_finished_job(backends: Backends) {
-    let h = Harness::new(backends, 2, Duration::ZERO);
+pub async fn check_watch_of_a_finished_job(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 2, Duration::ZERO);
     let worker = h.worker();
     let job = h.submit(json!({})).await;
     let first = h.watch_all(job.id, 0).await;
@@ -225,8 +345,8 @@ pub async fn check_submit_validation(backends: Backends) {
 }
 
 /// Another owner's jobs and apps are not found, through every call.
-pub async fn check_owner_scoping(backends: Backends) {
-    let h = Harness::new(backends, 1, Duration::ZERO);
+pub async fn check_owner_scoping(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 1, Duration::ZERO);
     let worker = h.worker();
     let job = h.submit(json!({})).await;
     h.watch_all(job.id, 0).await;
@@ -265,8 +385,8 @@ pub async fn check_owner_scoping(backends: Backends) {
 }
 
 /// A queued job is cancelled at once and never runs.
-pub async fn check_cancel_queued_job(backends: Backends) {
-    let h = Harness::new(backends, 1, Duration::ZERO);
+pub async fn check_cancel_queued_job(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 1, Duration::ZERO);
     let job = h
         .engine
         .submit(
@@ -296,8 +416,8 @@ pub async fn check_cancel_queued_job(backends: Backends) {
 
 /// A running job's cancel reaches its orchestrator within a heartbeat; the
 /// attempt and the job end `cancelled`.
-pub async fn check_cancel_running_job(backends: Backends) {
-    let h = Harness::new(backends, 200, Duration::from_millis(50));
+pub async fn check_cancel_running_job(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 200, Duration::from_millis(50));
     let worker = h.worker();
     let job = h.submit(json!({})).await;
     h.wait_for(job.id, JobStatus::Running).await;
@@ -317,8 +437,8 @@ pub async fn check_cancel_running_job(backends: Backends) {
 
 /// A retryable failure is retried with growing delays until `max_attempts`, then
 /// the job fails.
-pub async fn check_retries_with_backoff_then_failed(backends: Backends) {
-    let h = Harness::new(backends, 1, Duration::ZERO);
+pub async fn check_retries_with_backoff_then_failed(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 1, Duration::ZERO);
     let worker = h.worker();
     let job = h
         .engine
@@ -355,8 +475,8 @@ pub async fn check_retries_with_backoff_then_failed(backends: Backends) {
 }
 
 /// A fatal error fails the job without another attempt.
-pub async fn check_fatal_error_fails_at_once(backends: Backends) {
-    let h = Harness::new(backends, 1, Duration::ZERO);
+pub async fn check_fatal_error_fails_at_once(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 1, Duration::ZERO);
     let worker = h.worker();
     let job = h
         .engine
@@ -386,8 +506,8 @@ pub async fn check_fatal_error_fails_at_once(backends: Backends) {
 
 /// A panicking orchestrator fails its attempt; the worker goes on and the retry
 /// succeeds.
-pub async fn check_panic_fails_the_attempt_not_the_worker(backends: Backends) {
-    let h = Harness::new(backends, 1, Duration::ZERO);
+pub async fn check_panic_fails_the_attempt_not_the_worker(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 1, Duration::ZERO);
     let worker = h.worker();
     let job = h.submit(json!({"panic": true, "fail_attempts": 1})).await;
     let events = h.watch_all(job.id, 0).await;
@@ -432,8 +552,8 @@ pub async fn check_timeout(backends: Backends) {
 }
 
 /// The owner's retry runs a failed job again, to success.
-pub async fn check_owner_retry_runs_again(backends: Backends) {
-    let h = Harness::new(backends, 1, Duration::ZERO);
+pub async fn check_owner_retry_runs_again(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 1, Duration::ZERO);
     let worker = h.worker();
     let job = h
         .engine
@@ -458,8 +578,8 @@ pub async fn check_owner_retry_runs_again(backends: Backends) {
 
 /// A worker that dies mid-attempt (its lease is never renewed) loses the job to
 /// recovery, and another worker finishes it; the log stays gap-free.
-pub async fn check_lost_worker_is_recovered(backends: Backends) {
-    let h = Harness::new(backends, 2, Duration::from_millis(10));
+pub async fn check_lost_worker_is_recovered(setup: impl Into<Setup>) {
+    let h = Harness::new(setup, 2, Duration::from_millis(10));
     let job = h.submit(json!({})).await;
     // The dead worker: pops and claims with a short lease, then is never heard of.
     let queues = h.engine.registry().queues();

@@ -23,7 +23,7 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use projectengine_core::remote::{RemoteAttempt, RemoteOutcome};
-use projectengine_core::{ArtifactBody, Error, EventData, JobError, NewApp};
+use projectengine_core::{ArtifactBody, Error, EventData, JobError, NewApp, Owner};
 
 pub use token::AttemptTokens;
 
@@ -164,7 +164,8 @@ impl FromRequestParts<AgentState> for AttemptOf {
     }
 }
 
-/// Claims a job of the agent's kinds, waiting up to `wait_s` for one.
+/// Claims a job of the agent's kinds (and, when its token names owners, of
+/// those owners), waiting up to `wait_s` for one.
 #[utoipa::path(
     post, path = "/api/agent/v1/claim", tag = "agents",
     request_body = ClaimRequest,
@@ -195,11 +196,12 @@ async fn claim(
         }
         None => agent.kinds.clone(),
     };
+    let owners: Vec<Owner> = agent.owners.iter().map(Owner::new).collect();
     let cfg = &state.agents;
     let wait = Duration::from_secs(req.wait_s.unwrap_or(0)).min(cfg.max_wait);
     let shutdown = state.api.shutdown_token();
     let claimed = tokio::select! {
-        r = state.api.engine().claim_remote(&kinds, &agent.name, cfg.lease, wait) => r.map_err(agent_error)?,
+        r = state.api.engine().claim_remote_for(&kinds, &owners, &agent.name, cfg.lease, wait) => r.map_err(agent_error)?,
         // A server going away answers at once; the agent asks another.
         _ = shutdown.cancelled() => None,
     };

@@ -290,9 +290,40 @@ impl JwtAuth {
         kinds: &[String],
         ttl: Duration,
     ) -> Result<String, JwtConfigError> {
+        self.mint_agent_for(name, kinds, &[], ttl)
+    }
+
+    /// Like [`JwtAuth::mint_agent`], for an agent that may claim only the
+    /// jobs of `owners` (none: every owner's), named in its `owners` claim.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use projectengine_http::{AgentAuthenticator, JwtAuth};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let auth = JwtAuth::hs256("a development secret of 32 bytes or more").unwrap();
+    /// let kinds = ["remote".to_owned()];
+    /// let owners = ["alice".to_owned()];
+    /// let token = auth
+    ///     .mint_agent_for("desk", &kinds, &owners, Duration::from_secs(60))
+    ///     .unwrap();
+    /// let agent = auth.authenticate_agent(&token).await.unwrap();
+    /// assert_eq!(agent.owners, ["alice"]);
+    /// # }
+    /// ```
+    pub fn mint_agent_for(
+        &self,
+        name: &str,
+        kinds: &[String],
+        owners: &[String],
+        ttl: Duration,
+    ) -> Result<String, JwtConfigError> {
         let mut extra = Map::new();
         extra.insert("role".into(), AGENT_ROLE.into());
         extra.insert("kinds".into(), kinds.to_vec().into());
+        if !owners.is_empty() {
+            extra.insert("owners".into(), owners.to_vec().into());
+        }
         self.sign(name, ttl, extra)
     }
 
@@ -365,20 +396,18 @@ impl AgentAuthenticator for JwtAuth {
         if claims.get("role").and_then(Value::as_str) != Some(AGENT_ROLE) {
             return Err(AuthError::invalid("not an agent token"));
         }
-        let kinds: Vec<String> = match claims.get("kinds") {
-            Some(Value::Array(kinds)) => kinds
-                .iter()
-                .map(|k| k.as_str().map(str::to_owned))
-                .collect::<Option<_>>()
-                .ok_or_else(|| AuthError::invalid("malformed claim `kinds`"))?,
-            _ => Vec::new(),
-        };
+        let kinds = strings(&claims, "kinds")?;
         if kinds.is_empty() {
             return Err(AuthError::invalid("an agent token must name its kinds"));
+        }
+        let owners = strings(&claims, "owners")?;
+        if owners.iter().any(|o| o.trim().is_empty()) {
+            return Err(AuthError::invalid("malformed claim `owners`"));
         }
         Ok(Agent {
             name: self.subject(&claims)?,
             kinds,
+            owners,
         })
     }
 }
@@ -396,6 +425,20 @@ impl Authenticator for JwtAuth {
             return Err(AuthError::invalid("not a user token"));
         }
         Ok(Owner::new(self.subject(&claims)?))
+    }
+}
+
+/// The claim `name` as a list of strings: empty when absent, an error when
+/// it is something else.
+fn strings(claims: &Map<String, Value>, name: &'static str) -> Result<Vec<String>, AuthError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|k| k.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| AuthError::invalid(format!("malformed claim `{name}`"))),
+        Some(_) => Err(AuthError::invalid(format!("malformed claim `{name}`"))),
     }
 }
 

@@ -96,13 +96,16 @@ impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
     }
 }
 
-/// A remote agent, as its token names it: a name and the kinds it serves.
+/// A remote agent, as its token names it: a name, the kinds it serves and
+/// the owners whose jobs it may take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Agent {
     /// The agent's name (the token's subject); attempts record it as their worker.
     pub name: String,
     /// The kinds whose jobs it may claim.
     pub kinds: Vec<String>,
+    /// The owners whose jobs it may claim; empty: every owner's.
+    pub owners: Vec<String>,
 }
 
 /// Turns an agent token into the [`Agent`] it names.

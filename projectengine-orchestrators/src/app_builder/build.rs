@@ -8,9 +8,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use projectengine_core::{
-    App, AppId, Artifact, ArtifactBody, Job, JobCallbacks, LogLevel, NewApp, Orchestrator,
-    OrchestratorError, Result, Step,
+    App, AppId, Artifact, ArtifactBody, Job, JobCallbacks, LogLevel, NewApp, OrchestratorError,
+    Result, Step,
 };
+use projectengine_sandbox::Workdir;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -19,8 +20,10 @@ use crate::PipelineOrchestrator;
 
 /// What a build round ended with.
 pub(crate) enum Round {
-    /// Built: the pipeline's App payload (phases, collected artifacts).
-    Built(Value),
+    /// Built: the pipeline's App payload (phases, collected artifacts), and
+    /// the working directory with the sources and the output (removed when
+    /// dropped).
+    Built(Value, Workdir),
     /// The build command failed: the pipeline's message (with the last
     /// output lines).
     Failed(String),
@@ -47,15 +50,15 @@ pub(crate) async fn run(
         round,
         app: Mutex::new(None),
     };
-    match pipeline.run(&build_job, &inner).await {
-        Ok(()) => {
+    match pipeline.run_kept(&build_job, &inner).await {
+        Ok(workdir) => {
             let app = inner
                 .app
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
                 .unwrap_or(Value::Null);
-            Ok(Round::Built(app))
+            Ok(Round::Built(app, workdir))
         }
         Err(e) if e.code == "phase_failed" => Ok(Round::Failed(e.message)),
         Err(e) => Err(e),

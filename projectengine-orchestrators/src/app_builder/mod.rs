@@ -13,15 +13,24 @@
 //!   of the plan, else a static copy into `site/`. A step `build round N`
 //!   per round; the output directory's files become artifacts.
 //! - `FIXING`: after a failed build, the `fixer` agent gets the errors and
-//!   the files and answers whole-file patches (a step `fix round N`); then
-//!   the build runs again, up to `max_fix_rounds` fixes.
+//!   the files and answers whole-file patches (a step `fix round N`); an
+//!   answer that is not valid patches is sent back once with the reason (a
+//!   failed step `fix round N`), and a second bad answer fails the job
+//!   (`invalid_patch`); then the build runs again, up to `max_fix_rounds`
+//!   fixes.
 //! - `DEPLOYING`: the built site is served from its artifacts at
 //!   `{deploy_base_url}/sites/{job_id}/` (see `projectengine-http`'s sites
-//!   router), a step `deploy`.
+//!   router); with a [`DeployCommand`], that command also runs in the
+//!   build's working directory, in the sandbox, with the network for this
+//!   step only, and the URL it reports is the deploy URL (a failure fails
+//!   the job: `deploy_failed`, `deploy_no_url`, `deploy_bad_url`). A step
+//!   `deploy`.
 //!
 //! Then the App: `plan`, `files` (path, bytes), `build` (command, output,
 //! rounds, artifacts), `usage` (tokens in and out, cost, every call with its
-//! agent and model), `deploy` (`url`, `prefix`) and `deploy_url`.
+//! agent and model), `deploy` (`url`, `prefix`, `site_url` — the built-in
+//! host's — and `command_url` — the deploy command's) and `deploy_url` (the
+//! deploy command's URL, else the built-in host's).
 //!
 //! The model's text is logged as it streams (`[agent] text`, one line per
 //! `log_interval`). When every model of an agent stays rate-limited or
@@ -36,6 +45,8 @@
 
 mod agents;
 mod build;
+mod deploy;
+mod patch;
 mod plan;
 
 use std::collections::BTreeMap;
@@ -43,7 +54,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use projectengine_core::{
-    ArtifactBody, Job, JobCallbacks, NewApp, Orchestrator, OrchestratorError, Step,
+    ArtifactBody, ErrorKind, Job, JobCallbacks, NewApp, Orchestrator, OrchestratorError, Step,
 };
 use projectengine_llm::{Llm, Message};
 use projectengine_sandbox::Sandbox;
@@ -53,6 +64,7 @@ use serde_json::{json, Value};
 use agents::{call, Ledger};
 pub use agents::{default_agents, FIXER_PROMPT, GENERATOR_PROMPT, PLANNER_PROMPT};
 use build::Round;
+pub use deploy::{DeployCommand, DEPLOY_URL_FILE};
 use plan::SOURCE_PREFIX;
 pub use plan::{BuildSpec, Plan, PlannedFile};
 
@@ -81,6 +93,9 @@ pub struct AppBuilderConfig {
     pub log_interval: Duration,
     /// The sandbox of the builds.
     pub pipeline: PipelineConfig,
+    /// A command that deploys the built site to a real host (none: the
+    /// site is only served from its artifacts).
+    pub deploy: Option<DeployCommand>,
 }
 
 impl Default for AppBuilderConfig {
@@ -95,6 +110,7 @@ impl Default for AppBuilderConfig {
             deploy_base_url: None,
             log_interval: Duration::from_millis(250),
             pipeline: PipelineConfig::default(),
+            deploy: None,
         }
     }
 }
@@ -159,17 +175,6 @@ fn strip_fence(reply: &str) -> String {
         s.push('\n');
     }
     s
-}
-
-#[derive(Deserialize)]
-struct Patches {
-    patches: Vec<Patch>,
-}
-
-#[derive(Deserialize)]
-struct Patch {
-    path: String,
-    content: String,
 }
 
 #[async_trait]
@@ -301,10 +306,10 @@ impl Orchestrator for AppBuilder {
             .or_else(|| plan.build.clone())
             .unwrap_or_else(BuildSpec::static_copy);
         let mut round = 1;
-        let built = loop {
+        let (built, workdir) = loop {
             cb.stage("BUILDING").await?;
             match build::run(&self.pipeline, job, cb, &files, &spec, round).await? {
-                Round::Built(app) => break app,
+                Round::Built(app, workdir) => break (app, workdir),
                 Round::Failed(message) if round <= max_fix_rounds => {
                     cb.stage("FIXING").await?;
                     let patched = self
@@ -346,13 +351,49 @@ impl Orchestrator for AppBuilder {
             .with_code("empty_output"));
         }
         let prefix = format!("{}/", spec.output);
-        let deploy_url = self
+        let site_url = self
             .config
             .deploy_base_url
             .as_ref()
             .map(|base| format!("{}/sites/{}/", base.trim_end_matches('/'), job.id));
+        let deployed = match &self.config.deploy {
+            Some(command) => {
+                let sandbox = self.pipeline.sandbox().await?;
+                let result = deploy::run(
+                    sandbox,
+                    &workdir,
+                    command,
+                    job,
+                    cb,
+                    &spec.output,
+                    &plan.name,
+                )
+                .await;
+                match result {
+                    Ok(url) => Some(url),
+                    Err(e) => {
+                        if e.kind != ErrorKind::Cancelled {
+                            cb.step(Step {
+                                detail: Some(json!({"code": e.code, "site_url": site_url})),
+                                ..Step::failed("deploy")
+                            })
+                            .await?;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        drop(workdir);
+        let deploy_url = deployed.clone().or_else(|| site_url.clone());
         cb.step(Step {
-            detail: Some(json!({"url": deploy_url, "files": artifacts.len()})),
+            detail: Some(json!({
+                "url": deploy_url,
+                "site_url": site_url,
+                "command": self.config.deploy.is_some(),
+                "files": artifacts.len(),
+            })),
             ..Step::completed("deploy")
         })
         .await?;
@@ -373,7 +414,7 @@ impl Orchestrator for AppBuilder {
                 },
                 "usage": usage,
                 "cost_usd": cost,
-                "deploy": {"url": deploy_url, "prefix": prefix},
+                "deploy": {"url": deploy_url, "prefix": prefix, "site_url": site_url, "command_url": deployed},
                 "deploy_url": deploy_url,
             }),
         })
@@ -425,36 +466,58 @@ impl AppBuilder {
             listing.push_str(&format!("=== {path} ===\n{content}\n"));
         }
         let ask = format!(
-            "The site plan:\n{plan_json}\n\nThe build command {:?} failed:\n{failure}\n\nThe files:\n{listing}\nAnswer with one JSON object {{\"patches\": [{{\"path\": \"...\", \"content\": \"the whole new content\"}}]}} that makes the build pass.",
-            spec.argv
+            "The site plan:\n{plan_json}\n\nThe build command {:?} failed:\n{failure}\n\nThe files:\n{listing}\nAnswer with one JSON object {} that makes the build pass.",
+            spec.argv,
+            patch::FORM
         );
-        let reply = call(
-            &self.llm,
-            cb,
-            ledger,
-            self.config.log_interval,
-            &self.config.fixer,
-            &format!("fix round {round}"),
-            &[Message::user(ask)],
-        )
-        .await?;
-        let patches: Patches = serde_json::from_str(plan::json_in(&reply.text)).map_err(|e| {
-            OrchestratorError::fatal(format!("the fixer's answer is not valid patches: {e}"))
-                .with_code("invalid_patch")
-        })?;
-        let mut patched = Vec::new();
-        for patch in patches.patches {
-            plan::check_path(&patch.path).map_err(|e| {
-                OrchestratorError::fatal(format!("the fixer's patch of {:?}: {e}", patch.path))
-                    .with_code("invalid_patch")
-            })?;
-            if patch.content.len() > self.config.max_file_bytes {
-                return Err(OrchestratorError::fatal(format!(
-                    "the fixer's patch of {} is too large",
-                    patch.path
-                ))
-                .with_code("file_too_large"));
+        let name = format!("fix round {round}");
+        let mut messages = vec![Message::user(ask)];
+        let mut patches = None;
+        for try_no in 1..=2 {
+            let reply = call(
+                &self.llm,
+                cb,
+                ledger,
+                self.config.log_interval,
+                &self.config.fixer,
+                &name,
+                &messages,
+            )
+            .await?;
+            match patch::parse(
+                &reply.text,
+                self.config.max_files,
+                self.config.max_file_bytes,
+            ) {
+                Ok(p) => {
+                    patches = Some(p);
+                    break;
+                }
+                Err(reason) => {
+                    cb.step(Step {
+                        detail: Some(json!({"reason": reason, "try": try_no})),
+                        ..Step::failed(name.clone())
+                    })
+                    .await?;
+                    if try_no == 2 {
+                        return Err(OrchestratorError::fatal(format!(
+                            "fix round {round}: the fixer's answer is not valid patches, twice: {reason}"
+                        ))
+                        .with_code("invalid_patch"));
+                    }
+                    messages.push(Message::assistant(reply.text));
+                    messages.push(Message::user(format!(
+                        "Those patches are invalid: {reason}. Answer again with one JSON object {}, nothing else.",
+                        patch::FORM
+                    )));
+                }
             }
+        }
+        let Some(patches) = patches else {
+            return Err(OrchestratorError::fatal("no patches").with_code("invalid_patch"));
+        };
+        let mut patched = Vec::new();
+        for patch in patches {
             self.keep_source(cb, &patch.path, &patch.content).await?;
             files.insert(patch.path.clone(), patch.content);
             patched.push(patch.path);

@@ -121,7 +121,8 @@ impl PipelineOrchestrator {
         }
     }
 
-    async fn sandbox(&self) -> Result<&Sandbox, OrchestratorError> {
+    /// The sandbox, set up at the first call.
+    pub(crate) async fn sandbox(&self) -> Result<&Sandbox, OrchestratorError> {
         self.sandbox
             .get_or_try_init(|| async {
                 let mut config = SandboxConfig::default();
@@ -158,6 +159,20 @@ fn sandbox_error(e: projectengine_sandbox::Error) -> OrchestratorError {
 #[async_trait]
 impl Orchestrator for PipelineOrchestrator {
     async fn run(&self, job: &Job, cb: &dyn JobCallbacks) -> Result<(), OrchestratorError> {
+        // The working directory is removed as it drops.
+        self.run_kept(job, cb).await.map(drop)
+    }
+}
+
+impl PipelineOrchestrator {
+    /// Runs the job like [`Orchestrator::run`], and answers its working
+    /// directory, still there (removed when dropped), for a step that
+    /// follows in the same sandbox.
+    pub(crate) async fn run_kept(
+        &self,
+        job: &Job,
+        cb: &dyn JobCallbacks,
+    ) -> Result<Workdir, OrchestratorError> {
         let pipeline = Pipeline::parse(&job.params, &self.config)
             .map_err(|e| OrchestratorError::fatal(e.to_string()).with_code("invalid_params"))?;
         let sandbox = self.sandbox().await?;
@@ -245,11 +260,9 @@ impl Orchestrator for PipelineOrchestrator {
             }),
         })
         .await?;
-        Ok(())
+        Ok(workdir)
     }
-}
 
-impl PipelineOrchestrator {
     /// Runs one phase, logging its lines; its outcome and last lines.
     async fn run_phase(
         &self,
