@@ -14,6 +14,7 @@ mod notifier;
 mod orchestrator;
 mod queue;
 pub mod remote;
+pub mod review;
 mod store;
 mod stub;
 pub mod trace;
@@ -42,6 +43,7 @@ pub use notifier::{Notification, NotificationStream, Notifier};
 pub use orchestrator::{
     ErrorKind, JobCallbacks, Orchestrator, OrchestratorError, Registered, Registry,
 };
+pub use review::ReviewDecision;
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
 pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
