@@ -104,7 +104,14 @@ async fn reject_then_approve_fires_the_webhook_once_per_state() {
     let job = wait_status(addr, &t, &id, "awaiting_review", Duration::from_secs(30)).await;
     assert_eq!(job["finished_at"], Value::Null, "{job}");
     assert_eq!(delivered(addr, &t, &id, 1).await, ["job.awaiting_review"]);
-    let (status, app) = http(addr, "GET", &format!("/api/apps/by-job/{id}/"), Some(&t), None).await;
+    let (status, app) = http(
+        addr,
+        "GET",
+        &format!("/api/apps/by-job/{id}/"),
+        Some(&t),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "the App is visible while the job waits: {app}");
     assert_eq!(app["payload"]["review_comment"], Value::Null);
 
@@ -118,12 +125,23 @@ async fn reject_then_approve_fires_the_webhook_once_per_state() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "queued");
-    eventually("the second attempt waits for review", Duration::from_secs(30), || async {
-        let (_, job) = http(addr, "GET", &format!("/api/jobs/{id}/"), Some(&t), None).await;
-        (job["status"] == "awaiting_review" && job["attempt"] == 2).then_some(())
-    })
+    eventually(
+        "the second attempt waits for review",
+        Duration::from_secs(30),
+        || async {
+            let (_, job) = http(addr, "GET", &format!("/api/jobs/{id}/"), Some(&t), None).await;
+            (job["status"] == "awaiting_review" && job["attempt"] == 2).then_some(())
+        },
+    )
     .await;
-    let (_, app) = http(addr, "GET", &format!("/api/apps/by-job/{id}/"), Some(&t), None).await;
+    let (_, app) = http(
+        addr,
+        "GET",
+        &format!("/api/apps/by-job/{id}/"),
+        Some(&t),
+        None,
+    )
+    .await;
     assert_eq!(
         app["payload"]["review_comment"], "a darker theme",
         "the new attempt saw the comment: {app}"
@@ -142,7 +160,11 @@ async fn reject_then_approve_fires_the_webhook_once_per_state() {
     let events = delivered(addr, &t, &id, 3).await;
     assert_eq!(
         events,
-        ["job.awaiting_review", "job.awaiting_review", "job.succeeded"]
+        [
+            "job.awaiting_review",
+            "job.awaiting_review",
+            "job.succeeded"
+        ]
     );
     // What the receiver got: each delivery (each `webhook-id`) once, one
     // `job.succeeded` among them.
@@ -160,7 +182,9 @@ async fn reject_then_approve_fires_the_webhook_once_per_state() {
         .filter(|b| b["type"] == "job.awaiting_review")
         .collect();
     assert_eq!(waits.len(), 2, "{received:?}");
-    assert!(waits.iter().all(|b| b["data"]["status"] == "awaiting_review"));
+    assert!(waits
+        .iter()
+        .all(|b| b["data"]["status"] == "awaiting_review"));
     let mut ids: Vec<String> = got
         .lock()
         .expect("lock")

@@ -164,7 +164,10 @@ fn bad_input_is_refused_before_anything_is_sent() {
         &url,
     ]));
     assert_eq!(code, 2);
-    assert!(err.contains("--comment"), "a rejection needs its comment: {err}");
+    assert!(
+        err.contains("--comment"),
+        "a rejection needs its comment: {err}"
+    );
 
     let (code, _, err) = run(cli().args(["approve", "42", "--server", &url]));
     assert_eq!(code, 2);

@@ -43,8 +43,8 @@ pub use notifier::{Notification, NotificationStream, Notifier};
 pub use orchestrator::{
     ErrorKind, JobCallbacks, Orchestrator, OrchestratorError, Registered, Registry,
 };
-pub use review::ReviewDecision;
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
+pub use review::ReviewDecision;
 pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
 pub use trace::TracePropagator;

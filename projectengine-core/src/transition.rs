@@ -723,7 +723,10 @@ mod tests {
             assert_eq!(claimable(&j, now), from == Queued, "claim {from}");
             let finished = plan_finish(&j, now, &Outcome::Released, now);
             assert_eq!(finished.is_ok(), from == Running, "finish {from}");
-            for decision in [ReviewDecision::Approve, ReviewDecision::reject("no").unwrap()] {
+            for decision in [
+                ReviewDecision::Approve,
+                ReviewDecision::reject("no").unwrap(),
+            ] {
                 let plan = plan_review(&j, &decision, now);
                 assert_eq!(plan.is_ok(), from == AwaitingReview, "review {from}");
                 if let Ok(plan) = plan {
@@ -821,7 +824,10 @@ mod tests {
         let mut j = job(JobStatus::Running);
         j.review = true;
         let plan = plan_finish(&j, now, &Outcome::Succeeded, now).expect("plan");
-        assert_eq!(plan, plan_finish_reviewed(&Outcome::Succeeded).expect("unread"));
+        assert_eq!(
+            plan,
+            plan_finish_reviewed(&Outcome::Succeeded).expect("unread")
+        );
         assert_eq!(
             (plan.job_status, plan.attempt_status, plan.finished),
             (JobStatus::AwaitingReview, AttemptStatus::Succeeded, false)
@@ -839,7 +845,10 @@ mod tests {
         assert_eq!(plan.review_comment.as_deref(), Some("make it blue"));
         let mut queued = j.clone();
         plan.apply_to(&mut queued, now);
-        assert_eq!(queued.error.as_ref().map(|e| e.code.as_str()), Some(REJECTED));
+        assert_eq!(
+            queued.error.as_ref().map(|e| e.code.as_str()),
+            Some(REJECTED)
+        );
         assert_eq!((queued.run_at, queued.finished_at), (now, None));
 
         // Its attempts spent, it fails with the code `rejected`.

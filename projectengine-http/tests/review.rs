@@ -150,12 +150,15 @@ async fn bad_decisions_are_refused_and_change_nothing() {
         (json!({"comment": "ok", "extra": 1}), "extra"),
     ] {
         let r = app.post(&reject, &alice, body.clone()).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", r.text);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
         assert_eq!(r.field(), Some(field), "{}", r.text);
     }
-    let r = app
-        .call(Method::POST, &reject, Some(&alice), None)
-        .await;
+    let r = app.call(Method::POST, &reject, Some(&alice), None).await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
     // Another owner's job does not exist for them.
     let bob = app.token("bob");
@@ -174,7 +177,12 @@ async fn bad_decisions_are_refused_and_change_nothing() {
     assert_eq!(r.error(StatusCode::NOT_FOUND), "not_found");
     // No token, a bad id, an unknown job.
     let r = app
-        .call(Method::POST, &format!("/api/jobs/{id}/approve/"), None, None)
+        .call(
+            Method::POST,
+            &format!("/api/jobs/{id}/approve/"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = app
@@ -233,7 +241,12 @@ async fn rerun_submits_the_spec_of_a_finished_job_again() {
     let id: JobId = first["id"].as_str().expect("id").parse().expect("uuid");
     app.wait_for("alice", id, JobStatus::Succeeded).await;
     let r = app
-        .call(Method::POST, &format!("/api/jobs/{id}/rerun/"), Some(&t), None)
+        .call(
+            Method::POST,
+            &format!("/api/jobs/{id}/rerun/"),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let new_id = r.json["id"].as_str().expect("id");

@@ -516,7 +516,11 @@ pub(crate) async fn retry(
 
 /// Writes the outbox rows of a job that a transition just left as `job`, in
 /// the transition's transaction: nothing unless it ended and has destinations.
-pub(crate) async fn write_outbox(conn: &mut SqliteConnection, job: &Job, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn write_outbox(
+    conn: &mut SqliteConnection,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let (code, message) = split(job.error.as_ref());
     for destination in transition::webhook_destinations(job) {
         let url = match destination {

@@ -59,7 +59,10 @@ async fn succeed(store: &Arc<dyn Store>, id: JobId) {
         )
         .await
         .expect("save app");
-    let changed = store.finish(fence, Outcome::Succeeded).await.expect("finish");
+    let changed = store
+        .finish(fence, Outcome::Succeeded)
+        .await
+        .expect("finish");
     assert_eq!(changed.job.status, JobStatus::AwaitingReview);
 }
 
@@ -96,7 +99,10 @@ pub async fn check_reviewed_success_waits_for_approval(store: Arc<dyn Store>) {
         )
         .await
         .expect("save app");
-    let held = store.finish(fence, Outcome::Succeeded).await.expect("finish");
+    let held = store
+        .finish(fence, Outcome::Succeeded)
+        .await
+        .expect("finish");
     assert_eq!(held.job.status, JobStatus::AwaitingReview);
     assert_eq!(held.job.finished_at, None);
     assert!(held.job.review);
@@ -200,7 +206,10 @@ pub async fn check_rejection_queues_with_the_comment_then_fails(store: Arc<dyn S
     assert_eq!(claimed.attempt.number, 2);
     assert_eq!(claimed.job.review_comment.as_deref(), Some("make it blue"));
     let fence = claimed.attempt.fence();
-    let held = store.finish(fence, Outcome::Succeeded).await.expect("finish");
+    let held = store
+        .finish(fence, Outcome::Succeeded)
+        .await
+        .expect("finish");
     assert_eq!(held.job.status, JobStatus::AwaitingReview);
 
     // Both attempts spent: the rejection fails the job.
@@ -278,7 +287,10 @@ pub async fn check_review_writes_the_outbox(store: Arc<dyn Store>) {
         .iter()
         .find(|l| l.delivery.job_status == JobStatus::Succeeded)
         .expect("a succeeded delivery");
-    assert_eq!(success.delivery.occurred_at, job.finished_at.expect("finished"));
+    assert_eq!(
+        success.delivery.occurred_at,
+        job.finished_at.expect("finished")
+    );
     assert_eq!(
         statuses(logs),
         sorted(vec![
@@ -298,7 +310,10 @@ pub async fn check_review_writes_the_outbox(store: Arc<dyn Store>) {
     succeed(&store, id).await;
     store.review(id, reject("no")).await.expect("reject");
     let logs = store.deliveries(id).await.expect("deliveries");
-    for l in logs.iter().filter(|l| l.delivery.job_status == JobStatus::Failed) {
+    for l in logs
+        .iter()
+        .filter(|l| l.delivery.job_status == JobStatus::Failed)
+    {
         assert_eq!(l.delivery.job_error, Some(JobError::new(REJECTED, "no")));
     }
     assert_eq!(
@@ -394,7 +409,10 @@ pub async fn check_reject_then_approve_through_the_engine(backends: Backends) {
     // A blank comment is refused, and changes nothing.
     assert!(matches!(
         h.engine.reject(&h.owner, job.id, " ").await,
-        Err(Error::Invalid { field: "comment", .. })
+        Err(Error::Invalid {
+            field: "comment",
+            ..
+        })
     ));
     // Not finished: no rerun.
     assert!(matches!(
@@ -462,7 +480,10 @@ pub async fn check_reject_then_approve_through_the_engine(backends: Backends) {
             job.review,
         )
     );
-    assert_eq!((rerun.attempts_used, rerun.review_comment.clone()), (0, None));
+    assert_eq!(
+        (rerun.attempts_used, rerun.review_comment.clone()),
+        (0, None)
+    );
     h.wait_for(rerun.id, JobStatus::AwaitingReview).await;
     let first_of_rerun = h.engine.app_by_job(&h.owner, rerun.id).await.expect("app");
     assert_eq!(first_of_rerun.payload.get("review_comment"), None);

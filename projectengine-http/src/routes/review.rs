@@ -31,7 +31,11 @@ pub(crate) fn routes() -> Router<ApiState> {
 pub struct RejectJob {
     /// What the next attempt should change: not blank, at most 16 KiB; its
     /// orchestrator sees it (`review_comment`).
-    #[schema(example = "use the customer's colours", min_length = 1, max_length = 16384)]
+    #[schema(
+        example = "use the customer's colours",
+        min_length = 1,
+        max_length = 16384
+    )]
     pub comment: String,
 }
 
