@@ -225,6 +225,10 @@ impl JobCallbacks for RemoteCallbacks {
     fn attempt(&self) -> u32 {
         self.inner.attempt
     }
+
+    fn review_comment(&self) -> Option<&str> {
+        self.inner.job.review_comment.as_deref()
+    }
 }
 
 impl RemoteCallbacks {

@@ -16,7 +16,7 @@ With --json every command prints JSON on stdout (`watch`: one event per line)
 and an error as {\"error\": {\"code\", \"message\"}} on stderr.";
 
 /// Command-line client of a projectEngine server: submit jobs, watch them live,
-/// list, cancel and retry them, fetch their artifacts.
+/// list, cancel, retry, review and rerun them, fetch their artifacts.
 #[derive(Debug, Parser)]
 #[command(name = "projectengine", version, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -69,6 +69,28 @@ pub enum Command {
         #[arg(value_parser = job_id)]
         id: String,
     },
+    /// Approve a job awaiting review: it succeeds
+    Approve {
+        /// The job id
+        #[arg(value_parser = job_id)]
+        id: String,
+    },
+    /// Reject a job awaiting review: it runs again with your comment, or fails
+    /// when its attempts are spent
+    Reject {
+        /// The job id
+        #[arg(value_parser = job_id)]
+        id: String,
+        /// What the next attempt should change
+        #[arg(long)]
+        comment: String,
+    },
+    /// Submit a new job with a finished job's spec
+    Rerun {
+        /// The finished job's id
+        #[arg(value_parser = job_id)]
+        id: String,
+    },
     /// List a job's artifacts
     Artifacts {
         /// The job id
@@ -102,6 +124,9 @@ pub struct SubmitArgs {
     /// Per-attempt timeout in seconds
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// Hold a successful result for your approval (`approve` / `reject`)
+    #[arg(long)]
+    pub review: bool,
     /// Watch the job right after submitting it (the exit code is then `watch`'s)
     #[arg(long)]
     pub watch: bool,

@@ -73,6 +73,22 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             let job = api.json(Method::POST, url, None).await?;
             show(&job, json, |j| output::job_line("retry:", j) + "\n")
         }
+        Command::Approve { id } => {
+            let url = api.url(&["api", "jobs", &id, "approve"], true);
+            let job = api.json(Method::POST, url, None).await?;
+            show(&job, json, |j| output::job_line("approve:", j) + "\n")
+        }
+        Command::Reject { id, comment } => {
+            let url = api.url(&["api", "jobs", &id, "reject"], true);
+            let body = json!({ "comment": comment });
+            let job = api.json(Method::POST, url, Some(&body)).await?;
+            show(&job, json, |j| output::job_line("reject:", j) + "\n")
+        }
+        Command::Rerun { id } => {
+            let url = api.url(&["api", "jobs", &id, "rerun"], true);
+            let job = api.json(Method::POST, url, None).await?;
+            show(&job, json, |j| output::job_line("rerun:", j) + "\n")
+        }
         Command::Artifacts { id } => {
             let list = artifacts::list(&api, &id).await?;
             show(&list, json, output::artifacts_table)
@@ -131,6 +147,9 @@ async fn submit(api: &Api, s: SubmitArgs, json: bool) -> Result<Exit> {
     }
     if let Some(t) = s.timeout {
         body.insert("timeout_s".into(), t.into());
+    }
+    if s.review {
+        body.insert("review".into(), true.into());
     }
     let url = api.url(&["api", "jobs"], true);
     let job = api

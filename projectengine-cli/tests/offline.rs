@@ -63,6 +63,9 @@ fn help_lists_every_command_and_the_exit_codes() {
         "show",
         "cancel",
         "retry",
+        "approve",
+        "reject",
+        "rerun",
         "artifacts",
         "download",
         "token",
@@ -153,6 +156,22 @@ fn bad_input_is_refused_before_anything_is_sent() {
     ]));
     assert_eq!(code, 2);
     assert!(err.contains("`..` segment"), "{err}");
+
+    let (code, _, err) = run(cli().args([
+        "reject",
+        "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+        "--server",
+        &url,
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--comment"),
+        "a rejection needs its comment: {err}"
+    );
+
+    let (code, _, err) = run(cli().args(["approve", "42", "--server", &url]));
+    assert_eq!(code, 2);
+    assert!(err.contains("not a job id"), "{err}");
 
     let (code, _, err) = run(cli().args(["list", "--server", "https://example.invalid"]));
     assert_eq!(code, 2);

@@ -639,6 +639,7 @@ mod tests {
                 webhook: None,
                 notify_deployment: false,
                 trace_parent: None,
+                review: false,
             })
             .await
             .unwrap();

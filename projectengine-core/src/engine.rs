@@ -38,6 +38,9 @@ pub struct Submit {
     /// A URL to notify when the job ends (`http` or `https`; checked by the
     /// engine's [`WebhookCheck`](crate::WebhookCheck)).
     pub webhook: Option<String>,
+    /// Hold a successful attempt's result in `awaiting_review` until a
+    /// person approves or rejects it (see [`crate::review`]).
+    pub review: bool,
 }
 
 impl Submit {
@@ -88,6 +91,12 @@ impl Submit {
     /// Sets the URL notified when the job ends.
     pub fn webhook(mut self, url: impl Into<String>) -> Self {
         self.webhook = Some(url.into());
+        self
+    }
+
+    /// Holds a successful result for review ([`Submit::review`]).
+    pub fn review(mut self, review: bool) -> Self {
+        self.review = review;
         self
     }
 }
@@ -489,6 +498,7 @@ impl Engine {
                 .trace_propagator()
                 .and_then(|p| p.current())
                 .filter(|t| t.len() <= crate::trace::MAX_TRACE_PARENT_BYTES),
+            review: req.review,
         })
     }
 

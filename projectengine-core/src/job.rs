@@ -193,6 +193,17 @@ pub struct Job {
     /// [`crate::trace`].
     #[serde(default)]
     pub trace_parent: Option<String>,
+    /// Whether a successful attempt waits in `awaiting_review` for a
+    /// person's approval instead of succeeding at once (see
+    /// [`Engine::approve`](crate::Engine::approve) and
+    /// [`Engine::reject`](crate::Engine::reject)).
+    #[serde(default)]
+    pub review: bool,
+    /// The latest reviewer's comment on a rejected result: what the next
+    /// attempt is asked to change. Its orchestrator reads it here (and
+    /// through [`JobCallbacks::review_comment`](crate::JobCallbacks::review_comment)).
+    #[serde(default)]
+    pub review_comment: Option<String>,
 }
 
 impl Job {
@@ -241,6 +252,9 @@ pub struct NewJob {
     /// for its attempts; see [`crate::trace`].
     #[serde(default)]
     pub trace_parent: Option<String>,
+    /// Whether a successful attempt waits for review ([`Job::review`]).
+    #[serde(default)]
+    pub review: bool,
 }
 
 /// What to list: filters and a cursor page.

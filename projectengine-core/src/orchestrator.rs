@@ -100,6 +100,11 @@ pub trait JobCallbacks: Send + Sync {
 
     /// The number of this attempt (1, 2, …).
     fn attempt(&self) -> u32;
+
+    /// The latest reviewer's comment on a rejected result of this job
+    /// ([`Job::review_comment`](crate::Job::review_comment)): what this
+    /// attempt is asked to change. `None` until a reviewer rejected one.
+    fn review_comment(&self) -> Option<&str>;
 }
 
 /// Whether retrying may help after an [`OrchestratorError`].

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     App, AppId, Artifact, Attempt, DeliveryId, DeliveryLog, DeliveryNext, EventData, Fence, Job,
     JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry, Owner, Result,
-    SavedArtifact, WebhookDelivery,
+    ReviewDecision, SavedArtifact, WebhookDelivery,
 };
 
 /// A job after a change, with the events the change appended (to publish).
@@ -120,8 +120,9 @@ pub struct DueJob {
 /// - Unknown ids: getters answer `Ok(None)`; mutations answer
 ///   [`Error::NotFound`](crate::Error::NotFound).
 /// - **Webhook outbox**: every transition that leaves a job `succeeded`,
-///   `failed` or `cancelled` ([`Store::finish`], including recovery's
-///   [`Outcome::Lost`], and [`Store::request_cancel`] of a queued job) writes
+///   `failed`, `cancelled` or `awaiting_review` ([`Store::finish`], including
+///   recovery's [`Outcome::Lost`], [`Store::request_cancel`] of a job no
+///   worker holds, and [`Store::review`]) writes
 ///   one `pending` [`WebhookDelivery`], due now, per destination of
 ///   [`transition::webhook_destinations`](crate::transition::webhook_destinations),
 ///   in the same transaction as the state. A job without destinations writes none.
@@ -174,6 +175,7 @@ pub struct DueJob {
 /// #   async fn artifact(&self, id: projectengine_core::JobId, n: &str) -> projectengine_core::Result<Option<projectengine_core::Artifact>> { self.inner.artifact(id, n).await }
 /// #   async fn request_cancel(&self, id: projectengine_core::JobId) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.request_cancel(id).await }
 /// #   async fn retry(&self, id: projectengine_core::JobId) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.retry(id).await }
+/// #   async fn review(&self, id: projectengine_core::JobId, d: projectengine_core::ReviewDecision) -> projectengine_core::Result<projectengine_core::Changed> { self.inner.review(id, d).await }
 /// #   async fn events(&self, id: projectengine_core::JobId, a: u64, l: usize) -> projectengine_core::Result<Vec<projectengine_core::JobEvent>> { self.inner.events(id, a, l).await }
 /// #   async fn attempts(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::Attempt>> { self.inner.attempts(id).await }
 /// #   async fn job_detail(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Option<projectengine_core::JobDetail>> { self.inner.job_detail(id).await }
@@ -262,6 +264,15 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// with its attempt budget renewed. Any other status is a
     /// [`Conflict`](crate::Error::Conflict).
     async fn retry(&self, id: JobId) -> Result<Changed>;
+
+    /// A reviewer's decision on a job `awaiting_review`, as
+    /// [`transition::plan_review`](crate::transition::plan_review) plans it,
+    /// in one transaction with its events and its webhook outbox: an
+    /// approval makes the job `succeeded`; a rejection records the comment
+    /// and queues the job again (due now) or fails it with the error
+    /// `rejected` when its attempts are spent. Any other status is a
+    /// [`Conflict`](crate::Error::Conflict).
+    async fn review(&self, id: JobId, decision: ReviewDecision) -> Result<Changed>;
 
     /// Events with `seq > after`, ascending, at most `limit`.
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>>;

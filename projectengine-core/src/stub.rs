@@ -22,7 +22,10 @@ use crate::{
 /// reports the progress (`100 * i / steps`) after step `i`. `"artifacts": {"name":
 /// bytes}` (or `{"name": {"bytes": n, "content_type": "text/plain"}}`) stores
 /// those artifacts before the App, each streamed from a generator whose byte
-/// `i` is `i % 251` ([`StubOrchestrator::artifact_byte`]).
+/// `i` is `i % 251` ([`StubOrchestrator::artifact_byte`]). An attempt after
+/// a reviewer's rejection logs the comment
+/// ([`JobCallbacks::review_comment`]) and puts it in the App's payload as
+/// `review_comment`.
 #[derive(Clone, Debug)]
 pub struct StubOrchestrator {
     /// Steps per job.
@@ -107,6 +110,11 @@ impl Orchestrator for StubOrchestrator {
             .and_then(|v| v.as_u64())
             .unwrap_or(0)
             .min(1000);
+        let review_comment = cb.review_comment();
+        if let Some(comment) = review_comment {
+            cb.log(LogLevel::Info, &format!("review comment: {comment}"))
+                .await?;
+        }
         for i in 1..=steps {
             if ignore_cancel {
                 tokio::time::sleep(delay).await;
@@ -148,14 +156,18 @@ impl Orchestrator for StubOrchestrator {
             }
         }
         let filler = "x".repeat(self.app_bytes.saturating_sub(64));
+        // Built by hand: `json!` would serialize (copy) the filler again.
+        let mut payload = Map::from_iter([
+            ("prompt_len".to_owned(), Value::from(job.prompt.len())),
+            ("steps".to_owned(), Value::from(steps)),
+            ("body".to_owned(), Value::String(filler)),
+        ]);
+        if let Some(comment) = review_comment {
+            payload.insert("review_comment".to_owned(), Value::from(comment));
+        }
         cb.publish_app(NewApp {
             name: format!("app for job {}", job.id),
-            // Built by hand: `json!` would serialize (copy) the filler again.
-            payload: Value::Object(Map::from_iter([
-                ("prompt_len".to_owned(), Value::from(job.prompt.len())),
-                ("steps".to_owned(), Value::from(steps)),
-                ("body".to_owned(), Value::String(filler)),
-            ])),
+            payload: Value::Object(payload),
         })
         .await?;
         Ok(())
@@ -225,6 +237,9 @@ mod tests {
         fn attempt(&self) -> u32 {
             1
         }
+        fn review_comment(&self) -> Option<&str> {
+            None
+        }
     }
 
     /// A job as a store makes it, with `prompt`.
@@ -244,6 +259,7 @@ mod tests {
             webhook: None,
             notify_deployment: false,
             trace_parent: None,
+            review: false,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

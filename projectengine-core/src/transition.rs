@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::review::{ReviewDecision, REJECTED};
 use crate::{
     AttemptStatus, DeliveryNext, DeliveryStatus, Destination, Error, EventData, Fence, Heartbeat,
     Job, JobError, JobStatus, Outcome, Result,
@@ -352,14 +353,17 @@ fn terminal(attempt_status: AttemptStatus, job_status: JobStatus) -> FinishPlan 
 
 /// Whether the plan for `outcome` depends on the job as it is (a failure, a
 /// release, a lost lease): then it comes from [`plan_finish`], and a store
-/// reads (and locks) the job first; otherwise from [`plan_finish_unread`].
+/// reads (and locks) the job first; otherwise from [`plan_finish_unread`]
+/// (or [`plan_finish_reviewed`] for a job with [`Job::review`], which never
+/// changes after submission: a store compares it in its conditional write).
 pub fn finish_reads_job(outcome: &Outcome) -> bool {
     !matches!(outcome, Outcome::Succeeded | Outcome::Cancelled)
 }
 
 /// The plan for `outcome` when it does not depend on the job (a success, an
-/// honoured cancel), so a store may write it without reading the job first;
-/// `None` when it does: then use [`plan_finish`].
+/// honoured cancel) of a job without review ([`Job::review`] false), so a
+/// store may write it without reading the job first; `None` when it does:
+/// then use [`plan_finish`].
 pub fn plan_finish_unread(outcome: &Outcome) -> Option<FinishPlan> {
     match outcome {
         Outcome::Succeeded => Some(terminal(AttemptStatus::Succeeded, JobStatus::Succeeded)),
@@ -368,6 +372,33 @@ pub fn plan_finish_unread(outcome: &Outcome) -> Option<FinishPlan> {
             debug_assert!(finish_reads_job(outcome));
             None
         }
+    }
+}
+
+/// Like [`plan_finish_unread`], for a job with [`Job::review`]: its success
+/// leaves the attempt `succeeded` and the job `awaiting_review` (not
+/// finished) until a reviewer decides ([`plan_review`]).
+pub fn plan_finish_reviewed(outcome: &Outcome) -> Option<FinishPlan> {
+    match outcome {
+        Outcome::Succeeded => {
+            let to = JobStatus::AwaitingReview;
+            debug_assert!(check(JobStatus::Running, to, false).is_ok());
+            Some(FinishPlan {
+                attempt_status: AttemptStatus::Succeeded,
+                attempt_error: None,
+                job_status: to,
+                job_error: None,
+                run_at: None,
+                attempts_used: None,
+                finished: false,
+                events: vec![EventData::Status {
+                    status: to,
+                    error: None,
+                    run_at: None,
+                }],
+            })
+        }
+        _ => plan_finish_unread(outcome),
     }
 }
 
@@ -386,7 +417,12 @@ pub fn plan_finish(
     if job.status != JobStatus::Running {
         return Err(Error::StaleAttempt);
     }
-    if let Some(plan) = plan_finish_unread(outcome) {
+    let unread = if job.review {
+        plan_finish_reviewed(outcome)
+    } else {
+        plan_finish_unread(outcome)
+    };
+    if let Some(plan) = unread {
         return Ok(plan);
     }
     let attempts_left = job.attempts_used < job.max_attempts;
@@ -480,18 +516,118 @@ pub fn plan_finish(
     Ok(plan)
 }
 
-/// The webhook destinations `job` notifies now: none unless it is terminal;
-/// then its own URL ([`Job::webhook`]) and the deployment's
-/// ([`Job::notify_deployment`]), each if set. A store writes one
-/// [`WebhookDelivery`](crate::WebhookDelivery) per destination in the same
-/// transaction as the terminal state: every transition that ends a job
-/// (an attempt's [`FinishPlan`], a queued job's [`CancelPlan::Cancel`]) calls
-/// this on the job as the plan leaves it.
+/// Whether a job that a transition leaves in `status` notifies its webhook
+/// destinations: a terminal status, or `awaiting_review` (a person is
+/// awaited).
+pub fn notifies(status: JobStatus) -> bool {
+    status.is_terminal() || status == JobStatus::AwaitingReview
+}
+
+/// The webhook destinations `job` notifies now: none unless it is terminal
+/// or awaiting review ([`notifies`]); then its own URL ([`Job::webhook`])
+/// and the deployment's ([`Job::notify_deployment`]), each if set. A store
+/// writes one [`WebhookDelivery`](crate::WebhookDelivery) per destination in
+/// the same transaction as the state: every transition that ends a job or
+/// holds it for review (an attempt's [`FinishPlan`], a queued job's
+/// [`CancelPlan::Cancel`], a [`ReviewPlan`]) calls this on the job as the
+/// plan leaves it.
 pub fn webhook_destinations(job: &Job) -> impl Iterator<Item = Destination> {
-    let terminal = job.status.is_terminal();
-    let own = (terminal && job.webhook.is_some()).then_some(Destination::Job);
-    let deployment = (terminal && job.notify_deployment).then_some(Destination::Deployment);
+    let notify = notifies(job.status);
+    let own = (notify && job.webhook.is_some()).then_some(Destination::Job);
+    let deployment = (notify && job.notify_deployment).then_some(Destination::Deployment);
     own.into_iter().chain(deployment)
+}
+
+/// A reviewer's decision, from [`plan_review`]: the job leaves
+/// `awaiting_review` for `succeeded`, `queued` (due [`ReviewPlan::run_at`])
+/// or `failed`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReviewPlan {
+    /// The status the store compares against (`awaiting_review`).
+    pub from: JobStatus,
+    /// The status written.
+    pub to: JobStatus,
+    /// The job's error afterwards (`rejected` after a rejection, else none).
+    pub error: Option<JobError>,
+    /// The job's new `run_at` when it is queued again; `None` keeps it.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Whether the job is finished now (`finished_at` set to now).
+    pub finished: bool,
+    /// The job's [`Job::review_comment`] afterwards.
+    pub review_comment: Option<String>,
+    /// The events to append, in order.
+    pub events: Vec<EventData>,
+}
+
+impl ReviewPlan {
+    /// The plan's writes to `job`.
+    pub fn apply_to(&self, job: &mut Job, now: DateTime<Utc>) {
+        job.status = self.to;
+        job.error = self.error.clone();
+        if let Some(run_at) = self.run_at {
+            job.run_at = run_at;
+        }
+        if self.finished {
+            job.finished_at = Some(now);
+        }
+        job.cancel_requested = false;
+        job.review_comment = self.review_comment.clone();
+    }
+}
+
+/// Plans a reviewer's `decision` on `job` at `now`. Only a job
+/// `awaiting_review` may be reviewed; any other is a
+/// [`Conflict`](Error::Conflict). An approval makes it `succeeded`; a
+/// rejection records the comment ([`Job::review_comment`], and the error
+/// `rejected` in the status event) and queues the job for its next attempt
+/// when it has attempts left, or fails it when its `max_attempts` are spent
+/// (see [`crate::review`]).
+pub fn plan_review(job: &Job, decision: &ReviewDecision, now: DateTime<Utc>) -> Result<ReviewPlan> {
+    if job.status != JobStatus::AwaitingReview {
+        return Err(Error::conflict(format!(
+            "only a job awaiting review can be reviewed; this one is {}",
+            job.status
+        )));
+    }
+    let plan = match decision {
+        ReviewDecision::Approve => ReviewPlan {
+            from: job.status,
+            to: JobStatus::Succeeded,
+            error: None,
+            run_at: None,
+            finished: true,
+            review_comment: job.review_comment.clone(),
+            events: vec![EventData::Status {
+                status: JobStatus::Succeeded,
+                error: None,
+                run_at: None,
+            }],
+        },
+        ReviewDecision::Reject { comment } => {
+            let error = JobError::new(REJECTED, comment.clone());
+            let again = job.attempts_used < job.max_attempts;
+            let (to, run_at) = if again {
+                (JobStatus::Queued, Some(now))
+            } else {
+                (JobStatus::Failed, None)
+            };
+            ReviewPlan {
+                from: job.status,
+                to,
+                error: Some(error.clone()),
+                run_at,
+                finished: !again,
+                review_comment: Some(comment.clone()),
+                events: vec![EventData::Status {
+                    status: to,
+                    error: Some(error),
+                    run_at,
+                }],
+            }
+        }
+    };
+    check(plan.from, plan.to, false)?;
+    Ok(plan)
 }
 
 /// The status a pending delivery takes after a try that says `next`.
@@ -551,6 +687,8 @@ mod tests {
             webhook: None,
             notify_deployment: false,
             trace_parent: None,
+            review: false,
+            review_comment: None,
         }
     }
 
@@ -585,13 +723,23 @@ mod tests {
             assert_eq!(claimable(&j, now), from == Queued, "claim {from}");
             let finished = plan_finish(&j, now, &Outcome::Released, now);
             assert_eq!(finished.is_ok(), from == Running, "finish {from}");
+            for decision in [
+                ReviewDecision::Approve,
+                ReviewDecision::reject("no").unwrap(),
+            ] {
+                let plan = plan_review(&j, &decision, now);
+                assert_eq!(plan.is_ok(), from == AwaitingReview, "review {from}");
+                if let Ok(plan) = plan {
+                    assert!(from.can_become(plan.to), "review {from} → {}", plan.to);
+                }
+            }
         }
         let claim = plan_claim();
         assert!(claim.from.can_become(claim.to));
     }
 
     #[test]
-    fn only_terminal_jobs_notify_their_destinations() {
+    fn only_terminal_and_reviewed_jobs_notify_their_destinations() {
         use JobStatus::*;
         for status in [
             Queued,
@@ -607,7 +755,7 @@ mod tests {
             j.webhook = Some("https://example.com/hook".into());
             j.notify_deployment = true;
             let got: Vec<_> = webhook_destinations(&j).collect();
-            let want = if status.is_terminal() {
+            let want = if status.is_terminal() || status == AwaitingReview {
                 vec![Destination::Job, Destination::Deployment]
             } else {
                 vec![]
@@ -668,5 +816,45 @@ mod tests {
                 plan_finish_unread(&outcome).is_none()
             );
         }
+    }
+
+    #[test]
+    fn a_reviewed_success_waits_and_a_rejection_spends_no_extra_attempt() {
+        let now = Utc::now();
+        let mut j = job(JobStatus::Running);
+        j.review = true;
+        let plan = plan_finish(&j, now, &Outcome::Succeeded, now).expect("plan");
+        assert_eq!(
+            plan,
+            plan_finish_reviewed(&Outcome::Succeeded).expect("unread")
+        );
+        assert_eq!(
+            (plan.job_status, plan.attempt_status, plan.finished),
+            (JobStatus::AwaitingReview, AttemptStatus::Succeeded, false)
+        );
+        plan.apply_to(&mut j, now);
+        assert_eq!(j.finished_at, None);
+
+        let approve = plan_review(&j, &ReviewDecision::Approve, now).expect("approve");
+        assert_eq!((approve.to, approve.finished), (JobStatus::Succeeded, true));
+
+        // One attempt used of two: the rejection queues the job again.
+        let reject = ReviewDecision::reject("make it blue").expect("valid");
+        let plan = plan_review(&j, &reject, now).expect("reject");
+        assert_eq!(plan.to, JobStatus::Queued);
+        assert_eq!(plan.review_comment.as_deref(), Some("make it blue"));
+        let mut queued = j.clone();
+        plan.apply_to(&mut queued, now);
+        assert_eq!(
+            queued.error.as_ref().map(|e| e.code.as_str()),
+            Some(REJECTED)
+        );
+        assert_eq!((queued.run_at, queued.finished_at), (now, None));
+
+        // Its attempts spent, it fails with the code `rejected`.
+        j.attempts_used = j.max_attempts;
+        let plan = plan_review(&j, &reject, now).expect("reject");
+        assert_eq!((plan.to, plan.finished), (JobStatus::Failed, true));
+        assert_eq!(plan.error.map(|e| e.code), Some(REJECTED.to_owned()));
     }
 }

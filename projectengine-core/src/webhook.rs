@@ -114,7 +114,7 @@ pub struct WebhookDelivery {
     /// The URL, for [`Destination::Job`]; `None` for
     /// [`Destination::Deployment`], whose URL the dispatcher holds.
     pub url: Option<String>,
-    /// The terminal status it reports.
+    /// The status it reports: terminal, or `awaiting_review`.
     pub job_status: JobStatus,
     /// The job's error at that moment.
     pub job_error: Option<JobError>,

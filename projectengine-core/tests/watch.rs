@@ -101,6 +101,13 @@ impl Store for CountingStore {
     async fn retry(&self, id: JobId) -> Result<Changed> {
         self.inner.retry(id).await
     }
+    async fn review(
+        &self,
+        id: JobId,
+        decision: projectengine_core::ReviewDecision,
+    ) -> Result<Changed> {
+        self.inner.review(id, decision).await
+    }
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
         self.events.fetch_add(1, Ordering::SeqCst);
         self.inner.events(id, after, limit).await

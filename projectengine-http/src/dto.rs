@@ -45,6 +45,11 @@ pub struct CreateJob {
     #[serde(default)]
     #[schema(example = "https://example.com/hooks/jobs", max_length = 2048)]
     pub webhook: Option<String>,
+    /// Hold a successful result in `awaiting_review` until a person approves
+    /// it (`POST /api/jobs/{id}/approve/`) or rejects it with a comment
+    /// (`POST /api/jobs/{id}/reject/`). Default false.
+    #[serde(default)]
+    pub review: bool,
 }
 
 /// Where a job is in its life.
@@ -55,6 +60,8 @@ pub enum JobStatusName {
     Queued,
     /// An attempt is running.
     Running,
+    /// Its attempt succeeded; the result waits for a person's approval.
+    AwaitingReview,
     /// Finished with success.
     Succeeded,
     /// Finished with an error.
@@ -159,6 +166,10 @@ pub struct JobDto {
     pub last_seq: u64,
     /// The URL notified when it ends, if it was submitted with one.
     pub webhook: Option<String>,
+    /// Whether a successful result waits for a person's approval.
+    pub review: bool,
+    /// The latest reviewer's comment on a rejected result, if any.
+    pub review_comment: Option<String>,
 }
 
 impl From<Job> for JobDto {
@@ -185,6 +196,8 @@ impl From<Job> for JobDto {
             updated_at: j.updated_at,
             last_seq: j.last_seq,
             webhook: j.webhook,
+            review: j.review,
+            review_comment: j.review_comment,
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn api_routes(state: ApiState) -> Router {
     let limit = state.config().body_limit;
     Router::new()
         .merge(routes::jobs::routes())
+        .merge(routes::review::routes())
         .merge(routes::kinds::routes())
         .merge(routes::queues::routes())
         .merge(routes::artifacts::routes())

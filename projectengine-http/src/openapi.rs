@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
 use projectengine_core::Limits;
 
 use crate::agent;
-use crate::routes::{apps, artifacts, audit, health, jobs, kinds, queues, sse, webhooks, ws};
+use crate::routes::{
+    apps, artifacts, audit, health, jobs, kinds, queues, review, sse, webhooks, ws,
+};
 use crate::state::ApiState;
 
 /// The API's OpenAPI description.
@@ -21,6 +23,7 @@ use crate::state::ApiState;
     ),
     paths(
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
+        review::approve, review::reject, review::rerun,
         kinds::list, queues::list, webhooks::list, audit::list,
         sse::stream, ws::watch,
         artifacts::list, artifacts::download,
@@ -31,7 +34,7 @@ use crate::state::ApiState;
     components(schemas(crate::dto::EventDto, crate::dto::Order, crate::dto::SseMessage, crate::error::ErrorBody)),
     modifiers(&BearerScheme),
     tags(
-        (name = "jobs", description = "Submit, read, cancel and retry jobs; read their event log"),
+        (name = "jobs", description = "Submit, read, cancel, retry, review and rerun jobs; read their event log"),
         (name = "streams", description = "A job's events live, over WebSocket or Server-Sent Events"),
         (name = "artifacts", description = "The files jobs left behind"),
         (name = "apps", description = "The Apps jobs published"),

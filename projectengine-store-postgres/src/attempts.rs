@@ -47,7 +47,8 @@ FOR UPDATE OF j, a";
 
 // Executes a finish plan; conditional on the fence (though a plan that read the
 // job comes with the rows locked). `run_at` and `attempts_used` NULL are kept;
-// `$8` says whether the job is finished now.
+// `$8` says whether the job is finished now; `$16`, unless NULL, the job's
+// `review` the plan was made for.
 const APPLY: &str = concat!(
     "WITH j AS (",
     " UPDATE jobs SET status = $3, error_code = $4, error_message = $5,",
@@ -56,6 +57,7 @@ const APPLY: &str = concat!(
     "   cancel_requested = cancel_requested AND $3 <> 'queued',",
     "   last_seq = last_seq + jsonb_array_length($9), updated_at = now()",
     " WHERE id = $1 AND status = 'running' AND attempt = $2",
+    "   AND ($16::boolean IS NULL OR review = $16)",
     "   AND EXISTS (SELECT 1 FROM attempts r",
     "     WHERE r.job_id = $1 AND r.number = $2 AND r.status = 'running')",
     // `Lost` needs the lease expired: checked under the lock, and again here.
@@ -84,13 +86,27 @@ pub(crate) fn needs_lock(outcome: &Outcome) -> bool {
 /// core's [`transition::plan_finish`] at the database's `now()`, and writes:
 /// two statements, which the caller runs in a transaction. Any other (a
 /// success, an honoured cancel) is planned without reading and written in
-/// one statement, conditional on the fence.
+/// one statement, conditional on the fence — and, for a success, on the
+/// job's `review` (fixed at submission): a job held for review misses the
+/// plain plan and takes [`transition::plan_finish_reviewed`]'s instead, with
+/// a second conditional statement.
 pub(crate) async fn finish(
     conn: &mut PgConnection,
     fence: Fence,
     outcome: &Outcome,
 ) -> Result<Changed> {
+    let lost = matches!(outcome, Outcome::Lost);
     let plan = match transition::plan_finish_unread(outcome) {
+        Some(plan) if matches!(outcome, Outcome::Succeeded) => {
+            return match apply(conn, fence, plan, lost, Some(false)).await {
+                Err(Error::StaleAttempt) => {
+                    let reviewed = transition::plan_finish_reviewed(outcome)
+                        .ok_or_else(|| Error::internal("a success without a reviewed plan"))?;
+                    apply(conn, fence, reviewed, lost, Some(true)).await
+                }
+                done => done,
+            };
+        }
         Some(plan) => plan,
         None => {
             let row = sqlx::query(LOCK)
@@ -106,7 +122,7 @@ pub(crate) async fn finish(
             transition::plan_finish(&job, lease_expires_at, outcome, now)?
         }
     };
-    apply(conn, fence, plan, matches!(outcome, Outcome::Lost)).await
+    apply(conn, fence, plan, lost, None).await
 }
 
 /// Writes `plan` if `fence` still holds (and, for a lost attempt, its lease
@@ -116,6 +132,7 @@ async fn apply(
     fence: Fence,
     plan: FinishPlan,
     lost: bool,
+    review: Option<bool>,
 ) -> Result<Changed> {
     let (job_error_code, job_error_message) = split(plan.job_error);
     let (attempt_error_code, attempt_error_message) = split(plan.attempt_error);
@@ -135,6 +152,7 @@ async fn apply(
         .bind(lost)
         .bind(DeliveryId::new().0)
         .bind(DeliveryId::new().0)
+        .bind(review)
         .fetch_optional(&mut *conn)
         .await
         .map_err(map)?

@@ -17,8 +17,9 @@ const CREATE: &str = concat!(
     "WITH j AS (",
     " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
     "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq,",
-    "   webhook, notify_deployment, trace_parent)",
-    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11, $12, $13)",
+    "   webhook, notify_deployment, trace_parent, review)",
+    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11, $12, $13,",
+    "   $14)",
     " RETURNING *",
     "), e AS (",
     " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
@@ -70,6 +71,7 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .bind(new.webhook.as_deref())
         .bind(new.notify_deployment)
         .bind(&new.trace_parent)
+        .bind(new.review)
         .fetch_one(conn)
         .await
         .map_err(map)?;
@@ -240,11 +242,11 @@ pub(crate) async fn claim(
     }))
 }
 
-// Locks the job for the owner's cancel or retry, with the database's clock.
+// Locks the job for the owner's cancel, retry or review, with the database's clock.
 const LOCK: &str = "SELECT *, now() AS db_now FROM jobs WHERE id = $1 FOR UPDATE";
 
 /// The job, locked until the transaction ends, and the database's `now()`.
-async fn lock(conn: &mut PgConnection, id: JobId) -> Result<(Job, DateTime<Utc>)> {
+pub(crate) async fn lock(conn: &mut PgConnection, id: JobId) -> Result<(Job, DateTime<Utc>)> {
     let row = sqlx::query(LOCK)
         .bind(id.0)
         .fetch_optional(&mut *conn)

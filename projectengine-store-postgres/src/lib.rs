@@ -19,7 +19,8 @@ macro_rules! insert_events {
 }
 
 /// The CTE `w` that writes the webhook outbox of the job row `j` a write
-/// returned: one pending delivery per destination when `j` is terminal, with
+/// returned: one pending delivery per destination when `j` is terminal or
+/// awaiting review, with
 /// the ids `$own` (its own URL) and `$deployment` (the deployment's). The
 /// same rule as the core's `transition::webhook_destinations`; a job without
 /// destinations inserts nothing. `j` must return the whole `jobs` row.
@@ -36,7 +37,7 @@ macro_rules! insert_deliveries {
             "::uuid, 'job'), (",
             $deployment,
             "::uuid, 'deployment')) AS d(id, destination) ",
-            "WHERE j.status IN ('succeeded', 'failed', 'cancelled') ",
+            "WHERE j.status IN ('awaiting_review', 'succeeded', 'failed', 'cancelled') ",
             "AND CASE d.destination WHEN 'job' THEN j.webhook IS NOT NULL ",
             "ELSE j.notify_deployment END)"
         )
@@ -63,6 +64,7 @@ mod events;
 mod group;
 mod jobs;
 mod recovery;
+mod review;
 mod rows;
 mod tx;
 mod webhooks;
@@ -74,7 +76,7 @@ use async_trait::async_trait;
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
     EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp, NewArtifact,
-    NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
+    NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact, Store, WebhookDelivery,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -240,6 +242,10 @@ impl Store for PgStore {
 
     async fn retry(&self, id: JobId) -> Result<Changed> {
         jobs::retry(&self.pool, id).await
+    }
+
+    async fn review(&self, id: JobId, decision: ReviewDecision) -> Result<Changed> {
+        review::review(&self.pool, id, decision).await
     }
 
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {

@@ -87,6 +87,8 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         webhook: get(row, "webhook")?,
         notify_deployment: get(row, "notify_deployment")?,
         trace_parent: get(row, "trace_parent")?,
+        review: get(row, "review")?,
+        review_comment: get(row, "review_comment")?,
     })
 }
 

@@ -34,6 +34,7 @@ fn new_job(owner: &Owner) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        review: false,
     }
 }
 

@@ -61,7 +61,8 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             (4, true),
             (5, true),
             (6, true),
-            (7, true)
+            (7, true),
+            (10, true)
         ]
     );
     store.migrate().await.expect("migrate a migrated schema");
@@ -74,7 +75,8 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             (4, true),
             (5, true),
             (6, true),
-            (7, true)
+            (7, true),
+            (10, true)
         ]
     );
     let indexes: Vec<String> = sqlx::query(
@@ -131,7 +133,8 @@ async fn concurrent_migrations_apply_once() {
             (4, true),
             (5, true),
             (6, true),
-            (7, true)
+            (7, true),
+            (10, true)
         ]
     );
     assert!(stores[0]
@@ -176,7 +179,8 @@ async fn a_failed_migration_releases_its_lock() {
             (4, true),
             (5, true),
             (6, true),
-            (7, true)
+            (7, true),
+            (10, true)
         ]
     );
 }

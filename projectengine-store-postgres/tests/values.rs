@@ -27,6 +27,7 @@ fn new_job(params: Value) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        review: false,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod error;
 mod reads;
+mod review;
 mod rows;
 mod writer;
 mod writes;
@@ -14,7 +15,8 @@ use async_trait::async_trait;
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
     Error, EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp,
-    NewArtifact, NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
+    NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact, Store,
+    WebhookDelivery,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -245,6 +247,13 @@ impl Store for SqliteStore {
 
     async fn retry(&self, id: JobId) -> Result<Changed> {
         match self.write(Op::Retry(id)).await? {
+            Done::Changed(changed) => Ok(changed),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn review(&self, id: JobId, decision: ReviewDecision) -> Result<Changed> {
+        match self.write(Op::Review { id, decision }).await? {
             Done::Changed(changed) => Ok(changed),
             _ => Err(unexpected()),
         }

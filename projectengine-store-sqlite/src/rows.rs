@@ -112,6 +112,8 @@ pub(crate) fn job(row: &SqliteRow) -> Result<Job> {
         webhook: get(row, "webhook")?,
         notify_deployment: get(row, "notify_deployment")?,
         trace_parent: get(row, "trace_parent")?,
+        review: get(row, "review")?,
+        review_comment: get(row, "review_comment")?,
     })
 }
 

@@ -27,7 +27,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projectengine_core::{
     App, Changed, Claim, DeliveryId, DeliveryNext, Error, EventData, Fence, Heartbeat, JobEvent,
-    JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result, SavedArtifact, WebhookDelivery,
+    JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result, ReviewDecision, SavedArtifact,
+    WebhookDelivery,
 };
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -67,6 +68,10 @@ pub(crate) enum Op {
     },
     Cancel(JobId),
     Retry(JobId),
+    Review {
+        id: JobId,
+        decision: ReviewDecision,
+    },
     PutArtifact {
         fence: Fence,
         artifact: NewArtifact,
@@ -125,6 +130,9 @@ impl Op {
             }
             Op::Cancel(id) => Done::Changed(writes::request_cancel(conn, *id, now).await?),
             Op::Retry(id) => Done::Changed(writes::retry(conn, *id, now).await?),
+            Op::Review { id, decision } => {
+                Done::Changed(crate::review::review(conn, *id, decision, now).await?)
+            }
             Op::PutArtifact { fence, artifact } => {
                 Done::Artifact(writes::put_artifact(conn, *fence, artifact, now).await?)
             }

@@ -29,7 +29,7 @@ use crate::rows::{self, id_bytes, micros, truncate};
 const MAX_LEASE: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 
 /// The job, read inside the writer's transaction.
-async fn load(conn: &mut SqliteConnection, id: JobId) -> Result<Option<Job>> {
+pub(crate) async fn load(conn: &mut SqliteConnection, id: JobId) -> Result<Option<Job>> {
     sqlx::query("SELECT * FROM jobs WHERE id = ?")
         .bind(id_bytes(id.0))
         .fetch_optional(conn)
@@ -71,7 +71,7 @@ fn push(job: &mut Job, data: EventData, now: DateTime<Utc>) -> JobEvent {
     }
 }
 
-fn push_all(job: &mut Job, events: &[EventData], now: DateTime<Utc>) -> Vec<JobEvent> {
+pub(crate) fn push_all(job: &mut Job, events: &[EventData], now: DateTime<Utc>) -> Vec<JobEvent> {
     events.iter().map(|d| push(job, d.clone(), now)).collect()
 }
 
@@ -84,7 +84,7 @@ UPDATE jobs SET status = ?, stage = ?, progress = ?, run_at = ?, attempt = ?, \
 WHERE id = ? AND status = ? AND attempt = ? AND last_seq = ?";
 
 /// Writes `after` over `before` (compare-and-set) and inserts `events`.
-async fn save(
+pub(crate) async fn save(
     conn: &mut SqliteConnection,
     before: &Job,
     after: &Job,
@@ -196,6 +196,8 @@ pub(crate) async fn create(
         webhook: new.webhook.clone(),
         notify_deployment: new.notify_deployment,
         trace_parent: new.trace_parent.clone(),
+        review: new.review,
+        review_comment: None,
     };
     let queued = EventData::Status {
         status: JobStatus::Queued,
@@ -206,8 +208,8 @@ pub(crate) async fn create(
     sqlx::query(
         "INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority, \
          max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq, webhook, \
-         notify_deployment, trace_parent) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         notify_deployment, trace_parent, review) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id_bytes(job.id.0))
     .bind(&job.owner.0)
@@ -226,6 +228,7 @@ pub(crate) async fn create(
     .bind(job.webhook.as_deref())
     .bind(job.notify_deployment)
     .bind(job.trace_parent.as_deref())
+    .bind(job.review)
     .execute(&mut *conn)
     .await
     .map_err(map)?;
@@ -513,7 +516,11 @@ pub(crate) async fn retry(
 
 /// Writes the outbox rows of a job that a transition just left as `job`, in
 /// the transition's transaction: nothing unless it ended and has destinations.
-async fn write_outbox(conn: &mut SqliteConnection, job: &Job, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn write_outbox(
+    conn: &mut SqliteConnection,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let (code, message) = split(job.error.as_ref());
     for destination in transition::webhook_destinations(job) {
         let url = match destination {

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Payload {
-    /// `job.succeeded`, `job.failed` or `job.cancelled`.
+    /// `job.succeeded`, `job.failed`, `job.cancelled`, or
+    /// `job.awaiting_review` for a result held for a person's approval.
     #[serde(rename = "type")]
     pub kind: String,
     /// When the job reached its terminal status.
@@ -74,8 +75,9 @@ impl From<&Artifact> for ArtifactRef {
     }
 }
 
-/// The event type of a terminal status: `job.succeeded`, `job.failed`,
-/// `job.cancelled` (and `job.<status>` for any other).
+/// The event type of a status a webhook reports: `job.succeeded`,
+/// `job.failed`, `job.cancelled`, `job.awaiting_review` (and `job.<status>`
+/// for any other).
 pub fn event_type(status: JobStatus) -> String {
     format!("job.{status}")
 }

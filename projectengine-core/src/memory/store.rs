@@ -12,7 +12,7 @@ use crate::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
     DeliveryId, DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination, DueJob, Error,
     EventData, Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewArtifact,
-    NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
+    NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact, Store, WebhookDelivery,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -293,6 +293,8 @@ impl Store for MemoryStore {
             webhook: new.webhook,
             notify_deployment: new.notify_deployment,
             trace_parent: new.trace_parent,
+            review: new.review,
+            review_comment: None,
         };
         let mut rec = Record {
             job,
@@ -632,6 +634,20 @@ impl Store for MemoryStore {
         let events = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
         inner.reindex(id, Some(old), (job.status, job.run_at));
+        Ok(Changed { job, events })
+    }
+
+    async fn review(&self, id: JobId, decision: ReviewDecision) -> Result<Changed> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let rec = inner.record(id)?;
+        let plan = transition::plan_review(&rec.job, &decision, now)?;
+        let old = (rec.job.status, rec.job.run_at);
+        plan.apply_to(&mut rec.job, now);
+        let events = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
+        let job = rec.job.clone();
+        inner.reindex(id, Some(old), (job.status, job.run_at));
+        inner.write_outbox(&job, now);
         Ok(Changed { job, events })
     }
 

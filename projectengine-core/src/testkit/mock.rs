@@ -34,6 +34,7 @@ mockall::mock! {
         async fn artifact(&self, job_id: JobId, name: &str) -> Result<Option<crate::Artifact>>;
         async fn request_cancel(&self, id: JobId) -> Result<Changed>;
         async fn retry(&self, id: JobId) -> Result<Changed>;
+        async fn review(&self, id: JobId, decision: crate::ReviewDecision) -> Result<Changed>;
         async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>>;
         async fn attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
         async fn get_app(&self, id: AppId) -> Result<Option<App>>;

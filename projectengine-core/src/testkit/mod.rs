@@ -20,6 +20,7 @@ pub mod differential;
 mod mock;
 pub mod notifier;
 pub mod queue;
+pub mod review;
 pub mod scenarios;
 mod slow;
 pub mod store;
@@ -111,6 +112,12 @@ macro_rules! store_suite {
             check_claimed_deliveries_are_not_handed_out_twice,
             check_delivery_tries_are_recorded,
         );
+        $crate::__testkit_suite!(review, $make;
+            check_reviewed_success_waits_for_approval,
+            check_rejection_queues_with_the_comment_then_fails,
+            check_review_writes_the_outbox,
+            check_concurrent_decisions_apply_once,
+        );
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,
         );
@@ -177,6 +184,9 @@ macro_rules! engine_suite {
             check_graceful_shutdown_releases,
             check_cursor_pages_through_engine,
             check_logs_and_steps_with_a_slow_store,
+        );
+        $crate::__testkit_suite!(review, $make;
+            check_reject_then_approve_through_the_engine,
         );
     };
 }

@@ -90,6 +90,9 @@ impl Store for SlowStore {
     async fn retry(&self, id: JobId) -> Result<Changed> {
         self.inner.retry(id).await
     }
+    async fn review(&self, id: JobId, decision: crate::ReviewDecision) -> Result<Changed> {
+        self.inner.review(id, decision).await
+    }
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
         self.inner.events(id, after, limit).await
     }

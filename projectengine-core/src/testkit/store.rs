@@ -32,6 +32,7 @@ pub fn new_job(owner: &Owner) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        review: false,
     }
 }
 

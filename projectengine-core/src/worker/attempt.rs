@@ -59,6 +59,7 @@ pub(crate) async fn run(
             fence,
             token.clone(),
             cfg.log_batch,
+            job.review_comment.clone(),
         );
         let (joined, why) =
             supervise(engine, cfg, &job, registered, &callbacks, &token, &release).await;

@@ -54,6 +54,8 @@ struct Inner {
     /// The attempt's span (current when the callbacks were made), which the
     /// flusher task's writes are children of.
     span: tracing::Span,
+    /// The job's latest reviewer's comment, as claimed.
+    review_comment: Option<String>,
 }
 
 #[derive(Default)]
@@ -97,10 +99,12 @@ impl AttemptCallbacks {
         fence: Fence,
         token: CancellationToken,
         log_batch: usize,
+        review_comment: Option<String>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 engine,
+                review_comment,
                 kind: kind.to_owned(),
                 fence,
                 token,
@@ -329,5 +333,9 @@ impl JobCallbacks for AttemptCallbacks {
 
     fn attempt(&self) -> u32 {
         self.inner.fence.attempt
+    }
+
+    fn review_comment(&self) -> Option<&str> {
+        self.inner.review_comment.as_deref()
     }
 }

@@ -23,7 +23,8 @@ pub struct ClaimRequest {
 /// the token that every later call of the attempt carries.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RunContext {
-    /// The job, as the engine holds it (id, kind, prompt, params, …).
+    /// The job, as the engine holds it (id, kind, prompt, params, …; after a
+    /// reviewer's rejection, `review_comment` says what to change).
     #[schema(value_type = Object)]
     pub job: Value,
     /// The attempt number (1, 2, …).

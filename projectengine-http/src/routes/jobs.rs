@@ -62,6 +62,7 @@ pub async fn create(
         timeout: req.timeout_s.map(Duration::from_secs),
         run_at: req.run_at,
         webhook: req.webhook,
+        review: req.review,
     };
     let job = state
         .engine()

@@ -126,4 +126,8 @@ impl JobCallbacks for Inner<'_> {
     fn attempt(&self) -> u32 {
         self.cb.attempt()
     }
+
+    fn review_comment(&self) -> Option<&str> {
+        self.cb.review_comment()
+    }
 }

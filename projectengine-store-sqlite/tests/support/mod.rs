@@ -134,6 +134,13 @@ impl Store for TestStore {
     async fn retry(&self, id: JobId) -> Result<Changed> {
         self.store.retry(id).await
     }
+    async fn review(
+        &self,
+        id: JobId,
+        decision: projectengine_core::ReviewDecision,
+    ) -> Result<Changed> {
+        self.store.review(id, decision).await
+    }
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
         self.store.events(id, after, limit).await
     }

@@ -1,7 +1,8 @@
 // One job: status, stage, progress, steps, the live log (replayed from the
 // event log, then streamed over the WebSocket, resuming after the last seq
 // seen on every reconnect), attempts, error, App, artifacts and webhook
-// deliveries; cancel and retry where the status allows them.
+// deliveries; cancel, retry, approve, reject (with a comment) and rerun
+// where the status allows them.
 
 import { api, ApiError, download, seg, socket } from './api.js';
 import { badge, h, replace, when } from './dom.js';
@@ -57,21 +58,47 @@ export function jobView(main, id) {
       ? h('p', { class: 'error' }, h('strong', {}, job.error.code), ': ', job.error.message)
       : null);
     const buttons = [];
-    if (['queued', 'running'].includes(job.status) && !job.cancel_requested) {
+    if (job.status === 'awaiting_review') {
+      const comment = h('textarea', { id: 'review-comment', rows: 2, 'aria-describedby': 'review-help' });
+      buttons.push(
+        h('button', { type: 'button', id: 'approve', onclick: () => act('approve') }, 'Approve'),
+        h('label', { for: 'review-comment' }, 'Comment for the next attempt'), comment,
+        h('button', {
+          type: 'button', id: 'reject',
+          onclick: () => act('reject', { comment: comment.value }),
+        }, 'Reject'),
+        h('p', { id: 'review-help', class: 'help' },
+          'Rejecting runs the job again with your comment, or fails it when its attempts are spent.'));
+    }
+    if (['queued', 'running', 'awaiting_review'].includes(job.status) && !job.cancel_requested) {
       buttons.push(h('button', { type: 'button', id: 'cancel', onclick: () => act('cancel') }, 'Cancel'));
     }
     if (['failed', 'cancelled'].includes(job.status)) {
       buttons.push(h('button', { type: 'button', id: 'retry', onclick: () => act('retry') }, 'Retry'));
     }
+    if (TERMINAL.includes(job.status)) {
+      buttons.push(h('button', { type: 'button', id: 'rerun', onclick: rerun }, 'Run again'));
+    }
     replace(actions, buttons);
   }
 
-  async function act(what) {
+  async function act(what, body) {
     actionError.textContent = '';
     try {
-      job = { ...job, ...(await api('POST', `/api/jobs/${seg(id)}/${what}/`)) };
+      job = { ...job, ...(await api('POST', `/api/jobs/${seg(id)}/${what}/`, body)) };
       renderSummary();
-      if (what === 'retry') connect();
+      if (what === 'retry' || (what === 'reject' && job.status === 'queued')) connect();
+    } catch (e) {
+      actionError.textContent = e.message;
+    }
+  }
+
+  // A new job with this one's spec: its page.
+  async function rerun() {
+    actionError.textContent = '';
+    try {
+      const created = await api('POST', `/api/jobs/${seg(id)}/rerun/`);
+      location.hash = `#/jobs/${seg(created.id)}`;
     } catch (e) {
       actionError.textContent = e.message;
     }
