@@ -639,6 +639,8 @@ mod tests {
                 webhook: None,
                 notify_deployment: false,
                 trace_parent: None,
+                parent_id: None,
+                child_key: None,
             })
             .await
             .unwrap();

@@ -193,6 +193,13 @@ pub struct Job {
     /// [`crate::trace`].
     #[serde(default)]
     pub trace_parent: Option<String>,
+    /// The job whose running attempt submitted this one as a child (see
+    /// [`JobCallbacks::submit_child`](crate::JobCallbacks::submit_child)).
+    #[serde(default)]
+    pub parent_id: Option<JobId>,
+    /// A child's key, unique among its parent's children.
+    #[serde(default)]
+    pub child_key: Option<String>,
 }
 
 impl Job {
@@ -241,6 +248,13 @@ pub struct NewJob {
     /// for its attempts; see [`crate::trace`].
     #[serde(default)]
     pub trace_parent: Option<String>,
+    /// The parent job of a child job; set by
+    /// [`Engine::submit_child`](crate::Engine::submit_child) only.
+    #[serde(default)]
+    pub parent_id: Option<JobId>,
+    /// A child's key among its parent's children (set with `parent_id`).
+    #[serde(default)]
+    pub child_key: Option<String>,
 }
 
 /// What to list: filters and a cursor page.

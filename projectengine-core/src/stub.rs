@@ -244,6 +244,8 @@ mod tests {
             webhook: None,
             notify_deployment: false,
             trace_parent: None,
+            parent_id: None,
+            child_key: None,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

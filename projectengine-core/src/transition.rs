@@ -551,6 +551,8 @@ mod tests {
             webhook: None,
             notify_deployment: false,
             trace_parent: None,
+            parent_id: None,
+            child_key: None,
         }
     }
 

@@ -87,6 +87,8 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         webhook: get(row, "webhook")?,
         notify_deployment: get(row, "notify_deployment")?,
         trace_parent: get(row, "trace_parent")?,
+        parent_id: get::<Option<uuid::Uuid>>(row, "parent_id")?.map(JobId),
+        child_key: get(row, "child_key")?,
     })
 }
 

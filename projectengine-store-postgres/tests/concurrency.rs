@@ -34,6 +34,8 @@ fn new_job(owner: &Owner) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        parent_id: None,
+        child_key: None,
     }
 }
 

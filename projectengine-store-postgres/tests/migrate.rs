@@ -46,6 +46,7 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             "apps",
             "artifacts",
             "attempts",
+            "idempotency_keys",
             "job_events",
             "jobs",
             "webhook_deliveries",
@@ -60,7 +61,9 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true),
+            (9, true)
         ]
     );
     store.migrate().await.expect("migrate a migrated schema");
@@ -72,7 +75,9 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true),
+            (9, true)
         ]
     );
     let indexes: Vec<String> = sqlx::query(
@@ -88,6 +93,9 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         "jobs_owner_id",
         "jobs_queued_run_at",
         "jobs_queued_owner",
+        "jobs_parent_child_key",
+        "idempotency_keys_pkey",
+        "idempotency_keys_expires_at",
         "attempts_running_lease",
         "apps_owner_id",
         "job_events_pkey",
@@ -128,7 +136,9 @@ async fn concurrent_migrations_apply_once() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true),
+            (9, true)
         ]
     );
     assert!(stores[0]
@@ -172,7 +182,9 @@ async fn a_failed_migration_releases_its_lock() {
             (3, true),
             (4, true),
             (5, true),
-            (6, true)
+            (6, true),
+            (7, true),
+            (9, true)
         ]
     );
 }

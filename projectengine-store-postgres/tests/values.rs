@@ -27,6 +27,8 @@ fn new_job(params: Value) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        parent_id: None,
+        child_key: None,
     }
 }
 

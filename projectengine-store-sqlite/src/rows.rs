@@ -112,6 +112,11 @@ pub(crate) fn job(row: &SqliteRow) -> Result<Job> {
         webhook: get(row, "webhook")?,
         notify_deployment: get(row, "notify_deployment")?,
         trace_parent: get(row, "trace_parent")?,
+        parent_id: get::<Option<Vec<u8>>>(row, "parent_id")?
+            .map(|b| Uuid::from_slice(&b).map(JobId))
+            .transpose()
+            .map_err(|e| corrupt("id", e))?,
+        child_key: get(row, "child_key")?,
     })
 }
 

@@ -93,6 +93,8 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        parent_id: None,
+        child_key: None,
     }
 }
 

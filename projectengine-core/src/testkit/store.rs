@@ -32,6 +32,8 @@ pub fn new_job(owner: &Owner) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        parent_id: None,
+        child_key: None,
     }
 }
 

@@ -123,4 +123,8 @@ impl JobCallbacks for Inner<'_> {
     fn attempt(&self) -> u32 {
         self.cb.attempt()
     }
+
+    async fn submit_child(&self, key: &str, spec: projectengine_core::Submit) -> Result<Job> {
+        self.cb.submit_child(key, spec).await
+    }
 }
