@@ -225,6 +225,17 @@ impl JobCallbacks for RemoteCallbacks {
     fn attempt(&self) -> u32 {
         self.inner.attempt
     }
+
+    async fn submit_child(&self, key: &str, spec: projectengine_core::Submit) -> Result<Job> {
+        self.inner.flush().await?;
+        let i = &self.inner;
+        let reply = i
+            .client
+            .submit_child(&i.token, key, &spec)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(reply.job)
+    }
 }
 
 impl RemoteCallbacks {

@@ -47,6 +47,22 @@ pub struct CreateJob {
     pub webhook: Option<String>,
 }
 
+impl CreateJob {
+    /// The submission this body asks for.
+    pub fn into_submit(self) -> projectengine_core::Submit {
+        projectengine_core::Submit {
+            prompt: self.prompt,
+            kind: self.kind,
+            params: self.params.map(Value::Object),
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            timeout: self.timeout_s.map(std::time::Duration::from_secs),
+            run_at: self.run_at,
+            webhook: self.webhook,
+        }
+    }
+}
+
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -159,6 +175,11 @@ pub struct JobDto {
     pub last_seq: u64,
     /// The URL notified when it ends, if it was submitted with one.
     pub webhook: Option<String>,
+    /// The job whose attempt submitted this one as a child, if any.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub parent_id: Option<JobId>,
+    /// A child's key among its parent's children (e.g. `frontend`).
+    pub child_key: Option<String>,
 }
 
 impl From<Job> for JobDto {
@@ -185,6 +206,8 @@ impl From<Job> for JobDto {
             updated_at: j.updated_at,
             last_seq: j.last_seq,
             webhook: j.webhook,
+            parent_id: j.parent_id,
+            child_key: j.child_key,
         }
     }
 }
@@ -263,6 +286,8 @@ pub struct JobDetail {
     pub steps: Vec<StepDto>,
     /// Its attempts, by number.
     pub attempts: Vec<AttemptDto>,
+    /// The child jobs its attempts submitted, oldest first.
+    pub children: Vec<JobDto>,
 }
 
 /// One entry of a job's event log: `{job_id, seq, attempt, at, type, data}`,
@@ -731,4 +756,11 @@ pub struct QueueDto {
 pub struct QueueList {
     /// The queues.
     pub items: Vec<QueueDto>,
+}
+
+/// A job's children, oldest first.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ChildList {
+    /// The children.
+    pub items: Vec<JobDto>,
 }

@@ -98,6 +98,7 @@ pub fn api_routes(state: ApiState) -> Router {
     Router::new()
         .merge(routes::jobs::routes())
         .merge(routes::kinds::routes())
+        .merge(routes::children::routes())
         .merge(routes::queues::routes())
         .merge(routes::artifacts::routes())
         .merge(routes::sse::routes())
