@@ -148,6 +148,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_MAX_BODY_BYTES", "[default: 65536]"),
     ("PROJECTENGINE_MAX_QUEUED_PER_OWNER", "(unset: no quota)"),
     ("PROJECTENGINE_MAX_STREAMS_PER_OWNER", "(unset: no limit)"),
+    ("PROJECTENGINE_IDEMPOTENCY_TTL", "[default: 24h]"),
     ("PROJECTENGINE_ARTIFACTS", "[default: memory]"),
     ("PROJECTENGINE_ARTIFACT_MAX_BYTES", "[default: 268435456]"),
     (

@@ -151,6 +151,10 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_MAX_STREAMS_PER_OWNER", value_parser = limit::<usize>)]
     pub max_streams_per_owner: Option<usize>,
 
+    /// How long an Idempotency-Key of a submission is kept: the same key and body answer the job it created until then
+    #[arg(long, env = "PROJECTENGINE_IDEMPOTENCY_TTL", default_value = "24h", value_parser = positive_duration)]
+    pub idempotency_ttl: Duration,
+
     /// Where artifacts' bytes are kept: `memory`, a directory, or an object store URL (`file:///dir`, with the core's cloud features `s3://bucket/prefix`, `gs://…`, `az://…`)
     #[arg(long, env = "PROJECTENGINE_ARTIFACTS", default_value = "memory", value_parser = artifacts)]
     pub artifacts: ArtifactsAt,
@@ -800,6 +804,7 @@ mod tests {
                 "lots",
                 "PROJECTENGINE_MAX_STREAMS_PER_OWNER",
             ),
+            ("--idempotency-ttl", "0s", "PROJECTENGINE_IDEMPOTENCY_TTL"),
             ("--heartbeat", "1h", "PROJECTENGINE_HEARTBEAT"),
             ("--log-format", "xml", "PROJECTENGINE_LOG_FORMAT"),
             ("--jwt-secret", "short", "PROJECTENGINE_JWT_SECRET"),

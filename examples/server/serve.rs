@@ -210,6 +210,7 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
     tracing::info!("{durability}; artifacts in {}", config.artifacts);
     let limits = Limits {
         max_queued_per_owner: config.max_queued_per_owner,
+        idempotency_ttl: config.idempotency_ttl,
         ..Limits::default()
     };
     let engine = Engine::with_limits(

@@ -229,6 +229,17 @@ impl JobCallbacks for RemoteCallbacks {
     fn review_comment(&self) -> Option<&str> {
         self.inner.job.review_comment.as_deref()
     }
+
+    async fn submit_child(&self, key: &str, spec: projectengine_core::Submit) -> Result<Job> {
+        self.inner.flush().await?;
+        let i = &self.inner;
+        let reply = i
+            .client
+            .submit_child(&i.token, key, &spec)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(reply.job)
+    }
 }
 
 impl RemoteCallbacks {

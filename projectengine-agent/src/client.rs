@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use projectengine_core::{AppId, ArtifactBody, EventData, Job, JobId};
+use projectengine_core::{AppId, ArtifactBody, EventData, Job, JobId, Submit};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,15 @@ pub struct AppReply {
     pub payload: Value,
     /// When it was published.
     pub created_at: DateTime<Utc>,
+}
+
+/// A child job, as the server answers its submission.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChildReply {
+    /// Whether this call created it (`false`: the key had a child already).
+    pub created: bool,
+    /// The child.
+    pub job: Job,
 }
 
 /// A stored artifact, as the server answers it.
@@ -323,6 +332,39 @@ impl Client {
     ) -> Result<AppReply, AgentError> {
         let body = json!({ "name": name, "payload": payload });
         self.json(attempt_token, "api/agent/v1/attempt/app", &body)
+            .await
+    }
+
+    /// Submits a child job of the attempt's job under `key`; a key the job
+    /// has a child for answers that child (`created: false`), so a retried
+    /// call creates nothing twice.
+    pub async fn submit_child(
+        &self,
+        attempt_token: &str,
+        key: &str,
+        spec: &Submit,
+    ) -> Result<ChildReply, AgentError> {
+        let mut job = serde_json::Map::new();
+        job.insert("prompt".into(), json!(spec.prompt));
+        let mut put = |name: &str, value: Option<Value>| {
+            if let Some(v) = value {
+                job.insert(name.into(), v);
+            }
+        };
+        put("kind", spec.kind.as_ref().map(|k| json!(k)));
+        put("params", spec.params.clone());
+        put("priority", spec.priority.map(|p| json!(p)));
+        put("max_attempts", spec.max_attempts.map(|n| json!(n)));
+        // The API takes whole seconds; round a shorter timeout up.
+        put(
+            "timeout_s",
+            spec.timeout
+                .map(|t| json!(t.as_secs() + u64::from(t.subsec_nanos() > 0))),
+        );
+        put("run_at", spec.run_at.map(|t| json!(t)));
+        put("webhook", spec.webhook.as_ref().map(|w| json!(w)));
+        let body = json!({ "key": key, "job": job });
+        self.json(attempt_token, "api/agent/v1/attempt/children", &body)
             .await
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use projectengine_core::{CancellationToken, JobId, Orchestrator};
 
 pub use attempt::{run_attempt, AttemptEnd, RemoteCallbacks};
-pub use client::{Client, Finish, Policy, Retry, RunContext};
+pub use client::{ChildReply, Client, Finish, Policy, Retry, RunContext};
 pub use error::AgentError;
 pub use workspace::{AuditSink, FsOp, Workspace, WorkspaceError};
 

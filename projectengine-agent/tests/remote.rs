@@ -374,3 +374,85 @@ async fn tokens_are_not_interchangeable() {
     assert_eq!(res.status(), 200);
     server.stop().await;
 }
+
+/// Submits the child `frontend` (a `local` job) and fails its first attempt.
+struct SplitsOnce;
+
+#[async_trait::async_trait]
+impl projectengine_core::Orchestrator for SplitsOnce {
+    async fn run(
+        &self,
+        _job: &projectengine_core::Job,
+        cb: &dyn projectengine_core::JobCallbacks,
+    ) -> Result<(), projectengine_core::OrchestratorError> {
+        let child = cb
+            .submit_child("frontend", Submit::new("the frontend").kind(LOCAL))
+            .await?;
+        cb.log(LogLevel::Info, &format!("child {}", child.id))
+            .await?;
+        let bad = cb
+            .submit_child("bad", Submit::new("x").kind("no-such-kind"))
+            .await;
+        if !matches!(bad, Err(projectengine_core::Error::Invalid { .. })) {
+            return Err(projectengine_core::OrchestratorError::fatal(format!(
+                "an unknown kind must be refused: {bad:?}"
+            )));
+        }
+        if cb.attempt() == 1 {
+            return Err(projectengine_core::OrchestratorError::retryable("again")
+                .with_retry_after(Duration::ZERO));
+        }
+        Ok(())
+    }
+}
+
+/// A remote attempt submits a child over the agent protocol, validated like
+/// any submission; the retried attempt's submission of the same key answers
+/// the same child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_attempt_submits_children_once_per_key() {
+    let server = Server::start(Duration::from_secs(5), Duration::from_millis(200)).await;
+    let parent = server
+        .engine
+        .submit(&server.owner, Submit::new("split").kind(REMOTE))
+        .await
+        .expect("submit");
+    let agent =
+        Agent::new(server.client(), &server.agent_token, SplitsOnce).wait(Duration::from_secs(5));
+    let (_, first) = agent.run_one().await.expect("claim").expect("a job");
+    assert!(
+        matches!(first, AttemptEnd::Finished(Finish::Retryable { .. })),
+        "{first:?}"
+    );
+    let (_, second) = agent.run_one().await.expect("claim").expect("a job");
+    assert_eq!(second, AttemptEnd::Finished(Finish::Succeeded));
+    server.wait_for(parent.id, JobStatus::Succeeded).await;
+
+    let children = server
+        .engine
+        .children(&server.owner, parent.id)
+        .await
+        .expect("children");
+    assert_eq!(children.len(), 1, "{children:?}");
+    let child = &children[0];
+    assert_eq!(child.parent_id, Some(parent.id));
+    assert_eq!(child.child_key.as_deref(), Some("frontend"));
+    assert_eq!(child.owner, server.owner);
+    server.wait_for(child.id, JobStatus::Succeeded).await;
+    let lines: Vec<String> = server
+        .events(parent.id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.data {
+            EventData::Log(line) => Some(line.message),
+            _ => None,
+        })
+        .collect();
+    let expected = format!("child {}", child.id);
+    assert_eq!(
+        lines.iter().filter(|l| **l == expected).count(),
+        2,
+        "both attempts got the same child: {lines:?}"
+    );
+    server.stop().await;
+}

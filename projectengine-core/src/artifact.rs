@@ -640,6 +640,8 @@ mod tests {
                 notify_deployment: false,
                 trace_parent: None,
                 review: false,
+                parent_id: None,
+                child_key: None,
             })
             .await
             .unwrap();

@@ -126,6 +126,9 @@ pub struct Limits {
     /// is [`Error::LimitExceeded`]. Counted by the store, atomically with the
     /// insert, so concurrent submissions never pass it. `None`: no quota.
     pub max_queued_per_owner: Option<u32>,
+    /// How long an idempotency key is kept from its first use (see
+    /// [`Engine::submit_idempotent`]); default 24 hours.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -142,6 +145,7 @@ impl Default for Limits {
             max_schedule_ahead: Duration::from_secs(10_000 * 365 * 24 * 3600),
             max_page: 500,
             max_queued_per_owner: None,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -499,6 +503,8 @@ impl Engine {
                 .and_then(|p| p.current())
                 .filter(|t| t.len() <= crate::trace::MAX_TRACE_PARENT_BYTES),
             review: req.review,
+            parent_id: None,
+            child_key: None,
         })
     }
 
@@ -508,20 +514,32 @@ impl Engine {
     /// recovery pushes it later.
     pub async fn submit(&self, owner: &Owner, req: Submit) -> Result<Job> {
         let new = self.validate(owner, req)?;
+        self.check_webhook(&new).await?;
+        let changed = self.inner.store.create_job(new).await?;
+        self.submitted(&changed).await;
+        Ok(changed.job)
+    }
+
+    /// Checks the address of a validated submission's webhook, which needs
+    /// its host resolved.
+    pub(crate) async fn check_webhook(&self, new: &NewJob) -> Result<()> {
         if let (Some(url), Some(check)) = (&new.webhook, &self.inner.webhooks.check) {
             check
                 .check(url)
                 .await
                 .map_err(|reason| Error::invalid("webhook", reason))?;
         }
-        let changed = self.inner.store.create_job(new).await?;
+        Ok(())
+    }
+
+    /// Counts a created job, publishes its first event and wakes a worker.
+    pub(crate) async fn submitted(&self, changed: &crate::Changed) {
         self.metrics().submitted(&changed.job.kind);
         // Independent: watchers order events by seq whatever arrives first.
         tokio::join!(
             self.publish(&changed.job.kind, &changed.events),
             self.wake(&changed.job)
         );
-        Ok(changed.job)
     }
 
     /// The webhook deliveries of the owner's job, oldest first, with their tries.

@@ -57,6 +57,10 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// An idempotency key sent again with a different request than the one
+    /// it was first used with (see [`IdempotencyKey`](crate::IdempotencyKey)).
+    #[error("idempotency key reused: this key was used with a different request")]
+    IdempotencyKeyReused,
 }
 
 impl Error {
@@ -114,6 +118,7 @@ impl Error {
             Error::LimitExceeded(_) => "limit_exceeded",
             Error::Unavailable { .. } => "unavailable",
             Error::Internal { .. } => "internal",
+            Error::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 }

@@ -204,6 +204,13 @@ pub struct Job {
     /// through [`JobCallbacks::review_comment`](crate::JobCallbacks::review_comment)).
     #[serde(default)]
     pub review_comment: Option<String>,
+    /// The job whose running attempt submitted this one as a child (see
+    /// [`JobCallbacks::submit_child`](crate::JobCallbacks::submit_child)).
+    #[serde(default)]
+    pub parent_id: Option<JobId>,
+    /// A child's key, unique among its parent's children.
+    #[serde(default)]
+    pub child_key: Option<String>,
 }
 
 impl Job {
@@ -255,6 +262,13 @@ pub struct NewJob {
     /// Whether a successful attempt waits for review ([`Job::review`]).
     #[serde(default)]
     pub review: bool,
+    /// The parent job of a child job; set by
+    /// [`Engine::submit_child`](crate::Engine::submit_child) only.
+    #[serde(default)]
+    pub parent_id: Option<JobId>,
+    /// A child's key among its parent's children (set with `parent_id`).
+    #[serde(default)]
+    pub child_key: Option<String>,
 }
 
 /// What to list: filters and a cursor page.

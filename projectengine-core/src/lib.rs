@@ -3,9 +3,11 @@
 mod app;
 pub mod artifact;
 mod attempt;
+pub mod children;
 mod engine;
 mod error;
 mod event;
+pub mod idempotency;
 mod ids;
 mod job;
 pub mod memory;
@@ -37,6 +39,7 @@ pub use error::{BoxError, Error, Result};
 pub use event::{
     ArtifactStored, EventData, FsAudit, FsOp, JobEvent, LogLevel, LogLine, Step, StepStatus,
 };
+pub use idempotency::{IdempotencyKey, Submitted};
 pub use ids::{AppId, AttemptId, DeliveryId, JobId, Owner};
 pub use job::{Job, JobError, JobQuery, JobStatus, NewJob, Page};
 pub use notifier::{Notification, NotificationStream, Notifier};
@@ -45,7 +48,7 @@ pub use orchestrator::{
 };
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
 pub use review::ReviewDecision;
-pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
+pub use store::{Changed, Claim, Created, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
 pub use trace::TracePropagator;
 pub use watch::{EventStream, WatchConfig};

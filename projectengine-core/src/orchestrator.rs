@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::{App, Artifact, ArtifactBody, Error, Job, LogLevel, NewApp, Result, Step};
+use crate::{App, Artifact, ArtifactBody, Error, Job, LogLevel, NewApp, Result, Step, Submit};
 
 /// Runs one attempt of a job.
 ///
@@ -105,6 +105,27 @@ pub trait JobCallbacks: Send + Sync {
     /// ([`Job::review_comment`](crate::Job::review_comment)): what this
     /// attempt is asked to change. `None` until a reviewer rejected one.
     fn review_comment(&self) -> Option<&str>;
+    /// Submits a child job of this job under `key` (e.g. `frontend`): a job
+    /// of the same owner, validated like any submission, queued and run like
+    /// any other, whose [`Job::parent_id`] is this job. The key is the
+    /// child's identity among this job's children: the first call with a key
+    /// creates the child, and any later call with it — by this attempt or,
+    /// after a retry, by a later one — answers that same child, so a retried
+    /// attempt never creates its children twice (see
+    /// [`children`](crate::children)). Like
+    /// [`JobCallbacks::publish_app`], it waits until every earlier report is
+    /// written. Once the attempt lost its lease,
+    /// [`Error::StaleAttempt`], and nothing is created.
+    ///
+    /// The provided implementation refuses with [`Error::Invalid`] naming
+    /// `child`, for callbacks that cannot submit jobs.
+    async fn submit_child(&self, key: &str, spec: Submit) -> Result<Job> {
+        let _ = (key, spec);
+        Err(Error::invalid(
+            "child",
+            "these callbacks cannot submit child jobs",
+        ))
+    }
 }
 
 /// Whether retrying may help after an [`OrchestratorError`].

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    App, AppId, Artifact, Attempt, DeliveryId, DeliveryLog, DeliveryNext, EventData, Fence, Job,
-    JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry, Owner, Result,
-    ReviewDecision, SavedArtifact, WebhookDelivery,
+    App, AppId, Artifact, Attempt, DeliveryId, DeliveryLog, DeliveryNext, EventData, Fence,
+    IdempotencyKey, Job, JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry,
+    Owner, Result, ReviewDecision, SavedArtifact, WebhookDelivery,
 };
 
 /// A job after a change, with the events the change appended (to publish).
@@ -19,6 +19,16 @@ pub struct Changed {
     pub job: Job,
     /// The events appended, in seq order.
     pub events: Vec<JobEvent>,
+}
+
+/// What a create that may find its job existing did: created it (with the
+/// events to publish), or found the job an earlier call created.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Created {
+    /// Created now.
+    New(Changed),
+    /// Created earlier; nothing changed.
+    Existing(Job),
 }
 
 /// A successful claim: the job, its new running attempt, and the `running` event.
@@ -187,6 +197,9 @@ pub struct DueJob {
 /// #   async fn claim_deliveries(&self, l: usize, v: std::time::Duration) -> projectengine_core::Result<Vec<projectengine_core::WebhookDelivery>> { self.inner.claim_deliveries(l, v).await }
 /// #   async fn record_delivery_try(&self, id: projectengine_core::DeliveryId, c: u32, t: projectengine_core::NewTry, n: projectengine_core::DeliveryNext) -> projectengine_core::Result<projectengine_core::WebhookDelivery> { self.inner.record_delivery_try(id, c, t, n).await }
 /// #   async fn deliveries(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::DeliveryLog>> { self.inner.deliveries(id).await }
+/// #   async fn create_child(&self, f: projectengine_core::Fence, j: projectengine_core::NewJob) -> projectengine_core::Result<projectengine_core::Created> { self.inner.create_child(f, j).await }
+/// #   async fn children(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::Job>> { self.inner.children(id).await }
+/// #   async fn create_job_idempotent(&self, j: projectengine_core::NewJob, k: &projectengine_core::IdempotencyKey) -> projectengine_core::Result<projectengine_core::Created> { self.inner.create_job_idempotent(j, k).await }
 /// #   async fn ping(&self) -> projectengine_core::Result<()> { self.inner.ping().await }
 /// }
 /// ```
@@ -357,4 +370,30 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Checks that the store is reachable.
     async fn ping(&self) -> Result<()>;
+
+    /// Creates a child of the job whose running attempt is `fence`, like
+    /// [`Store::create_job`] (quota included): `job.parent_id` must be
+    /// `fence.job_id` and `job.child_key` set, else
+    /// [`Invalid`](crate::Error::Invalid). (parent, key) is unique: when the
+    /// parent has a child of that key already, the answer is
+    /// [`Created::Existing`] with that child and nothing changes. Fenced: a
+    /// `fence` that is not the parent's running attempt is
+    /// [`StaleAttempt`](crate::Error::StaleAttempt), checked in the same
+    /// transaction as the insert, and nothing changes.
+    async fn create_child(&self, fence: Fence, job: NewJob) -> Result<Created>;
+
+    /// The job's children, oldest first.
+    async fn children(&self, parent: JobId) -> Result<Vec<Job>>;
+
+    /// Creates a job like [`Store::create_job`], keyed by `key` in its
+    /// owner's keys. While the owner's key is kept (it expires `key.ttl`
+    /// after its first use, by the store's clock), the same key with the
+    /// same `request_hash` answers [`Created::Existing`] with the job it
+    /// created, and with another hash
+    /// [`IdempotencyKeyReused`](crate::Error::IdempotencyKeyReused); neither
+    /// changes anything. Otherwise (no key, or an expired one) the job and
+    /// the key are written in one transaction: of any number of concurrent
+    /// calls with one key, exactly one creates a job. A refused create
+    /// (quota, conflict) keeps no key.
+    async fn create_job_idempotent(&self, job: NewJob, key: &IdempotencyKey) -> Result<Created>;
 }

@@ -260,6 +260,8 @@ mod tests {
             notify_deployment: false,
             trace_parent: None,
             review: false,
+            parent_id: None,
+            child_key: None,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

@@ -689,6 +689,8 @@ mod tests {
             trace_parent: None,
             review: false,
             review_comment: None,
+            parent_id: None,
+            child_key: None,
         }
     }
 

@@ -162,6 +162,26 @@ impl Store for CountingStore {
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }
+    async fn create_child(
+        &self,
+        fence: projectengine_core::Fence,
+        job: projectengine_core::NewJob,
+    ) -> projectengine_core::Result<projectengine_core::Created> {
+        self.inner.create_child(fence, job).await
+    }
+    async fn children(
+        &self,
+        parent: projectengine_core::JobId,
+    ) -> projectengine_core::Result<Vec<projectengine_core::Job>> {
+        self.inner.children(parent).await
+    }
+    async fn create_job_idempotent(
+        &self,
+        job: projectengine_core::NewJob,
+        key: &projectengine_core::IdempotencyKey,
+    ) -> projectengine_core::Result<projectengine_core::Created> {
+        self.inner.create_job_idempotent(job, key).await
+    }
 }
 
 /// An in-memory notifier that loses every terminal event on its way to the

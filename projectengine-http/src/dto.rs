@@ -52,6 +52,23 @@ pub struct CreateJob {
     pub review: bool,
 }
 
+impl CreateJob {
+    /// The submission this body asks for.
+    pub fn into_submit(self) -> projectengine_core::Submit {
+        projectengine_core::Submit {
+            prompt: self.prompt,
+            kind: self.kind,
+            params: self.params.map(Value::Object),
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            timeout: self.timeout_s.map(std::time::Duration::from_secs),
+            run_at: self.run_at,
+            webhook: self.webhook,
+            review: self.review,
+        }
+    }
+}
+
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +187,11 @@ pub struct JobDto {
     pub review: bool,
     /// The latest reviewer's comment on a rejected result, if any.
     pub review_comment: Option<String>,
+    /// The job whose attempt submitted this one as a child, if any.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub parent_id: Option<JobId>,
+    /// A child's key among its parent's children (e.g. `frontend`).
+    pub child_key: Option<String>,
 }
 
 impl From<Job> for JobDto {
@@ -198,6 +220,8 @@ impl From<Job> for JobDto {
             webhook: j.webhook,
             review: j.review,
             review_comment: j.review_comment,
+            parent_id: j.parent_id,
+            child_key: j.child_key,
         }
     }
 }
@@ -276,6 +300,8 @@ pub struct JobDetail {
     pub steps: Vec<StepDto>,
     /// Its attempts, by number.
     pub attempts: Vec<AttemptDto>,
+    /// The child jobs its attempts submitted, oldest first.
+    pub children: Vec<JobDto>,
 }
 
 /// One entry of a job's event log: `{job_id, seq, attempt, at, type, data}`,
@@ -744,4 +770,11 @@ pub struct QueueDto {
 pub struct QueueList {
     /// The queues.
     pub items: Vec<QueueDto>,
+}
+
+/// A job's children, oldest first.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ChildList {
+    /// The children.
+    pub items: Vec<JobDto>,
 }

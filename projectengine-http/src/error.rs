@@ -187,6 +187,12 @@ impl From<Error> for ApiError {
             Error::NotFound { what } => ApiError::not_found(what),
             Error::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             Error::Invalid { field, reason } => ApiError::invalid(field, reason),
+            Error::IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body",
+            )
+            .with_field("Idempotency-Key"),
             Error::LimitExceeded(msg) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", msg)
             }

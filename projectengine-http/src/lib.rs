@@ -99,6 +99,7 @@ pub fn api_routes(state: ApiState) -> Router {
         .merge(routes::jobs::routes())
         .merge(routes::review::routes())
         .merge(routes::kinds::routes())
+        .merge(routes::children::routes())
         .merge(routes::queues::routes())
         .merge(routes::artifacts::routes())
         .merge(routes::sse::routes())

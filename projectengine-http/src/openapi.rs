@@ -10,7 +10,7 @@ use projectengine_core::Limits;
 
 use crate::agent;
 use crate::routes::{
-    apps, artifacts, audit, health, jobs, kinds, queues, review, sse, webhooks, ws,
+    apps, artifacts, audit, children, health, jobs, kinds, queues, review, sse, webhooks, ws,
 };
 use crate::state::ApiState;
 
@@ -24,12 +24,13 @@ use crate::state::ApiState;
     paths(
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
         review::approve, review::reject, review::rerun,
+        children::list,
         kinds::list, queues::list, webhooks::list, audit::list,
         sse::stream, ws::watch,
         artifacts::list, artifacts::download,
         apps::list, apps::detail, apps::by_job,
         health::health, health::ready, health::metrics, openapi_json, docs,
-        agent::claim, agent::heartbeat, agent::events, agent::artifact, agent::app, agent::finish,
+        agent::claim, agent::heartbeat, agent::events, agent::artifact, agent::app, agent::children, agent::finish,
     ),
     components(schemas(crate::dto::EventDto, crate::dto::Order, crate::dto::SseMessage, crate::error::ErrorBody)),
     modifiers(&BearerScheme),

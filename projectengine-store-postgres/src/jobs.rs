@@ -17,9 +17,9 @@ const CREATE: &str = concat!(
     "WITH j AS (",
     " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
     "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq,",
-    "   webhook, notify_deployment, trace_parent, review)",
+    "   webhook, notify_deployment, trace_parent, review, parent_id, child_key)",
     " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11, $12, $13,",
-    "   $14)",
+    "   $14, $15, $16)",
     " RETURNING *",
     "), e AS (",
     " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
@@ -72,6 +72,8 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .bind(new.notify_deployment)
         .bind(&new.trace_parent)
         .bind(new.review)
+        .bind(new.parent_id.map(|id| id.0))
+        .bind(new.child_key.as_deref())
         .fetch_one(conn)
         .await
         .map_err(map)?;

@@ -59,6 +59,7 @@ macro_rules! rfc3339 {
 mod apps;
 mod artifacts;
 mod attempts;
+mod children;
 mod error;
 mod events;
 mod group;
@@ -74,9 +75,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use projectengine_core::{
-    App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
-    EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp, NewArtifact,
-    NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact, Store, WebhookDelivery,
+    App, AppId, Artifact, Attempt, Changed, Claim, Created, DeliveryId, DeliveryLog, DeliveryNext,
+    DueJob, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobDetail, JobEvent, JobId, JobQuery,
+    NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact,
+    Store, WebhookDelivery,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -313,6 +315,18 @@ impl Store for PgStore {
             .await
             .map_err(error::map)?;
         Ok(())
+    }
+
+    async fn create_child(&self, fence: Fence, job: NewJob) -> Result<Created> {
+        children::create_child(&self.pool, fence, job).await
+    }
+
+    async fn children(&self, parent: JobId) -> Result<Vec<Job>> {
+        children::children(&self.pool, parent).await
+    }
+
+    async fn create_job_idempotent(&self, job: NewJob, key: &IdempotencyKey) -> Result<Created> {
+        children::create_job_idempotent(&self.pool, job, key).await
     }
 }
 

@@ -89,6 +89,8 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         trace_parent: get(row, "trace_parent")?,
         review: get(row, "review")?,
         review_comment: get(row, "review_comment")?,
+        parent_id: get::<Option<uuid::Uuid>>(row, "parent_id")?.map(JobId),
+        child_key: get(row, "child_key")?,
     })
 }
 

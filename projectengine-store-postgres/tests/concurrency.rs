@@ -35,6 +35,8 @@ fn new_job(owner: &Owner) -> NewJob {
         notify_deployment: false,
         trace_parent: None,
         review: false,
+        parent_id: None,
+        child_key: None,
     }
 }
 

@@ -28,6 +28,8 @@ fn new_job(params: Value) -> NewJob {
         notify_deployment: false,
         trace_parent: None,
         review: false,
+        parent_id: None,
+        child_key: None,
     }
 }
 

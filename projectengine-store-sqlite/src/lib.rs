@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use projectengine_core::{
-    App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
-    Error, EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp,
-    NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact, Store,
-    WebhookDelivery,
+    App, AppId, Artifact, Attempt, Changed, Claim, Created, DeliveryId, DeliveryLog, DeliveryNext,
+    DueJob, Error, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobDetail, JobEvent, JobId,
+    JobQuery, NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision,
+    SavedArtifact, Store, WebhookDelivery,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -347,5 +347,27 @@ impl Store for SqliteStore {
             .await
             .map_err(map)?;
         Ok(())
+    }
+
+    async fn create_child(&self, fence: Fence, job: NewJob) -> Result<Created> {
+        match self.write(Op::CreateChild { fence, job }).await? {
+            Done::Created(created) => Ok(created),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn children(&self, parent: JobId) -> Result<Vec<Job>> {
+        reads::children(&self.reads, parent).await
+    }
+
+    async fn create_job_idempotent(&self, job: NewJob, key: &IdempotencyKey) -> Result<Created> {
+        let op = Op::CreateIdempotent {
+            job,
+            key: key.clone(),
+        };
+        match self.write(op).await? {
+            Done::Created(created) => Ok(created),
+            _ => Err(unexpected()),
+        }
     }
 }

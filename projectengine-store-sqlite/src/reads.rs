@@ -24,6 +24,18 @@ pub(crate) async fn job(conn: &mut SqliteConnection, id: JobId) -> Result<Option
         .transpose()
 }
 
+/// The job's children, oldest first.
+pub(crate) async fn children(pool: &SqlitePool, parent: JobId) -> Result<Vec<Job>> {
+    sqlx::query("SELECT * FROM jobs WHERE parent_id = ? ORDER BY id")
+        .bind(id_bytes(parent.0))
+        .fetch_all(pool)
+        .await
+        .map_err(map)?
+        .iter()
+        .map(rows::job)
+        .collect()
+}
+
 /// One cursor page of an owner's jobs.
 pub(crate) async fn list_jobs(
     pool: &SqlitePool,

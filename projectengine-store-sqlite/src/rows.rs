@@ -114,6 +114,11 @@ pub(crate) fn job(row: &SqliteRow) -> Result<Job> {
         trace_parent: get(row, "trace_parent")?,
         review: get(row, "review")?,
         review_comment: get(row, "review_comment")?,
+        parent_id: get::<Option<Vec<u8>>>(row, "parent_id")?
+            .map(|b| Uuid::from_slice(&b).map(JobId))
+            .transpose()
+            .map_err(|e| corrupt("id", e))?,
+        child_key: get(row, "child_key")?,
     })
 }
 

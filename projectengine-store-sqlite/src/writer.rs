@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use projectengine_core::{
-    App, Changed, Claim, DeliveryId, DeliveryNext, Error, EventData, Fence, Heartbeat, JobEvent,
-    JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result, ReviewDecision, SavedArtifact,
-    WebhookDelivery,
+    App, Changed, Claim, Created, DeliveryId, DeliveryNext, Error, EventData, Fence, Heartbeat,
+    IdempotencyKey, JobEvent, JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result,
+    ReviewDecision, SavedArtifact, WebhookDelivery,
 };
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -86,6 +86,14 @@ pub(crate) enum Op {
         attempt: NewTry,
         next: DeliveryNext,
     },
+    CreateChild {
+        fence: Fence,
+        job: NewJob,
+    },
+    CreateIdempotent {
+        job: NewJob,
+        key: IdempotencyKey,
+    },
 }
 
 /// What a write answers.
@@ -99,6 +107,7 @@ pub(crate) enum Done {
     Artifact(SavedArtifact),
     Deliveries(Vec<WebhookDelivery>),
     Delivery(WebhookDelivery),
+    Created(Created),
 }
 
 impl Op {
@@ -147,6 +156,12 @@ impl Op {
             } => Done::Delivery(
                 writes::record_delivery_try(conn, *id, *claimed_tries, attempt, *next, now).await?,
             ),
+            Op::CreateChild { fence, job } => {
+                Done::Created(writes::create_child(conn, *fence, job, now).await?)
+            }
+            Op::CreateIdempotent { job, key } => {
+                Done::Created(writes::create_job_idempotent(conn, job, key, now).await?)
+            }
         })
     }
 }

@@ -15,9 +15,9 @@ use projectengine_core::artifact::check_job_bytes;
 use projectengine_core::transition::{self, lease_until, CancelPlan};
 use projectengine_core::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
-    DeliveryId, DeliveryNext, Destination, Error, EventData, Fence, Heartbeat, Job, JobEvent,
-    JobId, JobStatus, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result, SavedArtifact,
-    WebhookDelivery,
+    Created, DeliveryId, DeliveryNext, Destination, Error, EventData, Fence, Heartbeat,
+    IdempotencyKey, Job, JobEvent, JobId, JobStatus, NewApp, NewArtifact, NewJob, NewTry, Outcome,
+    Result, SavedArtifact, WebhookDelivery,
 };
 use sqlx::{Row, SqliteConnection};
 
@@ -198,6 +198,8 @@ pub(crate) async fn create(
         trace_parent: new.trace_parent.clone(),
         review: new.review,
         review_comment: None,
+        parent_id: new.parent_id,
+        child_key: new.child_key.clone(),
     };
     let queued = EventData::Status {
         status: JobStatus::Queued,
@@ -208,8 +210,8 @@ pub(crate) async fn create(
     sqlx::query(
         "INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority, \
          max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq, webhook, \
-         notify_deployment, trace_parent, review) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         notify_deployment, trace_parent, review, parent_id, child_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id_bytes(job.id.0))
     .bind(&job.owner.0)
@@ -229,6 +231,8 @@ pub(crate) async fn create(
     .bind(job.notify_deployment)
     .bind(job.trace_parent.as_deref())
     .bind(job.review)
+    .bind(job.parent_id.map(|id| id_bytes(id.0)))
+    .bind(job.child_key.as_deref())
     .execute(&mut *conn)
     .await
     .map_err(map)?;
@@ -739,4 +743,81 @@ pub(crate) async fn record_delivery_try(
     .await
     .map_err(map)?;
     Ok(d)
+}
+
+/// Creates the child `new` of the job whose running attempt is `fence`, or
+/// answers the child of its key.
+pub(crate) async fn create_child(
+    conn: &mut SqliteConnection,
+    fence: Fence,
+    new: &NewJob,
+    now: DateTime<Utc>,
+) -> Result<Created> {
+    let key = projectengine_core::children::check_child(fence, new)?;
+    fenced(conn, fence).await?;
+    let existing = sqlx::query("SELECT * FROM jobs WHERE parent_id = ? AND child_key = ?")
+        .bind(id_bytes(fence.job_id.0))
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?;
+    if let Some(row) = existing {
+        return Ok(Created::Existing(rows::job(&row)?));
+    }
+    Ok(Created::New(create(conn, new, now).await?))
+}
+
+/// Creates `new` under the owner's idempotency key, or answers the job the
+/// key created. The writer holds the database's write lock, so the read of
+/// the key and the write of the key and the job are one step.
+pub(crate) async fn create_job_idempotent(
+    conn: &mut SqliteConnection,
+    new: &NewJob,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<Created> {
+    let kept = sqlx::query(
+        "SELECT k.request_hash, j.* FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id \
+         WHERE k.owner = ? AND k.key = ? AND k.expires_at > ?",
+    )
+    .bind(&new.owner.0)
+    .bind(&key.key)
+    .bind(micros(now))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map)?;
+    if let Some(row) = kept {
+        let hash: String = row.try_get("request_hash").map_err(map)?;
+        if hash != key.request_hash {
+            return Err(Error::IdempotencyKeyReused);
+        }
+        return Ok(Created::Existing(rows::job(&row)?));
+    }
+    // Drop a few expired keys as we go (this one too, if it expired).
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE (owner, key) IN (SELECT owner, key \
+         FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT 8) \
+         OR (owner = ? AND key = ?)",
+    )
+    .bind(micros(now))
+    .bind(&new.owner.0)
+    .bind(&key.key)
+    .execute(&mut *conn)
+    .await
+    .map_err(map)?;
+    let changed = create(conn, new, now).await?;
+    let ttl = chrono::Duration::from_std(key.ttl.min(MAX_LEASE)).unwrap_or(chrono::Duration::MAX);
+    sqlx::query(
+        "INSERT INTO idempotency_keys (owner, key, request_hash, job_id, expires_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&new.owner.0)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(id_bytes(changed.job.id.0))
+    .bind(micros(now + ttl))
+    .execute(&mut *conn)
+    .await
+    .map_err(map)?;
+    Ok(Created::New(changed))
 }

@@ -128,8 +128,7 @@ async fn widening_the_status_check_keeps_every_row() {
             .await
             .expect("the jobs indexes");
     let names: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        ["jobs_owner_id", "jobs_queued_owner", "jobs_queued_run_at"]
-    );
+    for kept in ["jobs_owner_id", "jobs_queued_owner", "jobs_queued_run_at"] {
+        assert!(names.contains(&kept), "index {kept} kept: {names:?}");
+    }
 }

@@ -10,9 +10,10 @@ use crate::artifact::check_job_bytes;
 use crate::transition::{self, lease_until, CancelPlan};
 use crate::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
-    DeliveryId, DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination, DueJob, Error,
-    EventData, Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewArtifact,
-    NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact, Store, WebhookDelivery,
+    Created, DeliveryId, DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination,
+    DueJob, Error, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobEvent, JobId, JobQuery,
+    JobStatus, NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision,
+    SavedArtifact, Store, WebhookDelivery,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -42,6 +43,13 @@ struct Inner {
     deliveries_by_job: IdMap<JobId, Vec<DeliveryId>>,
     /// Pending deliveries by `next_at`.
     due_deliveries: BTreeSet<(DateTime<Utc>, DeliveryId)>,
+    /// Child jobs by parent, then by key.
+    children: IdMap<JobId, BTreeMap<String, JobId>>,
+    /// Idempotency keys by owner and key: the request's hash, the job, and
+    /// when the key expires.
+    idempotency: HashMap<(Owner, String), (String, JobId, DateTime<Utc>)>,
+    /// The same keys by expiry, to drop the expired ones.
+    idempotency_expiry: BTreeSet<(DateTime<Utc>, Owner, String)>,
 }
 
 /// Events a job's log has room for from the start: a job without retries or
@@ -166,6 +174,57 @@ impl Record {
     }
 }
 
+/// A new job's record and its first event, made before taking the lock.
+fn prepare(new: NewJob) -> (Record, JobEvent, Option<u32>) {
+    let now = Utc::now();
+    let job = Job {
+        id: new.id,
+        owner: new.owner,
+        kind: new.kind,
+        queue: new.queue,
+        prompt: new.prompt,
+        params: new.params,
+        status: JobStatus::Queued,
+        stage: None,
+        progress: 0,
+        priority: new.priority,
+        max_attempts: new.max_attempts,
+        timeout_ms: new.timeout_ms,
+        run_at: new.run_at,
+        attempt: 0,
+        attempts_used: 0,
+        cancel_requested: false,
+        error: None,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        last_seq: 0,
+        webhook: new.webhook,
+        notify_deployment: new.notify_deployment,
+        trace_parent: new.trace_parent,
+        review: new.review,
+        review_comment: None,
+        parent_id: new.parent_id,
+        child_key: new.child_key,
+    };
+    let mut rec = Record {
+        job,
+        events: Vec::with_capacity(EVENTS_RESERVED),
+        attempts: Vec::new(),
+        last_batch: (0, 0),
+    };
+    let ev = rec.push(
+        EventData::Status {
+            status: JobStatus::Queued,
+            error: None,
+            run_at: Some(new.run_at),
+        },
+        now,
+    );
+    (rec, ev, new.max_queued)
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -212,6 +271,33 @@ impl Inner {
                 },
             );
         }
+    }
+
+    /// Adds a prepared job: refused if its id exists or its owner's quota
+    /// is reached.
+    fn insert(&mut self, rec: Record, max_queued: Option<u32>) -> Result<()> {
+        let (id, run_at) = (rec.job.id, rec.job.run_at);
+        if self.jobs.contains_key(&id) {
+            return Err(Error::conflict("a job with this id exists"));
+        }
+        if max_queued.is_some() {
+            let queued = self
+                .queued_per_owner
+                .get(&rec.job.owner)
+                .copied()
+                .unwrap_or(0);
+            transition::check_quota(u64::from(queued), max_queued)?;
+        }
+        index_owner(&mut self.by_owner, &rec.job.owner, id);
+        if let (Some(parent), Some(key)) = (rec.job.parent_id, &rec.job.child_key) {
+            self.children
+                .entry(parent)
+                .or_default()
+                .insert(key.clone(), id);
+        }
+        self.jobs.insert(id, rec);
+        self.reindex(id, None, (JobStatus::Queued, run_at));
+        Ok(())
     }
 
     fn record(&mut self, id: JobId) -> Result<&mut Record> {
@@ -266,63 +352,9 @@ impl Store for MemoryStore {
     async fn create_job(&self, new: NewJob) -> Result<Changed> {
         // Everything that allocates is prepared before taking the lock, which
         // every worker thread contends for.
-        let now = Utc::now();
-        let job = Job {
-            id: new.id,
-            owner: new.owner,
-            kind: new.kind,
-            queue: new.queue,
-            prompt: new.prompt,
-            params: new.params,
-            status: JobStatus::Queued,
-            stage: None,
-            progress: 0,
-            priority: new.priority,
-            max_attempts: new.max_attempts,
-            timeout_ms: new.timeout_ms,
-            run_at: new.run_at,
-            attempt: 0,
-            attempts_used: 0,
-            cancel_requested: false,
-            error: None,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            updated_at: now,
-            last_seq: 0,
-            webhook: new.webhook,
-            notify_deployment: new.notify_deployment,
-            trace_parent: new.trace_parent,
-            review: new.review,
-            review_comment: None,
-        };
-        let mut rec = Record {
-            job,
-            events: Vec::with_capacity(EVENTS_RESERVED),
-            attempts: Vec::new(),
-            last_batch: (0, 0),
-        };
-        let ev = rec.push(
-            EventData::Status {
-                status: JobStatus::Queued,
-                error: None,
-                run_at: Some(new.run_at),
-            },
-            now,
-        );
+        let (rec, ev, max_queued) = prepare(new);
         let job = rec.job.clone();
-        let mut inner = self.lock();
-        if inner.jobs.contains_key(&job.id) {
-            return Err(Error::conflict("a job with this id exists"));
-        }
-        if new.max_queued.is_some() {
-            let queued = inner.queued_per_owner.get(&job.owner).copied().unwrap_or(0);
-            transition::check_quota(u64::from(queued), new.max_queued)?;
-        }
-        index_owner(&mut inner.by_owner, &job.owner, job.id);
-        inner.jobs.insert(job.id, rec);
-        inner.reindex(job.id, None, (JobStatus::Queued, job.run_at));
-        drop(inner);
+        self.lock().insert(rec, max_queued)?;
         Ok(Changed {
             job,
             events: vec![ev],
@@ -816,6 +848,88 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn create_child(&self, fence: Fence, new: NewJob) -> Result<Created> {
+        let key = crate::children::check_child(fence, &new)?.to_owned();
+        let (rec, ev, max_queued) = prepare(new);
+        let mut inner = self.lock();
+        inner
+            .record(fence.job_id)
+            .map_err(|_| Error::StaleAttempt)?
+            .fenced(fence)?;
+        let existing = inner
+            .children
+            .get(&fence.job_id)
+            .and_then(|keys| keys.get(&key))
+            .copied();
+        if let Some(id) = existing {
+            return Ok(Created::Existing(inner.jobs[&id].job.clone()));
+        }
+        let job = rec.job.clone();
+        inner.insert(rec, max_queued)?;
+        Ok(Created::New(Changed {
+            job,
+            events: vec![ev],
+        }))
+    }
+
+    async fn children(&self, parent: JobId) -> Result<Vec<Job>> {
+        let inner = self.lock();
+        let mut jobs: Vec<Job> = inner
+            .children
+            .get(&parent)
+            .into_iter()
+            .flat_map(|keys| keys.values())
+            .map(|id| inner.jobs[id].job.clone())
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    async fn create_job_idempotent(&self, new: NewJob, key: &IdempotencyKey) -> Result<Created> {
+        let (rec, ev, max_queued) = prepare(new);
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let slot = (rec.job.owner.clone(), key.key.clone());
+        if let Some((hash, id, expires_at)) = inner.idempotency.get(&slot) {
+            if *expires_at > now {
+                if *hash != key.request_hash {
+                    return Err(Error::IdempotencyKeyReused);
+                }
+                let job = inner.jobs.get(id).ok_or(Error::not_found("job"))?;
+                return Ok(Created::Existing(job.job.clone()));
+            }
+        }
+        let job = rec.job.clone();
+        inner.insert(rec, max_queued)?;
+        let expires_at = now + chrono::Duration::from_std(key.ttl).unwrap_or(chrono::Duration::MAX);
+        if let Some((_, _, old)) = inner
+            .idempotency
+            .insert(slot.clone(), (key.request_hash.clone(), job.id, expires_at))
+        {
+            inner
+                .idempotency_expiry
+                .remove(&(old, slot.0.clone(), slot.1.clone()));
+        }
+        inner
+            .idempotency_expiry
+            .insert((expires_at, slot.0, slot.1));
+        // Drop a few expired keys as we go, so that keys never used again do
+        // not accumulate.
+        for _ in 0..8 {
+            match inner.idempotency_expiry.first() {
+                Some((at, _, _)) if *at <= now => {}
+                _ => break,
+            }
+            if let Some((_, owner, k)) = inner.idempotency_expiry.pop_first() {
+                inner.idempotency.remove(&(owner, k));
+            }
+        }
+        Ok(Created::New(Changed {
+            job,
+            events: vec![ev],
+        }))
     }
 }
 

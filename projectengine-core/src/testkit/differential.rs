@@ -94,6 +94,8 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         notify_deployment: false,
         trace_parent: None,
         review: false,
+        parent_id: None,
+        child_key: None,
     }
 }
 

@@ -46,6 +46,9 @@ mockall::mock! {
         async fn record_delivery_try(&self, id: DeliveryId, claimed_tries: u32, attempt: NewTry, next: DeliveryNext) -> Result<WebhookDelivery>;
         async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>>;
         async fn ping(&self) -> Result<()>;
+        async fn create_child(&self, fence: Fence, job: NewJob) -> Result<crate::Created>;
+        async fn children(&self, parent: JobId) -> Result<Vec<Job>>;
+        async fn create_job_idempotent(&self, job: NewJob, key: &crate::IdempotencyKey) -> Result<crate::Created>;
     }
 }
 

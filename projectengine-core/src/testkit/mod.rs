@@ -16,6 +16,7 @@
 
 pub mod artifacts;
 pub mod assert;
+pub mod children;
 pub mod differential;
 mod mock;
 pub mod notifier;
@@ -120,6 +121,12 @@ macro_rules! store_suite {
         );
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,
+        );
+        $crate::__testkit_suite!(children, $make;
+            check_child_once_per_key_across_attempts,
+            check_concurrent_children_of_one_key_create_one,
+            check_idempotency_key_answers_its_job,
+            check_concurrent_idempotent_submits_create_one,
         );
     };
 }

@@ -146,4 +146,21 @@ impl Store for SlowStore {
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }
+    async fn create_child(
+        &self,
+        fence: crate::Fence,
+        job: crate::NewJob,
+    ) -> crate::Result<crate::Created> {
+        self.inner.create_child(fence, job).await
+    }
+    async fn children(&self, parent: crate::JobId) -> crate::Result<Vec<crate::Job>> {
+        self.inner.children(parent).await
+    }
+    async fn create_job_idempotent(
+        &self,
+        job: crate::NewJob,
+        key: &crate::IdempotencyKey,
+    ) -> crate::Result<crate::Created> {
+        self.inner.create_job_idempotent(job, key).await
+    }
 }

@@ -33,6 +33,8 @@ pub fn new_job(owner: &Owner) -> NewJob {
         notify_deployment: false,
         trace_parent: None,
         review: false,
+        parent_id: None,
+        child_key: None,
     }
 }
 

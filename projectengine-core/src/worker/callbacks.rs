@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    App, Artifact, ArtifactBody, Engine, Error, EventData, Fence, JobCallbacks, LogLevel, LogLine,
-    NewApp, Result, Step,
+    App, Artifact, ArtifactBody, Engine, Error, EventData, Fence, Job, JobCallbacks, LogLevel,
+    LogLine, NewApp, Result, Step, Submit,
 };
 
 /// Reports waiting beyond this many make the reporter wait for a write.
@@ -337,5 +337,33 @@ impl JobCallbacks for AttemptCallbacks {
 
     fn review_comment(&self) -> Option<&str> {
         self.inner.review_comment.as_deref()
+    }
+
+    async fn submit_child(&self, key: &str, spec: Submit) -> Result<Job> {
+        self.flush().await?;
+        let inner = &self.inner;
+        let submitted = inner
+            .engine
+            .submit_child(inner.fence, key, spec)
+            .instrument(tracing::info_span!("submit_child", key))
+            .await;
+        let submitted = match submitted {
+            Ok(s) => s,
+            Err(Error::StaleAttempt) => {
+                let mut state = inner.state();
+                state.failed.get_or_insert(Failure::Stale);
+                state.queued.clear();
+                return Err(Error::StaleAttempt);
+            }
+            Err(e) => return Err(e),
+        };
+        let job = submitted.job();
+        let line = if submitted.created() {
+            format!("child job `{key}` submitted: {}", job.id)
+        } else {
+            format!("child job `{key}` exists already: {}", job.id)
+        };
+        self.log(LogLevel::Info, &line).await?;
+        Ok(submitted.into_job())
     }
 }

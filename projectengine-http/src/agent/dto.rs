@@ -122,3 +122,24 @@ pub struct FinishRequest {
     #[serde(default)]
     pub retry_after_s: Option<f64>,
 }
+
+/// `POST …/attempt/children`: a child job of the attempt's job, under a key.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChildRequest {
+    /// The child's key among the job's children (e.g. `frontend`): the
+    /// first submission of a key creates the child, later ones answer it.
+    pub key: String,
+    /// The child's submission, as `POST /api/jobs/` takes it.
+    pub job: crate::dto::CreateJob,
+}
+
+/// `POST …/attempt/children`' answer.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChildReply {
+    /// Whether this request created the child (`false`: the key had one).
+    pub created: bool,
+    /// The child, as the engine holds it.
+    #[schema(value_type = Object)]
+    pub job: Value,
+}

@@ -34,8 +34,8 @@ use crate::extract::ApiJson;
 use crate::routes::method_not_allowed;
 use crate::ApiState;
 use dto::{
-    AppRequest, ClaimRequest, EventsReply, EventsRequest, FinishOutcome, FinishRequest,
-    HeartbeatReply, Policy, RunContext,
+    AppRequest, ChildReply, ChildRequest, ClaimRequest, EventsReply, EventsRequest, FinishOutcome,
+    FinishRequest, HeartbeatReply, Policy, RunContext,
 };
 
 /// How the agent routes authenticate agents, sign attempt tokens, and
@@ -128,6 +128,7 @@ pub fn agent_routes(state: ApiState, config: AgentConfig) -> Router {
         .route("/api/agent/v1/attempt/heartbeat", post(heartbeat))
         .route("/api/agent/v1/attempt/events", post(events))
         .route("/api/agent/v1/attempt/app", post(app))
+        .route("/api/agent/v1/attempt/children", post(children))
         .route("/api/agent/v1/attempt/finish", post(finish))
         .layer(axum::extract::DefaultBodyLimit::max(limit));
     let uploads = Router::new()
@@ -376,6 +377,45 @@ async fn app(
         .await
         .map_err(agent_error)?;
     Ok((StatusCode::CREATED, Json(AppDto::from(app))).into_response())
+}
+
+/// Submits a child job of the attempt's job under a key: the first
+/// submission of a key creates it (201), a later one — by this attempt or a
+/// later one — answers it (200) and changes nothing.
+#[utoipa::path(
+    post, path = "/api/agent/v1/attempt/children", tag = "agents",
+    request_body = ChildRequest,
+    responses(
+        (status = 200, description = "The key had a child: here it is", body = ChildReply),
+        (status = 201, description = "Created", body = ChildReply),
+        (status = 401, description = "Not an attempt token", body = ErrorBody),
+        (status = 409, description = "`stale_attempt`: the attempt lost its lease", body = ErrorBody),
+        (status = 422, description = "A bad field (named in `field`)", body = ErrorBody),
+        (status = 429, description = "Too many queued jobs for the owner", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn children(
+    State(state): State<AgentState>,
+    AttemptOf(at): AttemptOf,
+    ApiJson(req): ApiJson<ChildRequest>,
+) -> ApiResult<Response> {
+    let submit = req.job.into_submit();
+    let submitted = state
+        .api
+        .engine()
+        .submit_child(at.fence, &req.key, submit)
+        .await
+        .map_err(|e| agent_error(e).rename_field("timeout", "timeout_s"))?;
+    let status = if submitted.created() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let created = submitted.created();
+    let job = serde_json::to_value(submitted.into_job())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((status, Json(ChildReply { created, job })).into_response())
 }
 
 /// Ends the attempt.

@@ -1,13 +1,11 @@
 //! `/api/jobs/…`: submit, list, read, cancel, retry, and the event log.
 
-use std::time::Duration;
-
 use axum::extract::{OriginalUri, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use projectengine_core::{JobId, JobQuery, Submit};
+use projectengine_core::{JobId, JobQuery, Submitted};
 use serde_json::Value;
 
 use super::both;
@@ -17,7 +15,7 @@ use crate::dto::{
     StepDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, PathId};
+use crate::extract::{ApiJsonBytes, ApiQuery, PathId};
 use crate::ApiState;
 
 /// The job routes, each with and without its trailing slash.
@@ -31,17 +29,31 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// Submits a job.
+///
+/// With an `Idempotency-Key` header, a retried request creates no second
+/// job: the first request with a key answers 201 with the job it created;
+/// while the key is kept (a configured time, 24 hours by default), the same
+/// key with the same body (compared as canonical JSON) answers 200 with that
+/// job as it is now, and with a different body 422 `idempotency_key_reused`.
+/// Keys are per caller. Of concurrent requests with one key, exactly one
+/// creates the job.
 #[utoipa::path(
     post, path = "/api/jobs/", tag = "jobs",
     request_body = CreateJob,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Makes retries of this request safe: 1 to 255 printable ASCII characters, unique per request of the caller"),
+    ),
     responses(
+        (status = 200, description = "An earlier request with this Idempotency-Key and the same body created the job: here it is", body = JobDto,
+            headers(("Location" = String, description = "The job's URL"))),
         (status = 201, description = "Created", body = JobDto,
             headers(("Location" = String, description = "The job's URL"))),
-        (status = 400, description = "Malformed JSON, or a `webhook` URL refused (not http or https, a private address, a host that does not resolve, or a deployment without webhooks)", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad `Idempotency-Key` (empty, longer than 255, not printable ASCII), or a `webhook` URL refused (not http or https, a private address, a host that does not resolve, or a deployment without webhooks)", body = ErrorBody),
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "A field is invalid (named in `field`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `field`), or the `Idempotency-Key` was used with a different body (`idempotency_key_reused`)", body = ErrorBody),
         (status = 429, description = "Too many queued jobs for this owner", body = ErrorBody),
         (status = 503, description = "A backend is unavailable", body = ErrorBody),
     ),
@@ -51,39 +63,58 @@ pub async fn create(
     State(state): State<ApiState>,
     Authenticated(owner): Authenticated,
     OriginalUri(uri): OriginalUri,
-    ApiJson(req): ApiJson<CreateJob>,
+    headers: HeaderMap,
+    ApiJsonBytes(req, body): ApiJsonBytes<CreateJob>,
 ) -> ApiResult<Response> {
-    let submit = Submit {
-        prompt: req.prompt,
-        kind: req.kind,
-        params: req.params.map(Value::Object),
-        priority: req.priority,
-        max_attempts: req.max_attempts,
-        timeout: req.timeout_s.map(Duration::from_secs),
-        run_at: req.run_at,
-        webhook: req.webhook,
-        review: req.review,
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_param(IDEMPOTENCY_KEY, "must be printable ASCII"))?,
+        ),
+        None => None,
     };
-    let job = state
-        .engine()
-        .submit(&owner, submit)
-        .await
-        .map_err(|e| match e {
-            // A refused destination is a bad request, not a value out of bounds.
-            projectengine_core::Error::Invalid {
-                field: "webhook",
-                reason,
-            } => ApiError::bad_param("webhook", reason),
-            e => ApiError::from(e).rename_field("timeout", "timeout_s"),
-        })?;
+    let submit = req.into_submit();
+    let engine = state.engine();
+    let submitted = match key {
+        None => engine.submit(&owner, submit).await.map(Submitted::Created),
+        Some(key) => {
+            // The body parsed as `CreateJob`, so it is JSON.
+            let request: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::internal(format!("a parsed body no longer parses: {e}")))?;
+            engine
+                .submit_idempotent(&owner, submit, key, &request)
+                .await
+        }
+    };
+    let submitted = submitted.map_err(|e| match e {
+        // A refused destination is a bad request, not a value out of bounds.
+        projectengine_core::Error::Invalid {
+            field: "webhook",
+            reason,
+        } => ApiError::bad_param("webhook", reason),
+        projectengine_core::Error::Invalid {
+            field: "idempotency_key",
+            reason,
+        } => ApiError::bad_param(IDEMPOTENCY_KEY, reason),
+        e => ApiError::from(e).rename_field("timeout", "timeout_s"),
+    })?;
+    let status = if submitted.created() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let job = submitted.into_job();
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
     let location = format!("{}/{}/", uri.path().trim_end_matches('/'), job.id);
-    let mut res = (StatusCode::CREATED, Json(JobDto::from(job))).into_response();
+    let mut res = (status, Json(JobDto::from(job))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
 }
+
+/// The request header that makes a submission idempotent.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// Lists the caller's jobs, a cursor page at a time.
 #[utoipa::path(
@@ -128,7 +159,9 @@ pub async fn detail(
     Authenticated(owner): Authenticated,
     PathId(id): PathId<JobId>,
 ) -> ApiResult<Json<JobDetail>> {
-    let detail = state.engine().detail(&owner, id).await?;
+    let engine = state.engine();
+    let (detail, children) =
+        tokio::try_join!(engine.detail(&owner, id), engine.children(&owner, id))?;
     Ok(Json(JobDetail {
         job: detail.job.into(),
         steps: detail
@@ -137,6 +170,7 @@ pub async fn detail(
             .filter_map(StepDto::from_event)
             .collect(),
         attempts: detail.attempts.into_iter().map(Into::into).collect(),
+        children: children.into_iter().map(Into::into).collect(),
     }))
 }
 

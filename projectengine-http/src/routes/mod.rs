@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod artifacts;
 pub mod audit;
+pub mod children;
 pub mod health;
 pub mod jobs;
 pub mod kinds;

@@ -130,4 +130,8 @@ impl JobCallbacks for Inner<'_> {
     fn review_comment(&self) -> Option<&str> {
         self.cb.review_comment()
     }
+
+    async fn submit_child(&self, key: &str, spec: projectengine_core::Submit) -> Result<Job> {
+        self.cb.submit_child(key, spec).await
+    }
 }

@@ -194,4 +194,24 @@ impl Store for TestStore {
     async fn ping(&self) -> Result<()> {
         self.store.ping().await
     }
+    async fn create_child(
+        &self,
+        fence: projectengine_core::Fence,
+        job: projectengine_core::NewJob,
+    ) -> projectengine_core::Result<projectengine_core::Created> {
+        self.store.create_child(fence, job).await
+    }
+    async fn children(
+        &self,
+        parent: projectengine_core::JobId,
+    ) -> projectengine_core::Result<Vec<projectengine_core::Job>> {
+        self.store.children(parent).await
+    }
+    async fn create_job_idempotent(
+        &self,
+        job: projectengine_core::NewJob,
+        key: &projectengine_core::IdempotencyKey,
+    ) -> projectengine_core::Result<projectengine_core::Created> {
+        self.store.create_job_idempotent(job, key).await
+    }
 }

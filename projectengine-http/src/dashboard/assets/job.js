@@ -1,8 +1,8 @@
 // One job: status, stage, progress, steps, the live log (replayed from the
 // event log, then streamed over the WebSocket, resuming after the last seq
-// seen on every reconnect), attempts, error, App, artifacts and webhook
-// deliveries; cancel, retry, approve, reject (with a comment) and rerun
-// where the status allows them.
+// seen on every reconnect), attempts, parent and children, error, App,
+// artifacts and webhook deliveries; cancel, retry, approve, reject (with a
+// comment) and rerun where the status allows them.
 
 import { api, ApiError, download, seg, socket } from './api.js';
 import { badge, h, replace, when } from './dom.js';
@@ -29,6 +29,7 @@ export function jobView(main, id) {
   const log = h('ol', { id: 'log', class: 'log mono', 'aria-live': 'off' });
   const live = h('p', { id: 'live', class: 'help' });
   const attempts = h('div', { id: 'attempts' });
+  const children = h('div', { id: 'children' });
   const app = h('pre', { id: 'app', class: 'mono' });
   const artifacts = h('div', { id: 'artifacts' });
   const webhooks = h('div', { id: 'webhooks' });
@@ -50,6 +51,9 @@ export function jobView(main, id) {
       h('dt', {}, 'Kind'), h('dd', {}, job.kind),
       h('dt', {}, 'Prompt'), h('dd', { id: 'prompt', class: 'prompt-full' }, job.prompt),
       h('dt', {}, 'Params'), h('dd', {}, h('code', {}, JSON.stringify(job.params))),
+      job.parent_id ? [h('dt', {}, 'Parent'), h('dd', { id: 'parent' },
+        h('a', { href: `#/jobs/${seg(job.parent_id)}`, class: 'mono' }, job.parent_id),
+        ` (child “${job.child_key}”)`)] : null,
       h('dt', {}, 'Submitted'), h('dd', {}, when(job.created_at)),
       h('dt', {}, 'Finished'), h('dd', {}, when(job.finished_at)));
     progress.value = job.progress;
@@ -212,6 +216,15 @@ export function jobView(main, id) {
           h('td', {}, String(a.number)), h('td', {}, badge(a.status)),
           h('td', {}, when(a.started_at)), h('td', {}, when(a.finished_at)),
           h('td', {}, a.error ? `${a.error.code}: ${a.error.message}` : '—'))))));
+    replace(children, (detail.children ?? []).length === 0
+      ? h('p', { class: 'help' }, 'No child jobs.')
+      : h('table', {},
+        h('thead', {}, h('tr', {}, ['Key', 'Job', 'Status']
+          .map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, detail.children.map((c) => h('tr', {},
+          h('td', {}, c.child_key),
+          h('td', {}, h('a', { href: `#/jobs/${seg(c.id)}`, class: 'mono' }, c.id.slice(-12))),
+          h('td', {}, badge(c.status)))))));
     return detail;
   }
 
@@ -288,6 +301,7 @@ export function jobView(main, id) {
       section('Steps', steps),
       section('Log', live, log),
       section('Attempts', attempts),
+      section('Children', children),
       section('App', app),
       section('Artifacts', artifacts),
       section('Webhook deliveries', webhooks));
