@@ -639,6 +639,8 @@ mod tests {
                 webhook: None,
                 notify_deployment: false,
                 trace_parent: None,
+                project: None,
+                depends_on: Vec::new(),
             })
             .await
             .unwrap();

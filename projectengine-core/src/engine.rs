@@ -38,6 +38,12 @@ pub struct Submit {
     /// A URL to notify when the job ends (`http` or `https`; checked by the
     /// engine's [`WebhookCheck`](crate::WebhookCheck)).
     pub webhook: Option<String>,
+    /// The owner's project the job belongs to (see
+    /// [`workflow::check_project`](crate::workflow::check_project)).
+    pub project: Option<String>,
+    /// The owner's jobs that must succeed before this one is queued (see
+    /// [`crate::workflow`]).
+    pub depends_on: Vec<JobId>,
 }
 
 impl Submit {
@@ -88,6 +94,18 @@ impl Submit {
     /// Sets the URL notified when the job ends.
     pub fn webhook(mut self, url: impl Into<String>) -> Self {
         self.webhook = Some(url.into());
+        self
+    }
+
+    /// Sets the project.
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    /// Sets the jobs this one depends on.
+    pub fn depends_on(mut self, ids: impl IntoIterator<Item = JobId>) -> Self {
+        self.depends_on = ids.into_iter().collect();
         self
     }
 }
@@ -471,8 +489,13 @@ impl Engine {
             }
             crate::webhook::check_url_syntax(url)?;
         }
+        if let Some(project) = &req.project {
+            crate::workflow::check_project(project)?;
+        }
+        let id = JobId::new();
+        crate::workflow::check_dependencies(id, &req.depends_on)?;
         Ok(NewJob {
-            id: JobId::new(),
+            id,
             owner: owner.clone(),
             kind,
             queue,
@@ -489,6 +512,8 @@ impl Engine {
                 .trace_propagator()
                 .and_then(|p| p.current())
                 .filter(|t| t.len() <= crate::trace::MAX_TRACE_PARENT_BYTES),
+            project: req.project,
+            depends_on: req.depends_on,
         })
     }
 
@@ -509,7 +534,7 @@ impl Engine {
         // Independent: watchers order events by seq whatever arrives first.
         tokio::join!(
             self.publish(&changed.job.kind, &changed.events),
-            self.wake(&changed.job)
+            self.wake_queued(&changed.job)
         );
         Ok(changed.job)
     }
@@ -549,7 +574,7 @@ impl Engine {
     pub async fn cancel(&self, owner: &Owner, id: JobId) -> Result<Job> {
         self.get(owner, id).await?;
         let changed = self.inner.store.request_cancel(id).await?;
-        self.publish(&changed.job.kind, &changed.events).await;
+        self.announce(&changed).await;
         Ok(changed.job)
     }
 
@@ -836,7 +861,26 @@ impl Engine {
         }
     }
 
-    fn page_size(&self, limit: usize) -> usize {
+    /// Pushes `job` to its queue if it is `queued` (a `waiting` job is
+    /// pushed when its dependencies release it).
+    pub(crate) async fn wake_queued(&self, job: &Job) {
+        if job.status == crate::JobStatus::Queued {
+            self.wake(job).await;
+        }
+    }
+
+    /// Publishes a store change: the job's events, and each dependent's it
+    /// moved; wakes every job of it that is `queued` now.
+    pub(crate) async fn announce(&self, changed: &crate::Changed) {
+        self.publish(&changed.job.kind, &changed.events).await;
+        self.wake_queued(&changed.job).await;
+        for dependent in &changed.dependents {
+            self.publish(&dependent.job.kind, &dependent.events).await;
+            self.wake_queued(&dependent.job).await;
+        }
+    }
+
+    pub(crate) fn page_size(&self, limit: usize) -> usize {
         if limit == 0 {
             50
         } else {

@@ -21,6 +21,7 @@ pub mod transition;
 mod watch;
 mod webhook;
 pub mod worker;
+pub mod workflow;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -52,6 +53,7 @@ pub use webhook::{
     WebhookDelivery, Webhooks, MAX_WEBHOOK_URL_BYTES,
 };
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
+pub use workflow::{BatchJob, Project};
 
 /// Re-exported so orchestrators need not depend on tokio-util themselves.
 pub use tokio_util::sync::CancellationToken;

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use crate::worker::{claim_delivery, Backoff};
 use crate::{
-    App, Claim, Engine, Error, EventData, Fence, Heartbeat, Job, JobError, JobEvent, JobStatus,
-    NewApp, Outcome, Result,
+    App, Claim, Engine, Error, EventData, Fence, Heartbeat, Job, JobError, JobEvent, NewApp,
+    Outcome, Result,
 };
 
 /// A running attempt as a remote agent names it: the fence and the job's kind.
@@ -142,10 +142,7 @@ impl Engine {
             RemoteOutcome::Cancelled => Outcome::Cancelled,
         };
         let changed = self.store().finish(at.fence, outcome).await?;
-        self.publish(&changed.job.kind, &changed.events).await;
-        if changed.job.status == JobStatus::Queued {
-            self.wake(&changed.job).await;
-        }
+        self.announce(&changed).await;
         Ok(changed.job)
     }
 }

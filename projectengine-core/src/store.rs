@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     App, AppId, Artifact, Attempt, DeliveryId, DeliveryLog, DeliveryNext, EventData, Fence, Job,
-    JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry, Owner, Result,
-    SavedArtifact, WebhookDelivery,
+    JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry, Owner, Project,
+    Result, SavedArtifact, WebhookDelivery,
 };
 
 /// A job after a change, with the events the change appended (to publish).
@@ -19,6 +19,23 @@ pub struct Changed {
     pub job: Job,
     /// The events appended, in seq order.
     pub events: Vec<JobEvent>,
+    /// Other jobs the change moved in the same transaction, each with its
+    /// events (a flat list: their own `dependents` are empty): dependents
+    /// released (`waiting → queued`) when the job succeeded, or cancelled
+    /// with `dependency_failed` (transitively) when it failed or was
+    /// cancelled. See [`crate::workflow`].
+    pub dependents: Vec<Changed>,
+}
+
+impl Changed {
+    /// A change of one job only.
+    pub fn of(job: Job, events: Vec<JobEvent>) -> Self {
+        Self {
+            job,
+            events,
+            dependents: Vec::new(),
+        }
+    }
 }
 
 /// A successful claim: the job, its new running attempt, and the `running` event.
@@ -129,7 +146,20 @@ pub struct DueJob {
 ///   caller only, hiding it for the visibility timeout; a try is recorded
 ///   only on a pending delivery whose `tries` is still what the claim saw
 ///   (otherwise [`Conflict`](crate::Error::Conflict), nothing changed).
-/// - Owner checks are the [`Engine`](crate::Engine)'s; the store trusts its caller.
+/// - **Dependencies** (see [`crate::workflow`]): a transition that leaves
+///   a job `succeeded` releases, in the same transaction, each `waiting`
+///   dependent whose dependencies have all succeeded
+///   ([`transition::plan_release`](crate::transition::plan_release)); one
+///   that leaves it `failed` or `cancelled` ([`Store::finish`], recovery's
+///   [`Outcome::Lost`], [`Store::request_cancel`]) cancels its `waiting`
+///   dependents, transitively
+///   ([`transition::plan_dependency_failed`](crate::transition::plan_dependency_failed)),
+///   each with its status event and its webhook outbox rows. The jobs moved
+///   are in the answer's [`Changed::dependents`] (a flat list). A new job's
+///   dependencies are read under a lock that orders the insert against
+///   their end, so no dependent is ever left waiting for a job that ended.
+/// - Owner checks are the [`Engine`](crate::Engine)'s; the store trusts its
+///   caller, except that a new job's dependencies must be its owner's.
 /// - Times come from the store's own clock.
 ///
 /// The kit's `store_suite!` (feature `testkit`) checks all of it, and runs the
@@ -186,6 +216,8 @@ pub struct DueJob {
 /// #   async fn record_delivery_try(&self, id: projectengine_core::DeliveryId, c: u32, t: projectengine_core::NewTry, n: projectengine_core::DeliveryNext) -> projectengine_core::Result<projectengine_core::WebhookDelivery> { self.inner.record_delivery_try(id, c, t, n).await }
 /// #   async fn deliveries(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::DeliveryLog>> { self.inner.deliveries(id).await }
 /// #   async fn ping(&self) -> projectengine_core::Result<()> { self.inner.ping().await }
+/// #   async fn create_jobs(&self, j: Vec<projectengine_core::NewJob>) -> projectengine_core::Result<Vec<projectengine_core::Changed>> { self.inner.create_jobs(j).await }
+/// #   async fn projects(&self, o: &projectengine_core::Owner) -> projectengine_core::Result<Vec<projectengine_core::Project>> { self.inner.projects(o).await }
 /// }
 /// ```
 ///
@@ -196,6 +228,11 @@ pub struct DueJob {
 pub trait Store: Send + Sync + Debug + 'static {
     /// Creates a `queued` job and appends its first event (`status: queued`, seq 1).
     /// An id that exists already is a [`Conflict`](crate::Error::Conflict).
+    /// A job with [`NewJob::depends_on`] starts as
+    /// [`workflow::plan_create`](crate::workflow::plan_create) says, from its
+    /// dependencies as they are in the same transaction (`waiting` while one
+    /// has not succeeded); they are recorded so that their end releases or
+    /// cancels it.
     async fn create_job(&self, job: NewJob) -> Result<Changed>;
 
     /// The job, if it exists.
@@ -346,4 +383,13 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Checks that the store is reachable.
     async fn ping(&self) -> Result<()>;
+
+    /// Creates the jobs in one transaction, in the order given, all or none:
+    /// each as [`Store::create_job`] would, so a job may depend on one
+    /// earlier in the list. The first refusal is the answer, and nothing is
+    /// created.
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>>;
+
+    /// The owner's projects, by name, with their jobs counted per status.
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>>;
 }

@@ -244,6 +244,8 @@ mod tests {
             webhook: None,
             notify_deployment: false,
             trace_parent: None,
+            project: None,
+            depends_on: Vec::new(),
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

@@ -74,17 +74,13 @@ const APPLY: &str = concat!(
     " SELECT * FROM j"
 );
 
-/// Whether `finish` needs two statements (see [`finish`]).
-pub(crate) fn needs_lock(outcome: &Outcome) -> bool {
-    transition::finish_reads_job(outcome)
-}
-
 /// Ends the attempt. An outcome whose plan depends on the job (a failure, a
 /// release, a lost lease) locks the job and its attempt, plans with the
-/// core's [`transition::plan_finish`] at the database's `now()`, and writes:
-/// two statements, which the caller runs in a transaction. Any other (a
-/// success, an honoured cancel) is planned without reading and written in
-/// one statement, conditional on the fence.
+/// core's [`transition::plan_finish`] at the database's `now()`, and writes.
+/// Any other (a success, an honoured cancel) is planned without reading and
+/// written in one statement, conditional on the fence. Then the job's
+/// dependents are released or cancelled ([`crate::dependencies::settle`]):
+/// the caller runs it all in a transaction.
 pub(crate) async fn finish(
     conn: &mut PgConnection,
     fence: Fence,
@@ -106,7 +102,9 @@ pub(crate) async fn finish(
             transition::plan_finish(&job, lease_expires_at, outcome, now)?
         }
     };
-    apply(conn, fence, plan, matches!(outcome, Outcome::Lost)).await
+    let mut changed = apply(&mut *conn, fence, plan, matches!(outcome, Outcome::Lost)).await?;
+    changed.dependents = crate::dependencies::settle(conn, &changed.job).await?;
+    Ok(changed)
 }
 
 /// Writes `plan` if `fence` still holds (and, for a lost attempt, its lease

@@ -58,6 +58,7 @@ macro_rules! rfc3339 {
 mod apps;
 mod artifacts;
 mod attempts;
+mod dependencies;
 mod error;
 mod events;
 mod group;
@@ -74,7 +75,7 @@ use async_trait::async_trait;
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
     EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp, NewArtifact,
-    NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
+    NewJob, NewTry, Outcome, Owner, Project, Result, SavedArtifact, Store, WebhookDelivery,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -307,6 +308,14 @@ impl Store for PgStore {
             .await
             .map_err(error::map)?;
         Ok(())
+    }
+
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>> {
+        jobs::create_all(&self.pool, &jobs).await
+    }
+
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>> {
+        jobs::projects(&self.pool, owner).await
     }
 }
 

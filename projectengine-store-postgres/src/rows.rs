@@ -87,6 +87,11 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         webhook: get(row, "webhook")?,
         notify_deployment: get(row, "notify_deployment")?,
         trace_parent: get(row, "trace_parent")?,
+        project: get(row, "project")?,
+        depends_on: get::<Vec<uuid::Uuid>>(row, "depends_on")?
+            .into_iter()
+            .map(JobId)
+            .collect(),
     })
 }
 
@@ -170,7 +175,7 @@ pub(crate) fn appended(
 pub(crate) fn changed(row: &PgRow, events: Vec<EventData>) -> Result<Changed> {
     let job = job(row)?;
     let events = appended(job.id, job.attempt, job.last_seq, job.updated_at, events);
-    Ok(Changed { job, events })
+    Ok(Changed::of(job, events))
 }
 
 /// A u32 as the bigint column that holds it.

@@ -34,6 +34,8 @@ fn new_job(owner: &Owner) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        project: None,
+        depends_on: Vec::new(),
     }
 }
 

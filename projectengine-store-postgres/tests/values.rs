@@ -27,6 +27,8 @@ fn new_job(params: Value) -> NewJob {
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        project: None,
+        depends_on: Vec::new(),
     }
 }
 

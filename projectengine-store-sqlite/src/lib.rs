@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod dependencies;
 mod error;
 mod reads;
 mod rows;
@@ -14,7 +15,8 @@ use async_trait::async_trait;
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, DeliveryId, DeliveryLog, DeliveryNext, DueJob,
     Error, EventData, Fence, Heartbeat, Job, JobDetail, JobEvent, JobId, JobQuery, NewApp,
-    NewArtifact, NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
+    NewArtifact, NewJob, NewTry, Outcome, Owner, Project, Result, SavedArtifact, Store,
+    WebhookDelivery,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -338,5 +340,16 @@ impl Store for SqliteStore {
             .await
             .map_err(map)?;
         Ok(())
+    }
+
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>> {
+        match self.write(Op::CreateAll(jobs)).await? {
+            Done::ChangedAll(all) => Ok(all),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>> {
+        reads::projects(&self.reads, owner).await
     }
 }

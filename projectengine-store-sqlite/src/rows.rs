@@ -112,6 +112,11 @@ pub(crate) fn job(row: &SqliteRow) -> Result<Job> {
         webhook: get(row, "webhook")?,
         notify_deployment: get(row, "notify_deployment")?,
         trace_parent: get(row, "trace_parent")?,
+        project: get(row, "project")?,
+        depends_on: {
+            let text: String = get(row, "depends_on")?;
+            serde_json::from_str(&text).map_err(|e| corrupt("depends_on", e))?
+        },
     })
 }
 

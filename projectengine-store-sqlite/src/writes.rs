@@ -13,11 +13,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projectengine_core::artifact::check_job_bytes;
 use projectengine_core::transition::{self, lease_until, CancelPlan};
+use projectengine_core::workflow;
 use projectengine_core::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
     DeliveryId, DeliveryNext, Destination, Error, EventData, Fence, Heartbeat, Job, JobEvent,
-    JobId, JobStatus, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result, SavedArtifact,
-    WebhookDelivery,
+    JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result, SavedArtifact, WebhookDelivery,
 };
 use sqlx::{Row, SqliteConnection};
 
@@ -71,7 +71,7 @@ fn push(job: &mut Job, data: EventData, now: DateTime<Utc>) -> JobEvent {
     }
 }
 
-fn push_all(job: &mut Job, events: &[EventData], now: DateTime<Utc>) -> Vec<JobEvent> {
+pub(crate) fn push_all(job: &mut Job, events: &[EventData], now: DateTime<Utc>) -> Vec<JobEvent> {
     events.iter().map(|d| push(job, d.clone(), now)).collect()
 }
 
@@ -84,7 +84,7 @@ UPDATE jobs SET status = ?, stage = ?, progress = ?, run_at = ?, attempt = ?, \
 WHERE id = ? AND status = ? AND attempt = ? AND last_seq = ?";
 
 /// Writes `after` over `before` (compare-and-set) and inserts `events`.
-async fn save(
+pub(crate) async fn save(
     conn: &mut SqliteConnection,
     before: &Job,
     after: &Job,
@@ -170,6 +170,8 @@ pub(crate) async fn create(
                 .map_err(map)?;
         transition::check_quota(u64::try_from(queued).unwrap_or(0), new.max_queued)?;
     }
+    let found = crate::dependencies::found(&mut *conn, &new.depends_on).await?;
+    let plan = workflow::plan_create(new, &found)?;
     let mut job = Job {
         id: new.id,
         owner: new.owner.clone(),
@@ -177,7 +179,7 @@ pub(crate) async fn create(
         queue: new.queue.clone(),
         prompt: new.prompt.clone(),
         params: new.params.clone(),
-        status: JobStatus::Queued,
+        status: plan.status,
         stage: None,
         progress: 0,
         priority: new.priority,
@@ -196,18 +198,23 @@ pub(crate) async fn create(
         webhook: new.webhook.clone(),
         notify_deployment: new.notify_deployment,
         trace_parent: new.trace_parent.clone(),
+        project: new.project.clone(),
+        depends_on: new.depends_on.clone(),
     };
-    let queued = EventData::Status {
-        status: JobStatus::Queued,
+    // The plan's event, with the run_at as stored.
+    let first = EventData::Status {
+        status: plan.status,
         error: None,
         run_at: Some(job.run_at),
     };
-    let event = push(&mut job, queued, now);
+    let event = push(&mut job, first, now);
+    let depends_on = serde_json::to_string(&job.depends_on)
+        .map_err(|e| Error::internal(format!("encoding depends_on: {e}")))?;
     sqlx::query(
         "INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority, \
          max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq, webhook, \
-         notify_deployment, trace_parent) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         notify_deployment, trace_parent, project, depends_on) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id_bytes(job.id.0))
     .bind(&job.owner.0)
@@ -226,12 +233,15 @@ pub(crate) async fn create(
     .bind(job.webhook.as_deref())
     .bind(job.notify_deployment)
     .bind(job.trace_parent.as_deref())
+    .bind(job.project.as_deref())
+    .bind(depends_on)
     .execute(&mut *conn)
     .await
     .map_err(map)?;
+    crate::dependencies::insert(&mut *conn, &job).await?;
     let events = vec![event];
     insert_events(conn, &events).await?;
-    Ok(Changed { job, events })
+    Ok(Changed::of(job, events))
 }
 
 /// Claims a queued, due job: job `running`, a new attempt, the `running` event.
@@ -404,7 +414,12 @@ pub(crate) async fn finish(
         ));
     }
     write_outbox(conn, &job, now).await?;
-    Ok(Changed { job, events })
+    let dependents = crate::dependencies::settle(conn, &job, now).await?;
+    Ok(Changed {
+        job,
+        events,
+        dependents,
+    })
 }
 
 /// Saves the job's App (a later attempt's replaces an earlier one's, keeping
@@ -483,17 +498,19 @@ pub(crate) async fn request_cancel(
     let before = load(conn, id).await?.ok_or(Error::not_found("job"))?;
     let plan = transition::plan_cancel(&before)?;
     if plan == CancelPlan::Pending {
-        return Ok(Changed {
-            job: before,
-            events: vec![],
-        });
+        return Ok(Changed::of(before, vec![]));
     }
     let mut job = before.clone();
     plan.apply_to(&mut job, now);
     let events = push_all(&mut job, plan.events(), now);
     save(conn, &before, &job, &events).await?;
     write_outbox(conn, &job, now).await?;
-    Ok(Changed { job, events })
+    let dependents = crate::dependencies::settle(conn, &job, now).await?;
+    Ok(Changed {
+        job,
+        events,
+        dependents,
+    })
 }
 
 /// The owner's retry, as the core's [`transition::plan_retry`] plans it.
@@ -508,12 +525,16 @@ pub(crate) async fn retry(
     plan.apply_to(&mut job);
     let events = push_all(&mut job, &plan.events, now);
     save(conn, &before, &job, &events).await?;
-    Ok(Changed { job, events })
+    Ok(Changed::of(job, events))
 }
 
 /// Writes the outbox rows of a job that a transition just left as `job`, in
 /// the transition's transaction: nothing unless it ended and has destinations.
-async fn write_outbox(conn: &mut SqliteConnection, job: &Job, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn write_outbox(
+    conn: &mut SqliteConnection,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let (code, message) = split(job.error.as_ref());
     for destination in transition::webhook_destinations(job) {
         let url = match destination {

@@ -5,6 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+mod dependencies;
+
 use super::hash::{IdMap, IdSet};
 use crate::artifact::check_job_bytes;
 use crate::transition::{self, lease_until, CancelPlan};
@@ -12,7 +14,7 @@ use crate::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
     DeliveryId, DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination, DueJob, Error,
     EventData, Fence, Heartbeat, Job, JobEvent, JobId, JobQuery, JobStatus, NewApp, NewArtifact,
-    NewJob, NewTry, Outcome, Owner, Result, SavedArtifact, Store, WebhookDelivery,
+    NewJob, NewTry, Outcome, Owner, Project, Result, SavedArtifact, Store, WebhookDelivery,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -42,6 +44,8 @@ struct Inner {
     deliveries_by_job: IdMap<JobId, Vec<DeliveryId>>,
     /// Pending deliveries by `next_at`.
     due_deliveries: BTreeSet<(DateTime<Utc>, DeliveryId)>,
+    /// The jobs that depend on a job, by its id.
+    dependents: IdMap<JobId, Vec<JobId>>,
 }
 
 /// Events a job's log has room for from the start: a job without retries or
@@ -267,64 +271,11 @@ impl Store for MemoryStore {
         // Everything that allocates is prepared before taking the lock, which
         // every worker thread contends for.
         let now = Utc::now();
-        let job = Job {
-            id: new.id,
-            owner: new.owner,
-            kind: new.kind,
-            queue: new.queue,
-            prompt: new.prompt,
-            params: new.params,
-            status: JobStatus::Queued,
-            stage: None,
-            progress: 0,
-            priority: new.priority,
-            max_attempts: new.max_attempts,
-            timeout_ms: new.timeout_ms,
-            run_at: new.run_at,
-            attempt: 0,
-            attempts_used: 0,
-            cancel_requested: false,
-            error: None,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            updated_at: now,
-            last_seq: 0,
-            webhook: new.webhook,
-            notify_deployment: new.notify_deployment,
-            trace_parent: new.trace_parent,
-        };
-        let mut rec = Record {
-            job,
-            events: Vec::with_capacity(EVENTS_RESERVED),
-            attempts: Vec::new(),
-            last_batch: (0, 0),
-        };
-        let ev = rec.push(
-            EventData::Status {
-                status: JobStatus::Queued,
-                error: None,
-                run_at: Some(new.run_at),
-            },
-            now,
-        );
-        let job = rec.job.clone();
+        let record = new_record(&new, now);
         let mut inner = self.lock();
-        if inner.jobs.contains_key(&job.id) {
-            return Err(Error::conflict("a job with this id exists"));
-        }
-        if new.max_queued.is_some() {
-            let queued = inner.queued_per_owner.get(&job.owner).copied().unwrap_or(0);
-            transition::check_quota(u64::from(queued), new.max_queued)?;
-        }
-        index_owner(&mut inner.by_owner, &job.owner, job.id);
-        inner.jobs.insert(job.id, rec);
-        inner.reindex(job.id, None, (JobStatus::Queued, job.run_at));
+        let changed = inner.insert(&new, record, &[], now)?;
         drop(inner);
-        Ok(Changed {
-            job,
-            events: vec![ev],
-        })
+        Ok(changed)
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
@@ -339,6 +290,11 @@ impl Store for MemoryStore {
         let keep = |id: &&JobId| {
             let job = &inner.jobs[*id].job;
             query.status.is_none_or(|s| job.status == s)
+                && query
+                    .project
+                    .as_ref()
+                    .is_none_or(|p| job.project.as_ref() == Some(p))
+                && query.kind.as_ref().is_none_or(|k| &job.kind == k)
         };
         let jobs: Vec<Job> = if query.newest_first {
             ids.iter()
@@ -473,7 +429,12 @@ impl Store for MemoryStore {
         let job = rec.job.clone();
         inner.reindex(fence.job_id, Some(old), (job.status, job.run_at));
         inner.write_outbox(&job, now);
-        Ok(Changed { job, events })
+        let dependents = inner.settle_dependents(&job, now);
+        Ok(Changed {
+            job,
+            events,
+            dependents,
+        })
     }
 
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
@@ -604,10 +565,7 @@ impl Store for MemoryStore {
         let rec = inner.record(id)?;
         let plan = transition::plan_cancel(&rec.job)?;
         if plan == CancelPlan::Pending {
-            return Ok(Changed {
-                job: rec.job.clone(),
-                events: vec![],
-            });
+            return Ok(Changed::of(rec.job.clone(), vec![]));
         }
         let old = (rec.job.status, rec.job.run_at);
         plan.apply_to(&mut rec.job, now);
@@ -619,7 +577,12 @@ impl Store for MemoryStore {
         let job = rec.job.clone();
         inner.reindex(id, Some(old), (job.status, job.run_at));
         inner.write_outbox(&job, now);
-        Ok(Changed { job, events })
+        let dependents = inner.settle_dependents(&job, now);
+        Ok(Changed {
+            job,
+            events,
+            dependents,
+        })
     }
 
     async fn retry(&self, id: JobId) -> Result<Changed> {
@@ -632,7 +595,7 @@ impl Store for MemoryStore {
         let events = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
         inner.reindex(id, Some(old), (job.status, job.run_at));
-        Ok(Changed { job, events })
+        Ok(Changed::of(job, events))
     }
 
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
@@ -800,6 +763,117 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>> {
+        let now = Utc::now();
+        let records: Vec<Record> = jobs.iter().map(|new| new_record(new, now)).collect();
+        let mut inner = self.lock();
+        // Every job is planned before any is inserted: all or none.
+        let mut planned: Vec<Job> = Vec::with_capacity(jobs.len());
+        for new in &jobs {
+            if inner.jobs.contains_key(&new.id) || planned.iter().any(|j| j.id == new.id) {
+                return Err(Error::conflict("a job with this id exists"));
+            }
+            let earlier: Vec<&Job> = planned.iter().collect();
+            let plan = inner.plan_create(new, &earlier)?;
+            if new.max_queued.is_some() {
+                let queued = inner.queued_per_owner.get(&new.owner).copied().unwrap_or(0);
+                let batch = planned
+                    .iter()
+                    .filter(|j| j.status == JobStatus::Queued && j.owner == new.owner)
+                    .count();
+                transition::check_quota(u64::from(queued) + batch as u64, new.max_queued)?;
+            }
+            let mut job = records[planned.len()].job.clone();
+            job.status = plan.status;
+            planned.push(job);
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for (new, record) in jobs.iter().zip(records) {
+            out.push(inner.insert(new, record, &[], now)?);
+        }
+        Ok(out)
+    }
+
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>> {
+        let inner = self.lock();
+        let Some(ids) = inner.by_owner.get(owner) else {
+            return Ok(Vec::new());
+        };
+        Ok(Project::from_counts(ids.iter().filter_map(|id| {
+            let job = &inner.jobs[id].job;
+            job.project.clone().map(|p| (p, job.status, 1))
+        })))
+    }
+}
+
+/// A new job's record, before its first status is planned.
+fn new_record(new: &NewJob, now: DateTime<Utc>) -> Record {
+    let job = Job {
+        id: new.id,
+        owner: new.owner.clone(),
+        kind: new.kind.clone(),
+        queue: new.queue.clone(),
+        prompt: new.prompt.clone(),
+        params: new.params.clone(),
+        status: JobStatus::Queued,
+        stage: None,
+        progress: 0,
+        priority: new.priority,
+        max_attempts: new.max_attempts,
+        timeout_ms: new.timeout_ms,
+        run_at: new.run_at,
+        attempt: 0,
+        attempts_used: 0,
+        cancel_requested: false,
+        error: None,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        last_seq: 0,
+        webhook: new.webhook.clone(),
+        notify_deployment: new.notify_deployment,
+        trace_parent: new.trace_parent.clone(),
+        project: new.project.clone(),
+        depends_on: new.depends_on.clone(),
+    };
+    Record {
+        job,
+        events: Vec::with_capacity(EVENTS_RESERVED),
+        attempts: Vec::new(),
+        last_batch: (0, 0),
+    }
+}
+
+impl Inner {
+    /// Inserts a new job (its record from [`new_record`]) as
+    /// [`Store::create_job`] says, with its dependencies among the store's
+    /// jobs or `earlier`.
+    fn insert(
+        &mut self,
+        new: &NewJob,
+        mut rec: Record,
+        earlier: &[&Job],
+        now: DateTime<Utc>,
+    ) -> Result<Changed> {
+        if self.jobs.contains_key(&new.id) {
+            return Err(Error::conflict("a job with this id exists"));
+        }
+        let plan = self.plan_create(new, earlier)?;
+        if new.max_queued.is_some() {
+            let queued = self.queued_per_owner.get(&new.owner).copied().unwrap_or(0);
+            transition::check_quota(u64::from(queued), new.max_queued)?;
+        }
+        rec.job.status = plan.status;
+        let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
+        let job = rec.job.clone();
+        index_owner(&mut self.by_owner, &job.owner, job.id);
+        self.index_dependencies(&job);
+        self.jobs.insert(job.id, rec);
+        self.reindex(job.id, None, (job.status, job.run_at));
+        Ok(Changed::of(job, events))
     }
 }
 

@@ -93,6 +93,8 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         webhook: None,
         notify_deployment: false,
         trace_parent: None,
+        project: None,
+        depends_on: Vec::new(),
     }
 }
 
@@ -571,6 +573,7 @@ pub async fn check_answers_like_the_memory_store(store: Arc<dyn Store>) {
                         cursor,
                         limit,
                         newest_first,
+                        ..JobQuery::default()
                     };
                     s.same("list jobs", |st| {
                         let (owner, query) = (owner.clone(), query.clone());

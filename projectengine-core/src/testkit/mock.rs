@@ -45,6 +45,8 @@ mockall::mock! {
         async fn record_delivery_try(&self, id: DeliveryId, claimed_tries: u32, attempt: NewTry, next: DeliveryNext) -> Result<WebhookDelivery>;
         async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>>;
         async fn ping(&self) -> Result<()>;
+        async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>>;
+        async fn projects(&self, owner: &Owner) -> Result<Vec<crate::Project>>;
     }
 }
 

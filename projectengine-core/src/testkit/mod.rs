@@ -24,6 +24,7 @@ pub mod scenarios;
 mod slow;
 pub mod store;
 pub mod webhook;
+pub mod workflow;
 
 pub use mock::{MockNotifier, MockStore};
 pub use slow::SlowStore;
@@ -114,6 +115,14 @@ macro_rules! store_suite {
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,
         );
+        $crate::__testkit_suite!(workflow, $make;
+            check_diamond_runs_in_order,
+            check_failed_dependency_cancels_its_descendants,
+            check_dependencies_are_checked_at_creation,
+            check_concurrent_ends_release_once,
+            check_create_jobs_is_all_or_none,
+            check_projects_and_list_filters,
+        );
     };
 }
 
@@ -177,6 +186,10 @@ macro_rules! engine_suite {
             check_graceful_shutdown_releases,
             check_cursor_pages_through_engine,
             check_logs_and_steps_with_a_slow_store,
+        );
+        $crate::__testkit_suite!(workflow, $make;
+            check_batch_diamond_runs_in_order,
+            check_bad_batch_creates_nothing,
         );
     };
 }

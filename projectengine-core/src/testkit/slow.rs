@@ -143,4 +143,10 @@ impl Store for SlowStore {
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }
+    async fn create_jobs(&self, jobs: Vec<crate::NewJob>) -> Result<Vec<crate::Changed>> {
+        self.inner.create_jobs(jobs).await
+    }
+    async fn projects(&self, owner: &crate::Owner) -> Result<Vec<crate::Project>> {
+        self.inner.projects(owner).await
+    }
 }

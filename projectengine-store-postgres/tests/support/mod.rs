@@ -246,4 +246,16 @@ impl Store for TestStore {
     async fn ping(&self) -> Result<()> {
         self.store.ping().await
     }
+    async fn create_jobs(
+        &self,
+        jobs: Vec<projectengine_core::NewJob>,
+    ) -> Result<Vec<projectengine_core::Changed>> {
+        self.store.create_jobs(jobs).await
+    }
+    async fn projects(
+        &self,
+        owner: &projectengine_core::Owner,
+    ) -> Result<Vec<projectengine_core::Project>> {
+        self.store.projects(owner).await
+    }
 }
