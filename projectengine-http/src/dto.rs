@@ -45,6 +45,18 @@ pub struct CreateJob {
     #[serde(default)]
     #[schema(example = "https://example.com/hooks/jobs", max_length = 2048)]
     pub webhook: Option<String>,
+    /// A project of yours the job belongs to (1 to 64 printable bytes, no
+    /// leading or trailing space); the job list filters by it.
+    #[serde(default)]
+    #[schema(example = "website", min_length = 1, max_length = 64)]
+    pub project: Option<String>,
+    /// Jobs of yours that must succeed before this one is queued (at most
+    /// 64): it is `waiting` until then, and `cancelled` with
+    /// `dependency_failed` if one fails or is cancelled. One that failed or
+    /// was cancelled already refuses the submission (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub depends_on: Option<Vec<JobId>>,
 }
 
 /// Where a job is in its life.
@@ -53,6 +65,8 @@ pub struct CreateJob {
 pub enum JobStatusName {
     /// Waiting for a worker.
     Queued,
+    /// Waiting for the jobs it depends on to succeed.
+    Waiting,
     /// An attempt is running.
     Running,
     /// Finished with success.
@@ -159,6 +173,11 @@ pub struct JobDto {
     pub last_seq: u64,
     /// The URL notified when it ends, if it was submitted with one.
     pub webhook: Option<String>,
+    /// The project it belongs to, if any.
+    pub project: Option<String>,
+    /// The jobs it waits for (see `depends_on` at submission).
+    #[schema(value_type = Vec<String>)]
+    pub depends_on: Vec<JobId>,
 }
 
 impl From<Job> for JobDto {
@@ -185,6 +204,8 @@ impl From<Job> for JobDto {
             updated_at: j.updated_at,
             last_seq: j.last_seq,
             webhook: j.webhook,
+            project: j.project,
+            depends_on: j.depends_on,
         }
     }
 }
@@ -447,6 +468,10 @@ pub struct ListJobsQuery {
     /// `asc` (default) or `desc`.
     #[param(value_type = Option<Order>)]
     pub order: Option<Order>,
+    /// Only jobs of this project.
+    pub project: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
 }
 
 /// `GET /api/apps/` parameters.

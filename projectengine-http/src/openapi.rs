@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
 use projectengine_core::Limits;
 
 use crate::agent;
-use crate::routes::{apps, artifacts, audit, health, jobs, kinds, queues, sse, webhooks, ws};
+use crate::routes::{
+    apps, artifacts, audit, health, jobs, kinds, queues, sse, webhooks, workflow, ws,
+};
 use crate::state::ApiState;
 
 /// The API's OpenAPI description.
@@ -21,6 +23,7 @@ use crate::state::ApiState;
     ),
     paths(
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
+        workflow::batch, workflow::projects,
         kinds::list, queues::list, webhooks::list, audit::list,
         sse::stream, ws::watch,
         artifacts::list, artifacts::download,

@@ -41,7 +41,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "A field is invalid (named in `field`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `field`), or a job of `depends_on` is unknown, another owner's, failed or cancelled", body = ErrorBody),
         (status = 429, description = "Too many queued jobs for this owner", body = ErrorBody),
         (status = 503, description = "A backend is unavailable", body = ErrorBody),
     ),
@@ -62,6 +62,8 @@ pub async fn create(
         timeout: req.timeout_s.map(Duration::from_secs),
         run_at: req.run_at,
         webhook: req.webhook,
+        project: req.project,
+        depends_on: req.depends_on.unwrap_or_default(),
     };
     let job = state
         .engine()
@@ -105,6 +107,8 @@ pub async fn list(
         cursor: q.cursor,
         limit: q.limit.unwrap_or(0),
         newest_first: q.order == Some(Order::Desc),
+        project: q.project,
+        kind: q.kind,
     };
     let page = state.engine().list(&owner, query).await?;
     Ok(Json(page.into()))

@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod queues;
 pub mod sse;
 pub mod webhooks;
+pub mod workflow;
 pub mod ws;
 
 use axum::routing::MethodRouter;
