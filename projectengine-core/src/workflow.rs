@@ -245,10 +245,7 @@ pub fn order_batch(needs: &[Vec<usize>], names: &[Option<String>]) -> Result<Vec
     let start = (0..n).find(|&i| pending[i] > 0).unwrap_or(0);
     let mut path = vec![start];
     let mut at = start;
-    loop {
-        let Some(&next) = needs[at].iter().find(|&&d| pending[d] > 0) else {
-            break;
-        };
+    while let Some(&next) = needs[at].iter().find(|&&d| pending[d] > 0) {
         if let Some(pos) = path.iter().position(|&p| p == next) {
             path.drain(..pos);
             path.push(next);
