@@ -127,6 +127,13 @@ pub struct SubmitArgs {
     /// Hold a successful result for your approval (`approve` / `reject`)
     #[arg(long)]
     pub review: bool,
+    /// A project of yours the job belongs to
+    #[arg(long)]
+    pub project: Option<String>,
+    /// A job of yours that must succeed before this one runs (repeat it, or
+    /// separate ids with commas)
+    #[arg(long = "depends-on", value_name = "JOB_ID", value_parser = job_id, value_delimiter = ',')]
+    pub depends_on: Vec<String>,
     /// Watch the job right after submitting it (the exit code is then `watch`'s)
     #[arg(long)]
     pub watch: bool,
@@ -198,6 +205,12 @@ pub struct ListArgs {
     /// Newest first
     #[arg(long)]
     pub newest_first: bool,
+    /// Only jobs of this project
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only jobs of this kind
+    #[arg(long)]
+    pub kind: Option<String>,
 }
 
 /// `download`.

@@ -151,6 +151,13 @@ async fn submit(api: &Api, s: SubmitArgs, json: bool) -> Result<Exit> {
     if s.review {
         body.insert("review".into(), true.into());
     }
+
+    if let Some(project) = s.project {
+        body.insert("project".into(), project.into());
+    }
+    if !s.depends_on.is_empty() {
+        body.insert("depends_on".into(), s.depends_on.into());
+    }
     let url = api.url(&["api", "jobs"], true);
     let job = api
         .json(Method::POST, url, Some(&Value::Object(body)))
@@ -230,6 +237,12 @@ async fn list(api: &Api, l: ListArgs, json: bool) -> Result<Exit> {
         }
         if l.newest_first {
             q.append_pair("order", "desc");
+        }
+        if let Some(p) = &l.project {
+            q.append_pair("project", p);
+        }
+        if let Some(k) = &l.kind {
+            q.append_pair("kind", k);
         }
     }
     if url.query() == Some("") {

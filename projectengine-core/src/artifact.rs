@@ -642,6 +642,8 @@ mod tests {
                 review: false,
                 parent_id: None,
                 child_key: None,
+                project: None,
+                depends_on: Vec::new(),
             })
             .await
             .unwrap();

@@ -41,6 +41,12 @@ pub struct Submit {
     /// Hold a successful attempt's result in `awaiting_review` until a
     /// person approves or rejects it (see [`crate::review`]).
     pub review: bool,
+    /// The owner's project the job belongs to (see
+    /// [`workflow::check_project`](crate::workflow::check_project)).
+    pub project: Option<String>,
+    /// The owner's jobs that must succeed before this one is queued (see
+    /// [`crate::workflow`]).
+    pub depends_on: Vec<JobId>,
 }
 
 impl Submit {
@@ -97,6 +103,18 @@ impl Submit {
     /// Holds a successful result for review ([`Submit::review`]).
     pub fn review(mut self, review: bool) -> Self {
         self.review = review;
+        self
+    }
+
+    /// Sets the project.
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    /// Sets the jobs this one depends on.
+    pub fn depends_on(mut self, ids: impl IntoIterator<Item = JobId>) -> Self {
+        self.depends_on = ids.into_iter().collect();
         self
     }
 }
@@ -484,8 +502,13 @@ impl Engine {
             }
             crate::webhook::check_url_syntax(url)?;
         }
+        if let Some(project) = &req.project {
+            crate::workflow::check_project(project)?;
+        }
+        let id = JobId::new();
+        crate::workflow::check_dependencies(id, &req.depends_on)?;
         Ok(NewJob {
-            id: JobId::new(),
+            id,
             owner: owner.clone(),
             kind,
             queue,
@@ -505,6 +528,8 @@ impl Engine {
             review: req.review,
             parent_id: None,
             child_key: None,
+            project: req.project,
+            depends_on: req.depends_on,
         })
     }
 
@@ -538,7 +563,7 @@ impl Engine {
         // Independent: watchers order events by seq whatever arrives first.
         tokio::join!(
             self.publish(&changed.job.kind, &changed.events),
-            self.wake(&changed.job)
+            self.wake_queued(&changed.job)
         );
     }
 
@@ -577,7 +602,7 @@ impl Engine {
     pub async fn cancel(&self, owner: &Owner, id: JobId) -> Result<Job> {
         self.get(owner, id).await?;
         let changed = self.inner.store.request_cancel(id).await?;
-        self.publish(&changed.job.kind, &changed.events).await;
+        self.announce(&changed).await;
         Ok(changed.job)
     }
 
@@ -864,7 +889,26 @@ impl Engine {
         }
     }
 
-    fn page_size(&self, limit: usize) -> usize {
+    /// Pushes `job` to its queue if it is `queued` (a `waiting` job is
+    /// pushed when its dependencies release it).
+    pub(crate) async fn wake_queued(&self, job: &Job) {
+        if job.status == crate::JobStatus::Queued {
+            self.wake(job).await;
+        }
+    }
+
+    /// Publishes a store change: the job's events, and each dependent's it
+    /// moved; wakes every job of it that is `queued` now.
+    pub(crate) async fn announce(&self, changed: &crate::Changed) {
+        self.publish(&changed.job.kind, &changed.events).await;
+        self.wake_queued(&changed.job).await;
+        for dependent in &changed.dependents {
+            self.publish(&dependent.job.kind, &dependent.events).await;
+            self.wake_queued(&dependent.job).await;
+        }
+    }
+
+    pub(crate) fn page_size(&self, limit: usize) -> usize {
         if limit == 0 {
             50
         } else {

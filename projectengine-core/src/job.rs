@@ -211,6 +211,13 @@ pub struct Job {
     /// A child's key, unique among its parent's children.
     #[serde(default)]
     pub child_key: Option<String>,
+    /// The project of its owner it belongs to, if any (see [`crate::workflow`]).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The jobs (of the same owner) that must succeed before it is queued;
+    /// while one has not, it is [`JobStatus::Waiting`].
+    #[serde(default)]
+    pub depends_on: Vec<JobId>,
 }
 
 impl Job {
@@ -269,6 +276,14 @@ pub struct NewJob {
     /// A child's key among its parent's children (set with `parent_id`).
     #[serde(default)]
     pub child_key: Option<String>,
+    /// The owner's project it belongs to (checked by the engine with
+    /// [`workflow::check_project`](crate::workflow::check_project)).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The owner's jobs it waits for; the store checks them atomically with
+    /// the insert (see [`workflow::plan_create`](crate::workflow::plan_create)).
+    #[serde(default)]
+    pub depends_on: Vec<JobId>,
 }
 
 /// What to list: filters and a cursor page.
@@ -283,6 +298,10 @@ pub struct JobQuery {
     pub limit: usize,
     /// Newest first instead of oldest first.
     pub newest_first: bool,
+    /// Only jobs of this project.
+    pub project: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
 }
 
 /// One page of a cursor-paged listing.

@@ -24,6 +24,7 @@ pub mod transition;
 mod watch;
 mod webhook;
 pub mod worker;
+pub mod workflow;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -57,6 +58,7 @@ pub use webhook::{
     WebhookDelivery, Webhooks, MAX_WEBHOOK_URL_BYTES,
 };
 pub use worker::{Worker, WorkerConfig, WorkerHandle};
+pub use workflow::{BatchJob, Project};
 
 /// Re-exported so orchestrators need not depend on tokio-util themselves.
 pub use tokio_util::sync::CancellationToken;

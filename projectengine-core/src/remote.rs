@@ -163,6 +163,7 @@ impl Engine {
                                 cursor,
                                 limit: OWNED_CLAIM_PAGE,
                                 newest_first: false,
+                                ..JobQuery::default()
                             },
                         )
                         .await?;
@@ -245,10 +246,7 @@ impl Engine {
             RemoteOutcome::Cancelled => Outcome::Cancelled,
         };
         let changed = self.store().finish(at.fence, outcome).await?;
-        self.publish(&changed.job.kind, &changed.events).await;
-        if changed.job.status == JobStatus::Queued {
-            self.wake(&changed.job).await;
-        }
+        self.announce(&changed).await;
         Ok(changed.job)
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Engine, Error, Job, JobId, JobStatus, Owner, Result, Submit};
+use crate::{Engine, Error, Job, JobId, Owner, Result, Submit};
 
 /// The longest reviewer's comment accepted, in bytes.
 pub const MAX_REVIEW_COMMENT_BYTES: usize = 16 * 1024;
@@ -84,15 +84,13 @@ impl Engine {
         self.review(owner, id, decision).await
     }
 
-    /// Executes a reviewer's decision, publishes its events, and wakes a
-    /// worker when the job is queued again.
+    /// Executes a reviewer's decision, publishes its events and those of the
+    /// dependents it released or cancelled, and wakes a worker for each job
+    /// queued again.
     pub async fn review(&self, owner: &Owner, id: JobId, decision: ReviewDecision) -> Result<Job> {
         self.get(owner, id).await?;
         let changed = self.store().review(id, decision).await?;
-        self.publish(&changed.job.kind, &changed.events).await;
-        if changed.job.status == JobStatus::Queued {
-            self.wake(&changed.job).await;
-        }
+        self.announce(&changed).await;
         Ok(changed.job)
     }
 
@@ -122,6 +120,12 @@ fn rerun_of(job: Job) -> Submit {
         .max_attempts(job.max_attempts)
         .timeout(Duration::from_millis(job.timeout_ms))
         .review(job.review);
+    // The rerun stays in its project; the dependencies it waited for have
+    // ended, so it runs as soon as it can.
+    let submit = match job.project {
+        Some(project) => submit.project(project),
+        None => submit,
+    };
     match job.webhook {
         Some(url) => submit.webhook(url),
         None => submit,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     App, AppId, Artifact, Attempt, DeliveryId, DeliveryLog, DeliveryNext, EventData, Fence,
     IdempotencyKey, Job, JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry,
-    Owner, Result, ReviewDecision, SavedArtifact, WebhookDelivery,
+    Owner, Project, Result, ReviewDecision, SavedArtifact, WebhookDelivery,
 };
 
 /// A job after a change, with the events the change appended (to publish).
@@ -19,6 +19,23 @@ pub struct Changed {
     pub job: Job,
     /// The events appended, in seq order.
     pub events: Vec<JobEvent>,
+    /// Other jobs the change moved in the same transaction, each with its
+    /// events (a flat list: their own `dependents` are empty): dependents
+    /// released (`waiting → queued`) when the job succeeded, or cancelled
+    /// with `dependency_failed` (transitively) when it failed or was
+    /// cancelled. See [`crate::workflow`].
+    pub dependents: Vec<Changed>,
+}
+
+impl Changed {
+    /// A change of one job only.
+    pub fn of(job: Job, events: Vec<JobEvent>) -> Self {
+        Self {
+            job,
+            events,
+            dependents: Vec::new(),
+        }
+    }
 }
 
 /// What a create that may find its job existing did: created it (with the
@@ -140,7 +157,20 @@ pub struct DueJob {
 ///   caller only, hiding it for the visibility timeout; a try is recorded
 ///   only on a pending delivery whose `tries` is still what the claim saw
 ///   (otherwise [`Conflict`](crate::Error::Conflict), nothing changed).
-/// - Owner checks are the [`Engine`](crate::Engine)'s; the store trusts its caller.
+/// - **Dependencies** (see [`crate::workflow`]): a transition that leaves
+///   a job `succeeded` releases, in the same transaction, each `waiting`
+///   dependent whose dependencies have all succeeded
+///   ([`transition::plan_release`](crate::transition::plan_release)); one
+///   that leaves it `failed` or `cancelled` ([`Store::finish`], recovery's
+///   [`Outcome::Lost`], [`Store::request_cancel`]) cancels its `waiting`
+///   dependents, transitively
+///   ([`transition::plan_dependency_failed`](crate::transition::plan_dependency_failed)),
+///   each with its status event and its webhook outbox rows. The jobs moved
+///   are in the answer's [`Changed::dependents`] (a flat list). A new job's
+///   dependencies are read under a lock that orders the insert against
+///   their end, so no dependent is ever left waiting for a job that ended.
+/// - Owner checks are the [`Engine`](crate::Engine)'s; the store trusts its
+///   caller, except that a new job's dependencies must be its owner's.
 /// - Times come from the store's own clock.
 ///
 /// The kit's `store_suite!` (feature `testkit`) checks all of it, and runs the
@@ -201,6 +231,8 @@ pub struct DueJob {
 /// #   async fn children(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::Job>> { self.inner.children(id).await }
 /// #   async fn create_job_idempotent(&self, j: projectengine_core::NewJob, k: &projectengine_core::IdempotencyKey) -> projectengine_core::Result<projectengine_core::Created> { self.inner.create_job_idempotent(j, k).await }
 /// #   async fn ping(&self) -> projectengine_core::Result<()> { self.inner.ping().await }
+/// #   async fn create_jobs(&self, j: Vec<projectengine_core::NewJob>) -> projectengine_core::Result<Vec<projectengine_core::Changed>> { self.inner.create_jobs(j).await }
+/// #   async fn projects(&self, o: &projectengine_core::Owner) -> projectengine_core::Result<Vec<projectengine_core::Project>> { self.inner.projects(o).await }
 /// }
 /// ```
 ///
@@ -211,6 +243,11 @@ pub struct DueJob {
 pub trait Store: Send + Sync + Debug + 'static {
     /// Creates a `queued` job and appends its first event (`status: queued`, seq 1).
     /// An id that exists already is a [`Conflict`](crate::Error::Conflict).
+    /// A job with [`NewJob::depends_on`] starts as
+    /// [`workflow::plan_create`](crate::workflow::plan_create) says, from its
+    /// dependencies as they are in the same transaction (`waiting` while one
+    /// has not succeeded); they are recorded so that their end releases or
+    /// cancels it.
     async fn create_job(&self, job: NewJob) -> Result<Changed>;
 
     /// The job, if it exists.
@@ -396,4 +433,12 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// calls with one key, exactly one creates a job. A refused create
     /// (quota, conflict) keeps no key.
     async fn create_job_idempotent(&self, job: NewJob, key: &IdempotencyKey) -> Result<Created>;
+    /// Creates the jobs in one transaction, in the order given, all or none:
+    /// each as [`Store::create_job`] would, so a job may depend on one
+    /// earlier in the list. The first refusal is the answer, and nothing is
+    /// created.
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>>;
+
+    /// The owner's projects, by name, with their jobs counted per status.
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>>;
 }

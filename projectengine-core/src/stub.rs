@@ -262,6 +262,8 @@ mod tests {
             review: false,
             parent_id: None,
             child_key: None,
+            project: None,
+            depends_on: Vec::new(),
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

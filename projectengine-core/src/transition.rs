@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::review::{ReviewDecision, REJECTED};
 use crate::{
     AttemptStatus, DeliveryNext, DeliveryStatus, Destination, Error, EventData, Fence, Heartbeat,
-    Job, JobError, JobStatus, Outcome, Result,
+    Job, JobError, JobId, JobStatus, Outcome, Result,
 };
 
 /// Refuses a move the transition table does not allow. `retry` marks an
@@ -654,10 +654,130 @@ pub fn check_delivery_try(status: DeliveryStatus, tries: u32, claimed_tries: u32
     Ok(())
 }
 
+/// Whether a job that reached `status` releases its `waiting` dependents
+/// (those whose every dependency has now succeeded): a success.
+pub fn releases_dependents(status: JobStatus) -> bool {
+    status == JobStatus::Succeeded
+}
+
+/// Whether a job that reached `status` cancels its `waiting` dependents
+/// (with [`DEPENDENCY_FAILED`], transitively): a failure or a cancel.
+pub fn fails_dependents(status: JobStatus) -> bool {
+    matches!(status, JobStatus::Failed | JobStatus::Cancelled)
+}
+
+/// The error code of a job cancelled because a job it depends on failed or
+/// was cancelled.
+pub const DEPENDENCY_FAILED: &str = "dependency_failed";
+
+/// A dependent's release, from [`plan_release`]: a `waiting` job whose
+/// dependencies have all succeeded is `queued`, due at [`ReleasePlan::run_at`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReleasePlan {
+    /// The status the store compares against (`waiting`).
+    pub from: JobStatus,
+    /// The status written (`queued`).
+    pub to: JobStatus,
+    /// When the job is due: its own `run_at`, or now if that has passed.
+    pub run_at: DateTime<Utc>,
+    /// The events to append.
+    pub events: Vec<EventData>,
+}
+
+impl ReleasePlan {
+    /// The plan's writes to `job`.
+    pub fn apply_to(&self, job: &mut Job) {
+        job.status = self.to;
+        job.run_at = self.run_at;
+    }
+}
+
+/// Plans the release of `job`, a dependent whose dependencies have all
+/// succeeded (the store checks that, under the same lock or transaction as
+/// the write). Only a `waiting` job is released; any other is a
+/// [`Conflict`](Error::Conflict).
+pub fn plan_release(job: &Job, now: DateTime<Utc>) -> Result<ReleasePlan> {
+    let (from, to) = (JobStatus::Waiting, JobStatus::Queued);
+    if job.status != from {
+        return Err(Error::conflict(format!(
+            "only a waiting job is released; this one is {}",
+            job.status
+        )));
+    }
+    check(from, to, false)?;
+    let run_at = job.run_at.max(now);
+    Ok(ReleasePlan {
+        from,
+        to,
+        run_at,
+        events: vec![EventData::Status {
+            status: to,
+            error: None,
+            run_at: Some(run_at),
+        }],
+    })
+}
+
+/// A dependent's cancel because a job it depends on failed or was
+/// cancelled, from [`plan_dependency_failed`]: `waiting → cancelled`, with
+/// the error [`DEPENDENCY_FAILED`], finished now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DependencyFailedPlan {
+    /// The status the store compares against (`waiting`).
+    pub from: JobStatus,
+    /// The status written (`cancelled`).
+    pub to: JobStatus,
+    /// The job's error afterwards.
+    pub error: JobError,
+    /// The events to append.
+    pub events: Vec<EventData>,
+}
+
+impl DependencyFailedPlan {
+    /// The plan's writes to `job`.
+    pub fn apply_to(&self, job: &mut Job, now: DateTime<Utc>) {
+        job.status = self.to;
+        job.error = Some(self.error.clone());
+        job.finished_at = Some(now);
+    }
+}
+
+/// Plans the cancel of `job`, a `waiting` dependent of `dependency`, which
+/// has just failed or been cancelled ([`fails_dependents`]). Any other
+/// status of `job` is a [`Conflict`](Error::Conflict).
+pub fn plan_dependency_failed(
+    job: &Job,
+    dependency: JobId,
+    dependency_status: JobStatus,
+) -> Result<DependencyFailedPlan> {
+    let (from, to) = (JobStatus::Waiting, JobStatus::Cancelled);
+    if job.status != from {
+        return Err(Error::conflict(format!(
+            "only a waiting job is cancelled for its dependencies; this one is {}",
+            job.status
+        )));
+    }
+    check(from, to, false)?;
+    let error = JobError::new(
+        DEPENDENCY_FAILED,
+        format!("job {dependency}, which this job depends on, is {dependency_status}"),
+    );
+    Ok(DependencyFailedPlan {
+        from,
+        to,
+        events: vec![EventData::Status {
+            status: to,
+            error: Some(error.clone()),
+            run_at: None,
+        }],
+        error,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{JobId, Owner};
+    use crate::Owner;
 
     fn job(status: JobStatus) -> Job {
         let now = Utc::now();
@@ -691,6 +811,8 @@ mod tests {
             review_comment: None,
             parent_id: None,
             child_key: None,
+            project: None,
+            depends_on: vec![],
         }
     }
 
@@ -764,6 +886,42 @@ mod tests {
             };
             assert_eq!(got, want, "{status}");
         }
+    }
+
+    #[test]
+    fn only_waiting_jobs_are_released_or_cancelled_for_their_dependencies() {
+        use JobStatus::*;
+        let now = Utc::now();
+        for from in [
+            Queued,
+            Waiting,
+            Running,
+            AwaitingReview,
+            Succeeded,
+            Failed,
+            Cancelled,
+        ] {
+            let j = job(from);
+            let release = plan_release(&j, now);
+            assert_eq!(release.is_ok(), from == Waiting, "release {from}");
+            if let Ok(plan) = release {
+                assert!(plan.from.can_become(plan.to));
+                assert_eq!(plan.to, Queued);
+                assert!(plan.run_at >= now);
+            }
+            let cancel = plan_dependency_failed(&j, JobId::new(), Failed);
+            assert_eq!(cancel.is_ok(), from == Waiting, "dependency_failed {from}");
+            if let Ok(plan) = cancel {
+                assert!(plan.from.can_become(plan.to));
+                assert_eq!(plan.error.code, DEPENDENCY_FAILED);
+                let mut after = j.clone();
+                plan.apply_to(&mut after, now);
+                assert!(after.status.is_terminal() && after.finished_at.is_some());
+            }
+        }
+        assert!(releases_dependents(Succeeded) && !releases_dependents(AwaitingReview));
+        assert!(fails_dependents(Failed) && fails_dependents(Cancelled));
+        assert!(!fails_dependents(Queued) && !fails_dependents(Succeeded));
     }
 
     #[test]

@@ -182,6 +182,18 @@ impl Store for CountingStore {
     ) -> projectengine_core::Result<projectengine_core::Created> {
         self.inner.create_job_idempotent(job, key).await
     }
+    async fn create_jobs(
+        &self,
+        jobs: Vec<projectengine_core::NewJob>,
+    ) -> Result<Vec<projectengine_core::Changed>> {
+        self.inner.create_jobs(jobs).await
+    }
+    async fn projects(
+        &self,
+        owner: &projectengine_core::Owner,
+    ) -> Result<Vec<projectengine_core::Project>> {
+        self.inner.projects(owner).await
+    }
 }
 
 /// An in-memory notifier that loses every terminal event on its way to the

@@ -45,6 +45,18 @@ pub struct CreateJob {
     #[serde(default)]
     #[schema(example = "https://example.com/hooks/jobs", max_length = 2048)]
     pub webhook: Option<String>,
+    /// A project of yours the job belongs to (1 to 64 printable bytes, no
+    /// leading or trailing space); the job list filters by it.
+    #[serde(default)]
+    #[schema(example = "website", min_length = 1, max_length = 64)]
+    pub project: Option<String>,
+    /// Jobs of yours that must succeed before this one is queued (at most
+    /// 64): it is `waiting` until then, and `cancelled` with
+    /// `dependency_failed` if one fails or is cancelled. One that failed or
+    /// was cancelled already refuses the submission (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub depends_on: Option<Vec<JobId>>,
     /// Hold a successful result in `awaiting_review` until a person approves
     /// it (`POST /api/jobs/{id}/approve/`) or rejects it with a comment
     /// (`POST /api/jobs/{id}/reject/`). Default false.
@@ -65,6 +77,8 @@ impl CreateJob {
             run_at: self.run_at,
             webhook: self.webhook,
             review: self.review,
+            project: self.project,
+            depends_on: self.depends_on.unwrap_or_default(),
         }
     }
 }
@@ -75,6 +89,8 @@ impl CreateJob {
 pub enum JobStatusName {
     /// Waiting for a worker.
     Queued,
+    /// Waiting for the jobs it depends on to succeed.
+    Waiting,
     /// An attempt is running.
     Running,
     /// Its attempt succeeded; the result waits for a person's approval.
@@ -192,6 +208,11 @@ pub struct JobDto {
     pub parent_id: Option<JobId>,
     /// A child's key among its parent's children (e.g. `frontend`).
     pub child_key: Option<String>,
+    /// The project it belongs to, if any.
+    pub project: Option<String>,
+    /// The jobs it waits for (see `depends_on` at submission).
+    #[schema(value_type = Vec<String>)]
+    pub depends_on: Vec<JobId>,
 }
 
 impl From<Job> for JobDto {
@@ -222,6 +243,8 @@ impl From<Job> for JobDto {
             review_comment: j.review_comment,
             parent_id: j.parent_id,
             child_key: j.child_key,
+            project: j.project,
+            depends_on: j.depends_on,
         }
     }
 }
@@ -486,6 +509,10 @@ pub struct ListJobsQuery {
     /// `asc` (default) or `desc`.
     #[param(value_type = Option<Order>)]
     pub order: Option<Order>,
+    /// Only jobs of this project.
+    pub project: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
 }
 
 /// `GET /api/apps/` parameters.

@@ -10,7 +10,8 @@ use projectengine_core::Limits;
 
 use crate::agent;
 use crate::routes::{
-    apps, artifacts, audit, children, health, jobs, kinds, queues, review, sse, webhooks, ws,
+    apps, artifacts, audit, children, health, jobs, kinds, queues, review, sse, webhooks, workflow,
+    ws,
 };
 use crate::state::ApiState;
 
@@ -25,6 +26,7 @@ use crate::state::ApiState;
         jobs::create, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::events,
         review::approve, review::reject, review::rerun,
         children::list,
+        workflow::batch, workflow::projects,
         kinds::list, queues::list, webhooks::list, audit::list,
         sse::stream, ws::watch,
         artifacts::list, artifacts::download,

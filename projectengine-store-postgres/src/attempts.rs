@@ -76,11 +76,6 @@ const APPLY: &str = concat!(
     " SELECT * FROM j"
 );
 
-/// Whether `finish` needs two statements (see [`finish`]).
-pub(crate) fn needs_lock(outcome: &Outcome) -> bool {
-    transition::finish_reads_job(outcome)
-}
-
 /// Ends the attempt. An outcome whose plan depends on the job (a failure, a
 /// release, a lost lease) locks the job and its attempt, plans with the
 /// core's [`transition::plan_finish`] at the database's `now()`, and writes:
@@ -89,40 +84,50 @@ pub(crate) fn needs_lock(outcome: &Outcome) -> bool {
 /// one statement, conditional on the fence — and, for a success, on the
 /// job's `review` (fixed at submission): a job held for review misses the
 /// plain plan and takes [`transition::plan_finish_reviewed`]'s instead, with
-/// a second conditional statement.
+/// a second conditional statement. Then the job's dependents are released or
+/// cancelled ([`crate::dependencies::settle`]): the caller runs it all in a
+/// transaction.
 pub(crate) async fn finish(
     conn: &mut PgConnection,
     fence: Fence,
     outcome: &Outcome,
 ) -> Result<Changed> {
     let lost = matches!(outcome, Outcome::Lost);
-    let plan = match transition::plan_finish_unread(outcome) {
+    let unread = transition::plan_finish_unread(outcome);
+    let mut changed = match unread {
         Some(plan) if matches!(outcome, Outcome::Succeeded) => {
-            return match apply(conn, fence, plan, lost, Some(false)).await {
+            match apply(&mut *conn, fence, plan, lost, Some(false)).await {
                 Err(Error::StaleAttempt) => {
                     let reviewed = transition::plan_finish_reviewed(outcome)
                         .ok_or_else(|| Error::internal("a success without a reviewed plan"))?;
-                    apply(conn, fence, reviewed, lost, Some(true)).await
+                    apply(&mut *conn, fence, reviewed, lost, Some(true)).await?
                 }
-                done => done,
-            };
+                done => done?,
+            }
         }
-        Some(plan) => plan,
-        None => {
-            let row = sqlx::query(LOCK)
-                .bind(fence.job_id.0)
-                .bind(big(fence.attempt))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(map)?
-                .ok_or(Error::StaleAttempt)?;
-            let job = rows::job(&row)?;
-            let now: DateTime<Utc> = row.try_get("db_now").map_err(map)?;
-            let lease_expires_at: DateTime<Utc> = row.try_get("lease_expires_at").map_err(map)?;
-            transition::plan_finish(&job, lease_expires_at, outcome, now)?
+        unread => {
+            let plan = match unread {
+                Some(plan) => plan,
+                None => {
+                    let row = sqlx::query(LOCK)
+                        .bind(fence.job_id.0)
+                        .bind(big(fence.attempt))
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(map)?
+                        .ok_or(Error::StaleAttempt)?;
+                    let job = rows::job(&row)?;
+                    let now: DateTime<Utc> = row.try_get("db_now").map_err(map)?;
+                    let lease_expires_at: DateTime<Utc> =
+                        row.try_get("lease_expires_at").map_err(map)?;
+                    transition::plan_finish(&job, lease_expires_at, outcome, now)?
+                }
+            };
+            apply(&mut *conn, fence, plan, lost, None).await?
         }
     };
-    apply(conn, fence, plan, lost, None).await
+    changed.dependents = crate::dependencies::settle(conn, &changed.job).await?;
+    Ok(changed)
 }
 
 /// Writes `plan` if `fence` still holds (and, for a lost attempt, its lease

@@ -130,8 +130,9 @@ impl Op {
     /// Runs in a transaction of its own.
     async fn alone(&self, pool: &PgPool) -> Result<Done> {
         let several = match self {
-            Op::Finish { outcome, .. } => attempts::needs_lock(outcome),
-            Op::Create(job) => job.max_queued.is_some(),
+            // A finish settles the job's dependents in its transaction.
+            Op::Finish { .. } => true,
+            Op::Create(job) => job.max_queued.is_some() || !job.depends_on.is_empty(),
             _ => false,
         };
         if several {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use projectengine_core::transition::{self, CancelPlan};
+use projectengine_core::workflow::{self, Project};
 use projectengine_core::{
     Attempt, AttemptId, AttemptStatus, Changed, Claim, DeliveryId, Error, EventData, Job,
     JobDetail, JobId, JobQuery, JobStatus, NewJob, Owner, Result,
@@ -17,17 +18,21 @@ const CREATE: &str = concat!(
     "WITH j AS (",
     " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
     "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq,",
-    "   webhook, notify_deployment, trace_parent, review, parent_id, child_key)",
-    " VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, now(), now(), 1, $11, $12, $13,",
-    "   $14, $15, $16)",
+    "   webhook, notify_deployment, trace_parent, project, depends_on, review, parent_id,",
+    "   child_key)",
+    " VALUES ($1, $2, $3, $4, $5, $6, $14, $7, $8, $9, $10, now(), now(), 1, $11, $12, $13,",
+    "   $15, $16, $17, $18, $19)",
     " RETURNING *",
     "), e AS (",
     " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
     " SELECT id, last_seq, attempt, updated_at, 'status',",
-    "   jsonb_build_object('status', 'queued', 'run_at', ",
+    "   jsonb_build_object('status', status, 'run_at', ",
     rfc3339!("run_at"),
     ")",
     " FROM j",
+    "), d AS (",
+    " INSERT INTO job_dependencies (job_id, depends_on)",
+    " SELECT j.id, unnest(j.depends_on) FROM j",
     ") SELECT * FROM j"
 );
 
@@ -38,9 +43,11 @@ const LOCK_OWNER: &str = "SELECT pg_advisory_xact_lock(1701, hashtext($1))";
 
 const COUNT_QUEUED: &str = "SELECT count(*) FROM jobs WHERE owner = $1 AND status = 'queued'";
 
-/// Creates a `queued` job and its first event in one statement; with a quota,
-/// counts the owner's queued jobs first, under a lock held until the
-/// caller's transaction ends (so the caller must run it in a transaction).
+/// Creates a job, its first event and its dependency rows in one statement;
+/// with a quota, counts the owner's queued jobs first, under a lock held
+/// until the caller's transaction ends; with dependencies, reads them first
+/// under a share lock held as long (see [`crate::dependencies::found`]). In
+/// both cases the caller must run it in a transaction.
 pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Changed> {
     let timeout_ms =
         i64::try_from(new.timeout_ms).map_err(|_| Error::invalid("timeout_ms", "is too large"))?;
@@ -57,6 +64,9 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
             .map_err(map)?;
         transition::check_quota(u64::try_from(queued).unwrap_or(0), Some(max))?;
     }
+    let found = crate::dependencies::found(&mut *conn, &new.depends_on).await?;
+    let plan = workflow::plan_create(new, &found)?;
+    let depends_on: Vec<uuid::Uuid> = new.depends_on.iter().map(|id| id.0).collect();
     let row = sqlx::query(CREATE)
         .bind(new.id.0)
         .bind(&new.owner.0)
@@ -71,6 +81,9 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .bind(new.webhook.as_deref())
         .bind(new.notify_deployment)
         .bind(&new.trace_parent)
+        .bind(plan.status.as_str())
+        .bind(new.project.as_deref())
+        .bind(&depends_on)
         .bind(new.review)
         .bind(new.parent_id.map(|id| id.0))
         .bind(new.child_key.as_deref())
@@ -78,18 +91,19 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .await
         .map_err(map)?;
     let job = rows::job(&row)?;
+    // The event as the statement wrote it: the run_at the database kept.
     let events = rows::appended(
         job.id,
         job.attempt,
         job.last_seq,
         job.updated_at,
         vec![EventData::Status {
-            status: JobStatus::Queued,
+            status: job.status,
             error: None,
             run_at: Some(job.run_at),
         }],
     );
-    Ok(Changed { job, events })
+    Ok(Changed::of(job, events))
 }
 
 /// The job, if it exists.
@@ -158,6 +172,14 @@ pub(crate) async fn list(pool: &PgPool, owner: &Owner, query: &JobQuery) -> Resu
         n += 1;
         sql.push_str(&format!(" AND status = ${n}"));
     }
+    if query.project.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND project = ${n}"));
+    }
+    if query.kind.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND kind = ${n}"));
+    }
     let order = if query.newest_first { "DESC" } else { "ASC" };
     sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", n + 1));
     let mut q = sqlx::query(&sql).bind(&owner.0);
@@ -166,6 +188,12 @@ pub(crate) async fn list(pool: &PgPool, owner: &Owner, query: &JobQuery) -> Resu
     }
     if let Some(status) = query.status {
         q = q.bind(status.as_str());
+    }
+    if let Some(project) = &query.project {
+        q = q.bind(project);
+    }
+    if let Some(kind) = &query.kind {
+        q = q.bind(kind);
     }
     q.bind(rows::limit(query.limit))
         .fetch_all(pool)
@@ -291,10 +319,7 @@ async fn cancel_locked(tx: &mut PgConnection, id: JobId) -> Result<Changed> {
     let (job, now) = lock(&mut *tx, id).await?;
     let plan = transition::plan_cancel(&job)?;
     if plan == CancelPlan::Pending {
-        return Ok(Changed {
-            job,
-            events: vec![],
-        });
+        return Ok(Changed::of(job, vec![]));
     }
     let mut planned = job.clone();
     plan.apply_to(&mut planned, now);
@@ -311,7 +336,52 @@ async fn cancel_locked(tx: &mut PgConnection, id: JobId) -> Result<Changed> {
         .await
         .map_err(map)?
         .ok_or_else(|| Error::internal("the locked job did not take the cancel"))?;
-    rows::changed(&row, plan.events().to_vec())
+    let mut changed = rows::changed(&row, plan.events().to_vec())?;
+    changed.dependents = crate::dependencies::settle(&mut *tx, &changed.job).await?;
+    Ok(changed)
+}
+
+/// Creates the jobs in one transaction, in order: all or none.
+pub(crate) async fn create_all(pool: &PgPool, jobs: &[NewJob]) -> Result<Vec<Changed>> {
+    let mut tx = pool.begin().await.map_err(map)?;
+    let mut done = Ok(Vec::with_capacity(jobs.len()));
+    for new in jobs {
+        match create(&mut tx, new).await {
+            Ok(changed) => {
+                if let Ok(all) = &mut done {
+                    all.push(changed);
+                }
+            }
+            Err(e) => {
+                done = Err(e);
+                break;
+            }
+        }
+    }
+    crate::tx::settle(tx, done).await
+}
+
+// An owner's projects: their jobs counted per status.
+const PROJECTS: &str = "\
+SELECT project, status, count(*) AS n FROM jobs \
+WHERE owner = $1 AND project IS NOT NULL GROUP BY project, status";
+
+/// The owner's projects, by name, with their jobs counted per status.
+pub(crate) async fn projects(pool: &PgPool, owner: &Owner) -> Result<Vec<Project>> {
+    let rows = sqlx::query(PROJECTS)
+        .bind(&owner.0)
+        .fetch_all(pool)
+        .await
+        .map_err(map)?;
+    let mut counts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let project: String = rows::get(row, "project")?;
+        let status: String = rows::get(row, "status")?;
+        let n: i64 = rows::get(row, "n")?;
+        let status = JobStatus::parse(&status).ok_or_else(|| corrupt("job status", &status))?;
+        counts.push((project, status, rows::to_u64(n, "count")?));
+    }
+    Ok(Project::from_counts(counts))
 }
 
 // Executes a retry plan on the locked job: `$2` the status compared, `$3` the

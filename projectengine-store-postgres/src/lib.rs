@@ -60,6 +60,7 @@ mod apps;
 mod artifacts;
 mod attempts;
 mod children;
+mod dependencies;
 mod error;
 mod events;
 mod group;
@@ -77,8 +78,8 @@ use async_trait::async_trait;
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, Created, DeliveryId, DeliveryLog, DeliveryNext,
     DueJob, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobDetail, JobEvent, JobId, JobQuery,
-    NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision, SavedArtifact,
-    Store, WebhookDelivery,
+    NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Project, Result, ReviewDecision,
+    SavedArtifact, Store, WebhookDelivery,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -327,6 +328,14 @@ impl Store for PgStore {
 
     async fn create_job_idempotent(&self, job: NewJob, key: &IdempotencyKey) -> Result<Created> {
         children::create_job_idempotent(&self.pool, job, key).await
+    }
+
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>> {
+        jobs::create_all(&self.pool, &jobs).await
+    }
+
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>> {
+        jobs::projects(&self.pool, owner).await
     }
 }
 

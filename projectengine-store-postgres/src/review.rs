@@ -41,15 +41,15 @@ pub(crate) async fn review(pool: &PgPool, id: JobId, decision: ReviewDecision) -
 }
 
 /// The approval's transaction: the job `succeeded`, its events and its
-/// outbox. What a job's success releases (jobs that wait for it) belongs
-/// here, on `tx`, before it commits.
+/// outbox, and the jobs that wait for it released (by [`decide`]).
 async fn approve(tx: &mut PgConnection, id: JobId) -> Result<Changed> {
     let changed = decide(&mut *tx, id, &ReviewDecision::Approve).await?;
     debug_assert_eq!(changed.job.status, JobStatus::Succeeded);
     Ok(changed)
 }
 
-/// Plans `decision` on the locked job and writes it.
+/// Plans `decision` on the locked job and writes it; then its dependents are
+/// released (an approval) or cancelled (a final rejection), on `tx`.
 async fn decide(tx: &mut PgConnection, id: JobId, decision: &ReviewDecision) -> Result<Changed> {
     let (job, now) = crate::jobs::lock(&mut *tx, id).await?;
     let plan: ReviewPlan = transition::plan_review(&job, decision, now)?;
@@ -73,5 +73,7 @@ async fn decide(tx: &mut PgConnection, id: JobId, decision: &ReviewDecision) -> 
         .await
         .map_err(map)?
         .ok_or_else(|| Error::internal("the locked job did not take the review"))?;
-    rows::changed(&row, plan.events)
+    let mut changed = rows::changed(&row, plan.events)?;
+    changed.dependents = crate::dependencies::settle(&mut *tx, &changed.job).await?;
+    Ok(changed)
 }

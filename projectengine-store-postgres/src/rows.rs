@@ -91,6 +91,11 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
         review_comment: get(row, "review_comment")?,
         parent_id: get::<Option<uuid::Uuid>>(row, "parent_id")?.map(JobId),
         child_key: get(row, "child_key")?,
+        project: get(row, "project")?,
+        depends_on: get::<Vec<uuid::Uuid>>(row, "depends_on")?
+            .into_iter()
+            .map(JobId)
+            .collect(),
     })
 }
 
@@ -174,7 +179,7 @@ pub(crate) fn appended(
 pub(crate) fn changed(row: &PgRow, events: Vec<EventData>) -> Result<Changed> {
     let job = job(row)?;
     let events = appended(job.id, job.attempt, job.last_seq, job.updated_at, events);
-    Ok(Changed { job, events })
+    Ok(Changed::of(job, events))
 }
 
 /// A u32 as the bigint column that holds it.

@@ -37,6 +37,8 @@ fn new_job(owner: &Owner) -> NewJob {
         review: false,
         parent_id: None,
         child_key: None,
+        project: None,
+        depends_on: Vec::new(),
     }
 }
 

@@ -30,6 +30,8 @@ fn new_job(params: Value) -> NewJob {
         review: false,
         parent_id: None,
         child_key: None,
+        project: None,
+        depends_on: Vec::new(),
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod dependencies;
 mod error;
 mod reads;
 mod review;
@@ -15,7 +16,7 @@ use async_trait::async_trait;
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, Created, DeliveryId, DeliveryLog, DeliveryNext,
     DueJob, Error, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobDetail, JobEvent, JobId,
-    JobQuery, NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision,
+    JobQuery, NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Project, Result, ReviewDecision,
     SavedArtifact, Store, WebhookDelivery,
 };
 use sqlx::sqlite::{
@@ -356,6 +357,13 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>> {
+        match self.write(Op::CreateAll(jobs)).await? {
+            Done::ChangedAll(all) => Ok(all),
+            _ => Err(unexpected()),
+        }
+    }
+
     async fn children(&self, parent: JobId) -> Result<Vec<Job>> {
         reads::children(&self.reads, parent).await
     }
@@ -369,5 +377,9 @@ impl Store for SqliteStore {
             Done::Created(created) => Ok(created),
             _ => Err(unexpected()),
         }
+    }
+
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>> {
+        reads::projects(&self.reads, owner).await
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use projectengine_core::{
     App, AppId, Artifact, Attempt, DeliveryLog, DueJob, Fence, Job, JobDetail, JobEvent, JobId,
-    JobQuery, Owner, Result,
+    JobQuery, JobStatus, Owner, Project, Result,
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
@@ -53,6 +53,12 @@ pub(crate) async fn list_jobs(
     if query.status.is_some() {
         sql.push_str(" AND status = ?");
     }
+    if query.project.is_some() {
+        sql.push_str(" AND project = ?");
+    }
+    if query.kind.is_some() {
+        sql.push_str(" AND kind = ?");
+    }
     let order = if query.newest_first { "DESC" } else { "ASC" };
     sql.push_str(&format!(" ORDER BY id {order} LIMIT ?"));
     let mut q = sqlx::query(&sql).bind(&owner.0);
@@ -61,6 +67,12 @@ pub(crate) async fn list_jobs(
     }
     if let Some(status) = query.status {
         q = q.bind(status.as_str());
+    }
+    if let Some(project) = &query.project {
+        q = q.bind(project);
+    }
+    if let Some(kind) = &query.kind {
+        q = q.bind(kind);
     }
     q.bind(rows::limit(query.limit))
         .fetch_all(pool)
@@ -286,4 +298,25 @@ pub(crate) async fn deliveries(pool: &SqlitePool, job_id: JobId) -> Result<Vec<D
     }
     tx.commit().await.map_err(map)?;
     Ok(logs)
+}
+
+/// The owner's projects, by name, with their jobs counted per status.
+pub(crate) async fn projects(pool: &SqlitePool, owner: &Owner) -> Result<Vec<Project>> {
+    let rows = sqlx::query(
+        "SELECT project, status, count(*) AS n FROM jobs \
+         WHERE owner = ? AND project IS NOT NULL GROUP BY project, status",
+    )
+    .bind(&owner.0)
+    .fetch_all(pool)
+    .await
+    .map_err(map)?;
+    let mut counts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let project: String = row.try_get("project").map_err(map)?;
+        let status: String = row.try_get("status").map_err(map)?;
+        let n: i64 = row.try_get("n").map_err(map)?;
+        let status = JobStatus::parse(&status).ok_or_else(|| corrupt("job status", &status))?;
+        counts.push((project, status, u64::try_from(n).unwrap_or(0)));
+    }
+    Ok(Project::from_counts(counts))
 }

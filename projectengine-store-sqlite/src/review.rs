@@ -23,9 +23,9 @@ pub(crate) async fn review(
     }
 }
 
-/// The approval's write: the job `succeeded`, its events and its outbox.
-/// What a job's success releases (jobs that wait for it) belongs here, on
-/// `conn`, in the same transaction.
+/// The approval's write: the job `succeeded`, its events and its outbox; the
+/// jobs that wait for it are released in the same transaction (by
+/// [`decide`]).
 async fn approve(conn: &mut SqliteConnection, id: JobId, now: DateTime<Utc>) -> Result<Changed> {
     let changed = decide(&mut *conn, id, &ReviewDecision::Approve, now).await?;
     debug_assert_eq!(changed.job.status, JobStatus::Succeeded);
@@ -53,5 +53,12 @@ async fn decide(
         .await
         .map_err(map)?;
     write_outbox(&mut *conn, &job, now).await?;
-    Ok(Changed { job, events })
+    // An approval releases the job's dependents; a final rejection cancels
+    // them.
+    let dependents = crate::dependencies::settle(conn, &job, now).await?;
+    Ok(Changed {
+        job,
+        events,
+        dependents,
+    })
 }

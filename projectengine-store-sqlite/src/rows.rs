@@ -119,6 +119,11 @@ pub(crate) fn job(row: &SqliteRow) -> Result<Job> {
             .transpose()
             .map_err(|e| corrupt("id", e))?,
         child_key: get(row, "child_key")?,
+        project: get(row, "project")?,
+        depends_on: {
+            let text: String = get(row, "depends_on")?;
+            serde_json::from_str(&text).map_err(|e| corrupt("depends_on", e))?
+        },
     })
 }
 

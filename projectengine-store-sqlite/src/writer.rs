@@ -40,6 +40,8 @@ use crate::writes;
 /// A write.
 pub(crate) enum Op {
     Create(NewJob),
+    /// Jobs created together, all or none (under the write's one savepoint).
+    CreateAll(Vec<NewJob>),
     Claim {
         id: JobId,
         worker_id: String,
@@ -99,6 +101,7 @@ pub(crate) enum Op {
 /// What a write answers.
 pub(crate) enum Done {
     Changed(Changed),
+    ChangedAll(Vec<Changed>),
     Claim(Option<Claim>),
     Events(Vec<JobEvent>),
     Batch(Option<Vec<JobEvent>>),
@@ -114,6 +117,13 @@ impl Op {
     async fn run(&self, conn: &mut SqliteConnection, now: DateTime<Utc>) -> Result<Done> {
         Ok(match self {
             Op::Create(job) => Done::Changed(writes::create(conn, job, now).await?),
+            Op::CreateAll(jobs) => {
+                let mut all = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    all.push(writes::create(conn, job, now).await?);
+                }
+                Done::ChangedAll(all)
+            }
             Op::Claim {
                 id,
                 worker_id,

@@ -13,11 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projectengine_core::artifact::check_job_bytes;
 use projectengine_core::transition::{self, lease_until, CancelPlan};
+use projectengine_core::workflow;
 use projectengine_core::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
     Created, DeliveryId, DeliveryNext, Destination, Error, EventData, Fence, Heartbeat,
-    IdempotencyKey, Job, JobEvent, JobId, JobStatus, NewApp, NewArtifact, NewJob, NewTry, Outcome,
-    Result, SavedArtifact, WebhookDelivery,
+    IdempotencyKey, Job, JobEvent, JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result,
+    SavedArtifact, WebhookDelivery,
 };
 use sqlx::{Row, SqliteConnection};
 
@@ -170,6 +171,8 @@ pub(crate) async fn create(
                 .map_err(map)?;
         transition::check_quota(u64::try_from(queued).unwrap_or(0), new.max_queued)?;
     }
+    let found = crate::dependencies::found(&mut *conn, &new.depends_on).await?;
+    let plan = workflow::plan_create(new, &found)?;
     let mut job = Job {
         id: new.id,
         owner: new.owner.clone(),
@@ -177,7 +180,7 @@ pub(crate) async fn create(
         queue: new.queue.clone(),
         prompt: new.prompt.clone(),
         params: new.params.clone(),
-        status: JobStatus::Queued,
+        status: plan.status,
         stage: None,
         progress: 0,
         priority: new.priority,
@@ -200,18 +203,23 @@ pub(crate) async fn create(
         review_comment: None,
         parent_id: new.parent_id,
         child_key: new.child_key.clone(),
+        project: new.project.clone(),
+        depends_on: new.depends_on.clone(),
     };
-    let queued = EventData::Status {
-        status: JobStatus::Queued,
+    // The plan's event, with the run_at as stored.
+    let first = EventData::Status {
+        status: plan.status,
         error: None,
         run_at: Some(job.run_at),
     };
-    let event = push(&mut job, queued, now);
+    let event = push(&mut job, first, now);
+    let depends_on = serde_json::to_string(&job.depends_on)
+        .map_err(|e| Error::internal(format!("encoding depends_on: {e}")))?;
     sqlx::query(
         "INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority, \
          max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq, webhook, \
-         notify_deployment, trace_parent, review, parent_id, child_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         notify_deployment, trace_parent, review, parent_id, child_key, project, depends_on) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id_bytes(job.id.0))
     .bind(&job.owner.0)
@@ -233,12 +241,15 @@ pub(crate) async fn create(
     .bind(job.review)
     .bind(job.parent_id.map(|id| id_bytes(id.0)))
     .bind(job.child_key.as_deref())
+    .bind(job.project.as_deref())
+    .bind(depends_on)
     .execute(&mut *conn)
     .await
     .map_err(map)?;
+    crate::dependencies::insert(&mut *conn, &job).await?;
     let events = vec![event];
     insert_events(conn, &events).await?;
-    Ok(Changed { job, events })
+    Ok(Changed::of(job, events))
 }
 
 /// Claims a queued, due job: job `running`, a new attempt, the `running` event.
@@ -411,7 +422,12 @@ pub(crate) async fn finish(
         ));
     }
     write_outbox(conn, &job, now).await?;
-    Ok(Changed { job, events })
+    let dependents = crate::dependencies::settle(conn, &job, now).await?;
+    Ok(Changed {
+        job,
+        events,
+        dependents,
+    })
 }
 
 /// Saves the job's App (a later attempt's replaces an earlier one's, keeping
@@ -490,17 +506,19 @@ pub(crate) async fn request_cancel(
     let before = load(conn, id).await?.ok_or(Error::not_found("job"))?;
     let plan = transition::plan_cancel(&before)?;
     if plan == CancelPlan::Pending {
-        return Ok(Changed {
-            job: before,
-            events: vec![],
-        });
+        return Ok(Changed::of(before, vec![]));
     }
     let mut job = before.clone();
     plan.apply_to(&mut job, now);
     let events = push_all(&mut job, plan.events(), now);
     save(conn, &before, &job, &events).await?;
     write_outbox(conn, &job, now).await?;
-    Ok(Changed { job, events })
+    let dependents = crate::dependencies::settle(conn, &job, now).await?;
+    Ok(Changed {
+        job,
+        events,
+        dependents,
+    })
 }
 
 /// The owner's retry, as the core's [`transition::plan_retry`] plans it.
@@ -515,7 +533,7 @@ pub(crate) async fn retry(
     plan.apply_to(&mut job);
     let events = push_all(&mut job, &plan.events, now);
     save(conn, &before, &job, &events).await?;
-    Ok(Changed { job, events })
+    Ok(Changed::of(job, events))
 }
 
 /// Writes the outbox rows of a job that a transition just left as `job`, in

@@ -5,6 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+mod dependencies;
+
 use super::hash::{IdMap, IdSet};
 use crate::artifact::check_job_bytes;
 use crate::transition::{self, lease_until, CancelPlan};
@@ -12,8 +14,8 @@ use crate::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
     Created, DeliveryId, DeliveryLog, DeliveryNext, DeliveryStatus, DeliveryTry, Destination,
     DueJob, Error, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobEvent, JobId, JobQuery,
-    JobStatus, NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Result, ReviewDecision,
-    SavedArtifact, Store, WebhookDelivery,
+    JobStatus, NewApp, NewArtifact, NewJob, NewTry, Outcome, Owner, Project, Result,
+    ReviewDecision, SavedArtifact, Store, WebhookDelivery,
 };
 
 /// A [`Store`] in this process's memory: one lock over everything, so every
@@ -50,6 +52,8 @@ struct Inner {
     idempotency: HashMap<(Owner, String), (String, JobId, DateTime<Utc>)>,
     /// The same keys by expiry, to drop the expired ones.
     idempotency_expiry: BTreeSet<(DateTime<Utc>, Owner, String)>,
+    /// The jobs that depend on a job, by its id.
+    dependents: IdMap<JobId, Vec<JobId>>,
 }
 
 /// Events a job's log has room for from the start: a job without retries or
@@ -174,57 +178,6 @@ impl Record {
     }
 }
 
-/// A new job's record and its first event, made before taking the lock.
-fn prepare(new: NewJob) -> (Record, JobEvent, Option<u32>) {
-    let now = Utc::now();
-    let job = Job {
-        id: new.id,
-        owner: new.owner,
-        kind: new.kind,
-        queue: new.queue,
-        prompt: new.prompt,
-        params: new.params,
-        status: JobStatus::Queued,
-        stage: None,
-        progress: 0,
-        priority: new.priority,
-        max_attempts: new.max_attempts,
-        timeout_ms: new.timeout_ms,
-        run_at: new.run_at,
-        attempt: 0,
-        attempts_used: 0,
-        cancel_requested: false,
-        error: None,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-        last_seq: 0,
-        webhook: new.webhook,
-        notify_deployment: new.notify_deployment,
-        trace_parent: new.trace_parent,
-        review: new.review,
-        review_comment: None,
-        parent_id: new.parent_id,
-        child_key: new.child_key,
-    };
-    let mut rec = Record {
-        job,
-        events: Vec::with_capacity(EVENTS_RESERVED),
-        attempts: Vec::new(),
-        last_batch: (0, 0),
-    };
-    let ev = rec.push(
-        EventData::Status {
-            status: JobStatus::Queued,
-            error: None,
-            run_at: Some(new.run_at),
-        },
-        now,
-    );
-    (rec, ev, new.max_queued)
-}
-
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -271,33 +224,6 @@ impl Inner {
                 },
             );
         }
-    }
-
-    /// Adds a prepared job: refused if its id exists or its owner's quota
-    /// is reached.
-    fn insert(&mut self, rec: Record, max_queued: Option<u32>) -> Result<()> {
-        let (id, run_at) = (rec.job.id, rec.job.run_at);
-        if self.jobs.contains_key(&id) {
-            return Err(Error::conflict("a job with this id exists"));
-        }
-        if max_queued.is_some() {
-            let queued = self
-                .queued_per_owner
-                .get(&rec.job.owner)
-                .copied()
-                .unwrap_or(0);
-            transition::check_quota(u64::from(queued), max_queued)?;
-        }
-        index_owner(&mut self.by_owner, &rec.job.owner, id);
-        if let (Some(parent), Some(key)) = (rec.job.parent_id, &rec.job.child_key) {
-            self.children
-                .entry(parent)
-                .or_default()
-                .insert(key.clone(), id);
-        }
-        self.jobs.insert(id, rec);
-        self.reindex(id, None, (JobStatus::Queued, run_at));
-        Ok(())
     }
 
     fn record(&mut self, id: JobId) -> Result<&mut Record> {
@@ -352,13 +278,12 @@ impl Store for MemoryStore {
     async fn create_job(&self, new: NewJob) -> Result<Changed> {
         // Everything that allocates is prepared before taking the lock, which
         // every worker thread contends for.
-        let (rec, ev, max_queued) = prepare(new);
-        let job = rec.job.clone();
-        self.lock().insert(rec, max_queued)?;
-        Ok(Changed {
-            job,
-            events: vec![ev],
-        })
+        let now = Utc::now();
+        let record = new_record(&new, now);
+        let mut inner = self.lock();
+        let changed = inner.insert(&new, record, &[], now)?;
+        drop(inner);
+        Ok(changed)
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>> {
@@ -373,6 +298,11 @@ impl Store for MemoryStore {
         let keep = |id: &&JobId| {
             let job = &inner.jobs[*id].job;
             query.status.is_none_or(|s| job.status == s)
+                && query
+                    .project
+                    .as_ref()
+                    .is_none_or(|p| job.project.as_ref() == Some(p))
+                && query.kind.as_ref().is_none_or(|k| &job.kind == k)
         };
         let jobs: Vec<Job> = if query.newest_first {
             ids.iter()
@@ -507,7 +437,12 @@ impl Store for MemoryStore {
         let job = rec.job.clone();
         inner.reindex(fence.job_id, Some(old), (job.status, job.run_at));
         inner.write_outbox(&job, now);
-        Ok(Changed { job, events })
+        let dependents = inner.settle_dependents(&job, now);
+        Ok(Changed {
+            job,
+            events,
+            dependents,
+        })
     }
 
     async fn save_app(&self, fence: Fence, app: NewApp) -> Result<(App, Vec<JobEvent>)> {
@@ -638,10 +573,7 @@ impl Store for MemoryStore {
         let rec = inner.record(id)?;
         let plan = transition::plan_cancel(&rec.job)?;
         if plan == CancelPlan::Pending {
-            return Ok(Changed {
-                job: rec.job.clone(),
-                events: vec![],
-            });
+            return Ok(Changed::of(rec.job.clone(), vec![]));
         }
         let old = (rec.job.status, rec.job.run_at);
         plan.apply_to(&mut rec.job, now);
@@ -653,7 +585,12 @@ impl Store for MemoryStore {
         let job = rec.job.clone();
         inner.reindex(id, Some(old), (job.status, job.run_at));
         inner.write_outbox(&job, now);
-        Ok(Changed { job, events })
+        let dependents = inner.settle_dependents(&job, now);
+        Ok(Changed {
+            job,
+            events,
+            dependents,
+        })
     }
 
     async fn retry(&self, id: JobId) -> Result<Changed> {
@@ -666,7 +603,7 @@ impl Store for MemoryStore {
         let events = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
         let job = rec.job.clone();
         inner.reindex(id, Some(old), (job.status, job.run_at));
-        Ok(Changed { job, events })
+        Ok(Changed::of(job, events))
     }
 
     async fn review(&self, id: JobId, decision: ReviewDecision) -> Result<Changed> {
@@ -680,7 +617,14 @@ impl Store for MemoryStore {
         let job = rec.job.clone();
         inner.reindex(id, Some(old), (job.status, job.run_at));
         inner.write_outbox(&job, now);
-        Ok(Changed { job, events })
+        // An approval releases the job's dependents; a final rejection
+        // cancels them.
+        let dependents = inner.settle_dependents(&job, now);
+        Ok(Changed {
+            job,
+            events,
+            dependents,
+        })
     }
 
     async fn events(&self, id: JobId, after: u64, limit: usize) -> Result<Vec<JobEvent>> {
@@ -852,7 +796,8 @@ impl Store for MemoryStore {
 
     async fn create_child(&self, fence: Fence, new: NewJob) -> Result<Created> {
         let key = crate::children::check_child(fence, &new)?.to_owned();
-        let (rec, ev, max_queued) = prepare(new);
+        let now = Utc::now();
+        let record = new_record(&new, now);
         let mut inner = self.lock();
         inner
             .record(fence.job_id)
@@ -866,12 +811,8 @@ impl Store for MemoryStore {
         if let Some(id) = existing {
             return Ok(Created::Existing(inner.jobs[&id].job.clone()));
         }
-        let job = rec.job.clone();
-        inner.insert(rec, max_queued)?;
-        Ok(Created::New(Changed {
-            job,
-            events: vec![ev],
-        }))
+        let changed = inner.insert(&new, record, &[], now)?;
+        Ok(Created::New(changed))
     }
 
     async fn children(&self, parent: JobId) -> Result<Vec<Job>> {
@@ -888,10 +829,10 @@ impl Store for MemoryStore {
     }
 
     async fn create_job_idempotent(&self, new: NewJob, key: &IdempotencyKey) -> Result<Created> {
-        let (rec, ev, max_queued) = prepare(new);
         let now = Utc::now();
+        let record = new_record(&new, now);
         let mut inner = self.lock();
-        let slot = (rec.job.owner.clone(), key.key.clone());
+        let slot = (new.owner.clone(), key.key.clone());
         if let Some((hash, id, expires_at)) = inner.idempotency.get(&slot) {
             if *expires_at > now {
                 if *hash != key.request_hash {
@@ -901,12 +842,12 @@ impl Store for MemoryStore {
                 return Ok(Created::Existing(job.job.clone()));
             }
         }
-        let job = rec.job.clone();
-        inner.insert(rec, max_queued)?;
+        let changed = inner.insert(&new, record, &[], now)?;
+        let job_id = changed.job.id;
         let expires_at = now + chrono::Duration::from_std(key.ttl).unwrap_or(chrono::Duration::MAX);
         if let Some((_, _, old)) = inner
             .idempotency
-            .insert(slot.clone(), (key.request_hash.clone(), job.id, expires_at))
+            .insert(slot.clone(), (key.request_hash.clone(), job_id, expires_at))
         {
             inner
                 .idempotency_expiry
@@ -926,10 +867,128 @@ impl Store for MemoryStore {
                 inner.idempotency.remove(&(owner, k));
             }
         }
-        Ok(Created::New(Changed {
-            job,
-            events: vec![ev],
-        }))
+        Ok(Created::New(changed))
+    }
+
+    async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>> {
+        let now = Utc::now();
+        let records: Vec<Record> = jobs.iter().map(|new| new_record(new, now)).collect();
+        let mut inner = self.lock();
+        // Every job is planned before any is inserted: all or none.
+        let mut planned: Vec<Job> = Vec::with_capacity(jobs.len());
+        for new in &jobs {
+            if inner.jobs.contains_key(&new.id) || planned.iter().any(|j| j.id == new.id) {
+                return Err(Error::conflict("a job with this id exists"));
+            }
+            let earlier: Vec<&Job> = planned.iter().collect();
+            let plan = inner.plan_create(new, &earlier)?;
+            if new.max_queued.is_some() {
+                let queued = inner.queued_per_owner.get(&new.owner).copied().unwrap_or(0);
+                let batch = planned
+                    .iter()
+                    .filter(|j| j.status == JobStatus::Queued && j.owner == new.owner)
+                    .count();
+                transition::check_quota(u64::from(queued) + batch as u64, new.max_queued)?;
+            }
+            let mut job = records[planned.len()].job.clone();
+            job.status = plan.status;
+            planned.push(job);
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for (new, record) in jobs.iter().zip(records) {
+            out.push(inner.insert(new, record, &[], now)?);
+        }
+        Ok(out)
+    }
+
+    async fn projects(&self, owner: &Owner) -> Result<Vec<Project>> {
+        let inner = self.lock();
+        let Some(ids) = inner.by_owner.get(owner) else {
+            return Ok(Vec::new());
+        };
+        Ok(Project::from_counts(ids.iter().filter_map(|id| {
+            let job = &inner.jobs[id].job;
+            job.project.clone().map(|p| (p, job.status, 1))
+        })))
+    }
+}
+
+/// A new job's record, before its first status is planned.
+fn new_record(new: &NewJob, now: DateTime<Utc>) -> Record {
+    let job = Job {
+        id: new.id,
+        owner: new.owner.clone(),
+        kind: new.kind.clone(),
+        queue: new.queue.clone(),
+        prompt: new.prompt.clone(),
+        params: new.params.clone(),
+        status: JobStatus::Queued,
+        stage: None,
+        progress: 0,
+        priority: new.priority,
+        max_attempts: new.max_attempts,
+        timeout_ms: new.timeout_ms,
+        run_at: new.run_at,
+        attempt: 0,
+        attempts_used: 0,
+        cancel_requested: false,
+        error: None,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        last_seq: 0,
+        webhook: new.webhook.clone(),
+        notify_deployment: new.notify_deployment,
+        trace_parent: new.trace_parent.clone(),
+        review: new.review,
+        review_comment: None,
+        parent_id: new.parent_id,
+        child_key: new.child_key.clone(),
+        project: new.project.clone(),
+        depends_on: new.depends_on.clone(),
+    };
+    Record {
+        job,
+        events: Vec::with_capacity(EVENTS_RESERVED),
+        attempts: Vec::new(),
+        last_batch: (0, 0),
+    }
+}
+
+impl Inner {
+    /// Inserts a new job (its record from [`new_record`]) as
+    /// [`Store::create_job`] says, with its dependencies among the store's
+    /// jobs or `earlier`.
+    fn insert(
+        &mut self,
+        new: &NewJob,
+        mut rec: Record,
+        earlier: &[&Job],
+        now: DateTime<Utc>,
+    ) -> Result<Changed> {
+        if self.jobs.contains_key(&new.id) {
+            return Err(Error::conflict("a job with this id exists"));
+        }
+        let plan = self.plan_create(new, earlier)?;
+        if new.max_queued.is_some() {
+            let queued = self.queued_per_owner.get(&new.owner).copied().unwrap_or(0);
+            transition::check_quota(u64::from(queued), new.max_queued)?;
+        }
+        rec.job.status = plan.status;
+        let events: Vec<JobEvent> = plan.events.into_iter().map(|d| rec.push(d, now)).collect();
+        let job = rec.job.clone();
+        index_owner(&mut self.by_owner, &job.owner, job.id);
+        self.index_dependencies(&job);
+        if let (Some(parent), Some(key)) = (job.parent_id, &job.child_key) {
+            self.children
+                .entry(parent)
+                .or_default()
+                .insert(key.clone(), job.id);
+        }
+        self.jobs.insert(job.id, rec);
+        self.reindex(job.id, None, (job.status, job.run_at));
+        Ok(Changed::of(job, events))
     }
 }
 

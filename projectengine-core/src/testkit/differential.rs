@@ -96,6 +96,8 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         review: false,
         parent_id: None,
         child_key: None,
+        project: None,
+        depends_on: Vec::new(),
     }
 }
 
@@ -574,6 +576,7 @@ pub async fn check_answers_like_the_memory_store(store: Arc<dyn Store>) {
                         cursor,
                         limit,
                         newest_first,
+                        ..JobQuery::default()
                     };
                     s.same("list jobs", |st| {
                         let (owner, query) = (owner.clone(), query.clone());

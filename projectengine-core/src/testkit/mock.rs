@@ -49,6 +49,8 @@ mockall::mock! {
         async fn create_child(&self, fence: Fence, job: NewJob) -> Result<crate::Created>;
         async fn children(&self, parent: JobId) -> Result<Vec<Job>>;
         async fn create_job_idempotent(&self, job: NewJob, key: &crate::IdempotencyKey) -> Result<crate::Created>;
+        async fn create_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Changed>>;
+        async fn projects(&self, owner: &Owner) -> Result<Vec<crate::Project>>;
     }
 }
 

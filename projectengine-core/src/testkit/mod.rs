@@ -26,6 +26,7 @@ pub mod scenarios;
 mod slow;
 pub mod store;
 pub mod webhook;
+pub mod workflow;
 
 pub use mock::{MockNotifier, MockStore};
 pub use slow::SlowStore;
@@ -128,6 +129,14 @@ macro_rules! store_suite {
             check_idempotency_key_answers_its_job,
             check_concurrent_idempotent_submits_create_one,
         );
+        $crate::__testkit_suite!(workflow, $make;
+            check_diamond_runs_in_order,
+            check_failed_dependency_cancels_its_descendants,
+            check_dependencies_are_checked_at_creation,
+            check_concurrent_ends_release_once,
+            check_create_jobs_is_all_or_none,
+            check_projects_and_list_filters,
+        );
     };
 }
 
@@ -194,6 +203,10 @@ macro_rules! engine_suite {
         );
         $crate::__testkit_suite!(review, $make;
             check_reject_then_approve_through_the_engine,
+        );
+        $crate::__testkit_suite!(workflow, $make;
+            check_batch_diamond_runs_in_order,
+            check_bad_batch_creates_nothing,
         );
     };
 }

@@ -143,6 +143,17 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// The same engine and stub, for another fresh owner.
+    pub fn other_owner(&self) -> Harness {
+        Harness {
+            engine: self.engine.clone(),
+            kind: self.kind.clone(),
+            owner: Owner::new(unique("other")),
+            runner: self.runner.clone(),
+            orchestrator: self.orchestrator.clone(),
+        }
+    }
+
     /// An engine over the setup's backends with a stub of `steps` steps
     /// `delay` apart, run by the setup's runner.
     pub fn new(setup: impl Into<Setup>, steps: u32, delay: Duration) -> Self {

@@ -163,4 +163,10 @@ impl Store for SlowStore {
     ) -> crate::Result<crate::Created> {
         self.inner.create_job_idempotent(job, key).await
     }
+    async fn create_jobs(&self, jobs: Vec<crate::NewJob>) -> Result<Vec<crate::Changed>> {
+        self.inner.create_jobs(jobs).await
+    }
+    async fn projects(&self, owner: &crate::Owner) -> Result<Vec<crate::Project>> {
+        self.inner.projects(owner).await
+    }
 }

@@ -35,6 +35,8 @@ pub fn new_job(owner: &Owner) -> NewJob {
         review: false,
         parent_id: None,
         child_key: None,
+        project: None,
+        depends_on: Vec::new(),
     }
 }
 

@@ -13,8 +13,7 @@ use super::callbacks::AttemptCallbacks;
 use super::WorkerConfig;
 use crate::metrics::RunningAttempt;
 use crate::{
-    Claim, Engine, Error, ErrorKind, Job, JobError, JobStatus, OrchestratorError, Outcome,
-    Registered,
+    Claim, Engine, Error, ErrorKind, Job, JobError, OrchestratorError, Outcome, Registered,
 };
 
 /// Why an attempt was told to stop.
@@ -232,10 +231,7 @@ async fn finish_in(engine: &Engine, fence: crate::Fence, outcome: Outcome) {
     match engine.store().finish(fence, outcome).await {
         Ok(changed) => {
             tracing::debug!(status = %changed.job.status, "attempt finished");
-            engine.publish(&changed.job.kind, &changed.events).await;
-            if changed.job.status == JobStatus::Queued {
-                engine.wake(&changed.job).await;
-            }
+            engine.announce(&changed).await;
         }
         Err(Error::StaleAttempt) => {
             tracing::warn!("attempt was no longer the job's running attempt; outcome dropped")

@@ -25,10 +25,7 @@ pub async fn recover_once(engine: &Engine, overdue: Duration) -> Result<Recovery
             Ok(changed) => {
                 report.lost += 1;
                 tracing::warn!(job_id = %fence.job_id, attempt = fence.attempt, status = %changed.job.status, "attempt lost: its lease expired");
-                engine.publish(&changed.job.kind, &changed.events).await;
-                if changed.job.status == crate::JobStatus::Queued {
-                    engine.wake(&changed.job).await;
-                }
+                engine.announce(&changed).await;
             }
             // Another worker recovered it, or the lease was renewed meanwhile.
             Err(Error::StaleAttempt | Error::Conflict(_)) => {}

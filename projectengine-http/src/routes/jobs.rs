@@ -53,7 +53,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "A field is invalid (named in `field`), or the `Idempotency-Key` was used with a different body (`idempotency_key_reused`)", body = ErrorBody),
+        (status = 422, description = "A field is invalid (named in `field`), a job of `depends_on` is unknown, another owner's, failed or cancelled, or the `Idempotency-Key` was used with a different body (`idempotency_key_reused`)", body = ErrorBody),
         (status = 429, description = "Too many queued jobs for this owner", body = ErrorBody),
         (status = 503, description = "A backend is unavailable", body = ErrorBody),
     ),
@@ -137,6 +137,8 @@ pub async fn list(
         cursor: q.cursor,
         limit: q.limit.unwrap_or(0),
         newest_first: q.order == Some(Order::Desc),
+        project: q.project,
+        kind: q.kind,
     };
     let page = state.engine().list(&owner, query).await?;
     Ok(Json(page.into()))

@@ -11,6 +11,7 @@ pub mod queues;
 pub mod review;
 pub mod sse;
 pub mod webhooks;
+pub mod workflow;
 pub mod ws;
 
 use axum::routing::MethodRouter;

@@ -273,4 +273,16 @@ impl Store for TestStore {
     ) -> projectengine_core::Result<projectengine_core::Created> {
         self.store.create_job_idempotent(job, key).await
     }
+    async fn create_jobs(
+        &self,
+        jobs: Vec<projectengine_core::NewJob>,
+    ) -> Result<Vec<projectengine_core::Changed>> {
+        self.store.create_jobs(jobs).await
+    }
+    async fn projects(
+        &self,
+        owner: &projectengine_core::Owner,
+    ) -> Result<Vec<projectengine_core::Project>> {
+        self.store.projects(owner).await
+    }
 }

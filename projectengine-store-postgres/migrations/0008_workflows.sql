@@ -1,0 +1,18 @@
+-- Workflows: a job may belong to a project of its owner, and depend on other
+-- jobs of its owner. `depends_on` is kept on the job (what it waits for, as
+-- the job shows it); `job_dependencies` indexes the same edges the other way,
+-- for the transitions that release or cancel a job's dependents.
+ALTER TABLE jobs ADD COLUMN project text;
+ALTER TABLE jobs ADD COLUMN depends_on uuid[] NOT NULL DEFAULT '{}';
+
+CREATE TABLE job_dependencies (
+    job_id     uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    depends_on uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    PRIMARY KEY (job_id, depends_on)
+);
+
+-- A job's dependents, when it ends.
+CREATE INDEX job_dependencies_depends_on ON job_dependencies (depends_on, job_id);
+-- An owner's projects, and the job list filtered by project or kind.
+CREATE INDEX jobs_owner_project ON jobs (owner, project, id) WHERE project IS NOT NULL;
+CREATE INDEX jobs_owner_kind ON jobs (owner, kind, id);
