@@ -14,6 +14,7 @@ mod notifier;
 mod orchestrator;
 mod queue;
 pub mod remote;
+pub mod schedule;
 mod store;
 mod stub;
 pub mod trace;
@@ -43,6 +44,10 @@ pub use orchestrator::{
     ErrorKind, JobCallbacks, Orchestrator, OrchestratorError, Registered, Registry,
 };
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
+pub use schedule::{
+    CreateSchedule, Fired, JobTemplate, MisfirePolicy, NewSchedule, OverlapPolicy, Schedule,
+    ScheduleFire, ScheduleId, SchedulePatch, ScheduleRun, ScheduleSettings, SkipReason,
+};
 pub use store::{Changed, Claim, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
 pub use trace::TracePropagator;

@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use projectengine_core::schedule::{
+    Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleSettings,
+};
 use projectengine_core::{
     App, Changed, Claim, DeliveryId, DeliveryNext, Error, EventData, Fence, Heartbeat, JobEvent,
     JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result, SavedArtifact, WebhookDelivery,
@@ -34,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::map;
 use crate::rows::truncate;
+use crate::schedules;
 use crate::writes;
 
 /// A write.
@@ -81,6 +85,19 @@ pub(crate) enum Op {
         attempt: NewTry,
         next: DeliveryNext,
     },
+    Schedule(ScheduleOp),
+}
+
+/// A write of a schedule.
+pub(crate) enum ScheduleOp {
+    Create(NewSchedule),
+    Update {
+        id: ScheduleId,
+        revision: u64,
+        settings: ScheduleSettings,
+    },
+    Delete(ScheduleId),
+    Fire(ScheduleFire),
 }
 
 /// What a write answers.
@@ -94,6 +111,9 @@ pub(crate) enum Done {
     Artifact(SavedArtifact),
     Deliveries(Vec<WebhookDelivery>),
     Delivery(WebhookDelivery),
+    Schedule(Schedule),
+    Deleted,
+    Fired(Fired),
 }
 
 impl Op {
@@ -139,6 +159,19 @@ impl Op {
             } => Done::Delivery(
                 writes::record_delivery_try(conn, *id, *claimed_tries, attempt, *next, now).await?,
             ),
+            Op::Schedule(op) => match op {
+                ScheduleOp::Create(new) => Done::Schedule(schedules::create(conn, new, now).await?),
+                ScheduleOp::Update {
+                    id,
+                    revision,
+                    settings,
+                } => Done::Schedule(schedules::update(conn, *id, *revision, settings, now).await?),
+                ScheduleOp::Delete(id) => {
+                    schedules::delete(conn, *id).await?;
+                    Done::Deleted
+                }
+                ScheduleOp::Fire(fire) => Done::Fired(schedules::fire(conn, fire, now).await?),
+            },
         })
     }
 }

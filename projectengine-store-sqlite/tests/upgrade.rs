@@ -90,8 +90,14 @@ async fn the_jobs_table_rebuild_keeps_every_row() {
     conn.close().await.expect("close");
 
     // The current schema: every row is there and still linked to its job.
-    let store = SqliteStore::open(&url).await.expect("migrate to the current schema");
-    let job = store.get_job(id).await.expect("read").expect("the job is kept");
+    let store = SqliteStore::open(&url)
+        .await
+        .expect("migrate to the current schema");
+    let job = store
+        .get_job(id)
+        .await
+        .expect("read")
+        .expect("the job is kept");
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!((job.priority, job.max_attempts, job.last_seq), (3, 2, 2));
     assert_eq!(job.params, serde_json::json!({"a": 1}));
@@ -121,5 +127,8 @@ async fn the_jobs_table_rebuild_keeps_every_row() {
             .await
             .expect("the jobs indexes");
     let names: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
-    assert_eq!(names, ["jobs_owner_id", "jobs_queued_owner", "jobs_queued_run_at"]);
+    assert_eq!(
+        names,
+        ["jobs_owner_id", "jobs_queued_owner", "jobs_queued_run_at"]
+    );
 }

@@ -7,6 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::hash::{IdMap, IdSet};
 use crate::artifact::check_job_bytes;
+use crate::schedule::{
+    Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleRun, ScheduleSettings,
+    SkipReason,
+};
 use crate::transition::{self, lease_until, CancelPlan};
 use crate::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
@@ -42,6 +46,9 @@ struct Inner {
     deliveries_by_job: IdMap<JobId, Vec<DeliveryId>>,
     /// Pending deliveries by `next_at`.
     due_deliveries: BTreeSet<(DateTime<Utc>, DeliveryId)>,
+    /// Schedules, and their runs by schedule and tick.
+    schedules: BTreeMap<ScheduleId, Schedule>,
+    schedule_runs: BTreeMap<(ScheduleId, DateTime<Utc>), ScheduleRun>,
 }
 
 /// Events a job's log has room for from the start: a job without retries or
@@ -261,65 +268,82 @@ impl Inner {
     }
 }
 
+/// A new job's record and its first event, built outside the lock.
+fn prepare_job(new: NewJob, now: DateTime<Utc>) -> (Record, JobEvent, Option<u32>) {
+    let job = Job {
+        id: new.id,
+        owner: new.owner,
+        kind: new.kind,
+        queue: new.queue,
+        prompt: new.prompt,
+        params: new.params,
+        status: JobStatus::Queued,
+        stage: None,
+        progress: 0,
+        priority: new.priority,
+        max_attempts: new.max_attempts,
+        timeout_ms: new.timeout_ms,
+        run_at: new.run_at,
+        attempt: 0,
+        attempts_used: 0,
+        cancel_requested: false,
+        error: None,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        last_seq: 0,
+        webhook: new.webhook,
+        notify_deployment: new.notify_deployment,
+        trace_parent: new.trace_parent,
+    };
+    let mut rec = Record {
+        job,
+        events: Vec::with_capacity(EVENTS_RESERVED),
+        attempts: Vec::new(),
+        last_batch: (0, 0),
+    };
+    let ev = rec.push(
+        EventData::Status {
+            status: JobStatus::Queued,
+            error: None,
+            run_at: Some(new.run_at),
+        },
+        now,
+    );
+    (rec, ev, new.max_queued)
+}
+
+/// Inserts a prepared job: a [`Conflict`](Error::Conflict) if its id
+/// exists, [`LimitExceeded`](Error::LimitExceeded) past its owner's quota.
+fn insert_job(inner: &mut Inner, rec: Record, max_queued: Option<u32>) -> Result<()> {
+    let (id, run_at) = (rec.job.id, rec.job.run_at);
+    if inner.jobs.contains_key(&id) {
+        return Err(Error::conflict("a job with this id exists"));
+    }
+    if max_queued.is_some() {
+        let queued = inner
+            .queued_per_owner
+            .get(&rec.job.owner)
+            .copied()
+            .unwrap_or(0);
+        transition::check_quota(u64::from(queued), max_queued)?;
+    }
+    index_owner(&mut inner.by_owner, &rec.job.owner, id);
+    inner.jobs.insert(id, rec);
+    inner.reindex(id, None, (JobStatus::Queued, run_at));
+    Ok(())
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_job(&self, new: NewJob) -> Result<Changed> {
         // Everything that allocates is prepared before taking the lock, which
         // every worker thread contends for.
-        let now = Utc::now();
-        let job = Job {
-            id: new.id,
-            owner: new.owner,
-            kind: new.kind,
-            queue: new.queue,
-            prompt: new.prompt,
-            params: new.params,
-            status: JobStatus::Queued,
-            stage: None,
-            progress: 0,
-            priority: new.priority,
-            max_attempts: new.max_attempts,
-            timeout_ms: new.timeout_ms,
-            run_at: new.run_at,
-            attempt: 0,
-            attempts_used: 0,
-            cancel_requested: false,
-            error: None,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            updated_at: now,
-            last_seq: 0,
-            webhook: new.webhook,
-            notify_deployment: new.notify_deployment,
-            trace_parent: new.trace_parent,
-        };
-        let mut rec = Record {
-            job,
-            events: Vec::with_capacity(EVENTS_RESERVED),
-            attempts: Vec::new(),
-            last_batch: (0, 0),
-        };
-        let ev = rec.push(
-            EventData::Status {
-                status: JobStatus::Queued,
-                error: None,
-                run_at: Some(new.run_at),
-            },
-            now,
-        );
+        let (rec, ev, max_queued) = prepare_job(new, Utc::now());
         let job = rec.job.clone();
         let mut inner = self.lock();
-        if inner.jobs.contains_key(&job.id) {
-            return Err(Error::conflict("a job with this id exists"));
-        }
-        if new.max_queued.is_some() {
-            let queued = inner.queued_per_owner.get(&job.owner).copied().unwrap_or(0);
-            transition::check_quota(u64::from(queued), new.max_queued)?;
-        }
-        index_owner(&mut inner.by_owner, &job.owner, job.id);
-        inner.jobs.insert(job.id, rec);
-        inner.reindex(job.id, None, (JobStatus::Queued, job.run_at));
+        insert_job(&mut inner, rec, max_queued)?;
         drop(inner);
         Ok(Changed {
             job,
@@ -796,6 +820,182 @@ impl Store for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn create_schedule(&self, new: NewSchedule) -> Result<Schedule> {
+        let now = Utc::now();
+        let s = new.settings;
+        let schedule = Schedule {
+            id: new.id,
+            owner: new.owner,
+            name: s.name,
+            cron: s.cron,
+            timezone: s.timezone,
+            template: s.template,
+            overlap: s.overlap,
+            misfire: s.misfire,
+            enabled: s.enabled,
+            next_fire_at: s.next_fire_at,
+            last_job_id: None,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut inner = self.lock();
+        if inner.schedules.contains_key(&schedule.id) {
+            return Err(Error::conflict("a schedule with this id exists"));
+        }
+        inner.schedules.insert(schedule.id, schedule.clone());
+        Ok(schedule)
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        Ok(self.lock().schedules.get(&id).cloned())
+    }
+
+    async fn list_schedules(
+        &self,
+        owner: &Owner,
+        cursor: Option<ScheduleId>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>> {
+        let inner = self.lock();
+        Ok(inner
+            .schedules
+            .values()
+            .filter(|s| &s.owner == owner && cursor.is_none_or(|c| s.id > c))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn update_schedule(
+        &self,
+        id: ScheduleId,
+        revision: u64,
+        s: ScheduleSettings,
+    ) -> Result<Schedule> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let Some(current) = inner.schedules.get_mut(&id) else {
+            return Err(Error::not_found("schedule"));
+        };
+        if current.revision != revision {
+            return Err(Error::conflict("the schedule changed meanwhile"));
+        }
+        current.name = s.name;
+        current.cron = s.cron;
+        current.timezone = s.timezone;
+        current.template = s.template;
+        current.overlap = s.overlap;
+        current.misfire = s.misfire;
+        current.enabled = s.enabled;
+        current.next_fire_at = s.next_fire_at;
+        current.revision += 1;
+        current.updated_at = now;
+        Ok(current.clone())
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.schedules.remove(&id).is_none() {
+            return Err(Error::not_found("schedule"));
+        }
+        inner.schedule_runs.retain(|(s, _), _| *s != id);
+        Ok(())
+    }
+
+    async fn due_schedules(&self, limit: usize) -> Result<Vec<Schedule>> {
+        let now = Utc::now();
+        let inner = self.lock();
+        let mut due: Vec<Schedule> = inner
+            .schedules
+            .values()
+            .filter(|s| s.enabled && s.next_fire_at.is_some_and(|t| t <= now))
+            .cloned()
+            .collect();
+        due.sort_by_key(|s| (s.next_fire_at, s.id));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Fired> {
+        let now = Utc::now();
+        let prepared = fire.job.map(|j| prepare_job(j, now));
+        let mut inner = self.lock();
+        let Some(schedule) = inner.schedules.get(&fire.schedule_id) else {
+            return Ok(Fired::AlreadyFired);
+        };
+        if !schedule.enabled
+            || schedule.next_fire_at != Some(fire.expected_next_fire_at)
+            || inner
+                .schedule_runs
+                .contains_key(&(fire.schedule_id, fire.tick))
+        {
+            return Ok(Fired::AlreadyFired);
+        }
+        let previous_running = schedule
+            .last_job_id
+            .and_then(|id| inner.jobs.get(&id))
+            .is_some_and(|r| !r.job.status.is_terminal());
+        let outcome = match prepared {
+            Ok(_) if fire.skip_if_running && previous_running => Err(SkipReason::Overlap),
+            Ok((rec, ev, max_queued)) => {
+                if inner.jobs.contains_key(&rec.job.id) {
+                    return Ok(Fired::AlreadyFired);
+                }
+                let job = rec.job.clone();
+                insert_job(&mut inner, rec, max_queued)?;
+                Ok(Changed {
+                    job,
+                    events: vec![ev],
+                })
+            }
+            Err(reason) => Err(reason),
+        };
+        let run = ScheduleRun {
+            schedule_id: fire.schedule_id,
+            tick: fire.tick,
+            job_id: outcome.as_ref().ok().map(|c| c.job.id),
+            skipped: outcome.as_ref().err().copied(),
+            fired_at: now,
+        };
+        inner
+            .schedule_runs
+            .insert((fire.schedule_id, fire.tick), run);
+        if let Some(schedule) = inner.schedules.get_mut(&fire.schedule_id) {
+            schedule.next_fire_at = fire.next_fire_at;
+            if let Ok(c) = &outcome {
+                schedule.last_job_id = Some(c.job.id);
+            }
+        }
+        Ok(match outcome {
+            Ok(changed) => Fired::Job(changed),
+            Err(reason) => Fired::Skipped(reason),
+        })
+    }
+
+    async fn schedule_runs(
+        &self,
+        id: ScheduleId,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRun>> {
+        let inner = self.lock();
+        let upper = match before {
+            Some(b) => std::ops::Bound::Excluded((id, b)),
+            None => std::ops::Bound::Included((id, DateTime::<Utc>::MAX_UTC)),
+        };
+        Ok(inner
+            .schedule_runs
+            .range((
+                std::ops::Bound::Included((id, DateTime::<Utc>::MIN_UTC)),
+                upper,
+            ))
+            .rev()
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 
     async fn ping(&self) -> Result<()> {

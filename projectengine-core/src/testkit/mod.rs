@@ -21,6 +21,7 @@ mod mock;
 pub mod notifier;
 pub mod queue;
 pub mod scenarios;
+pub mod schedule;
 mod slow;
 pub mod store;
 pub mod webhook;
@@ -110,6 +111,12 @@ macro_rules! store_suite {
             check_job_without_destination_writes_none,
             check_claimed_deliveries_are_not_handed_out_twice,
             check_delivery_tries_are_recorded,
+        );
+        $crate::__testkit_suite!(schedule, $make;
+            check_schedule_settings,
+            check_schedule_tick_fires_once,
+            check_schedule_fire_is_all_or_nothing,
+            check_schedule_overlap_and_skips,
         );
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,

@@ -7,6 +7,7 @@ pub mod health;
 pub mod jobs;
 pub mod kinds;
 pub mod queues;
+pub mod schedules;
 pub mod sse;
 pub mod webhooks;
 pub mod ws;
