@@ -142,6 +142,8 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_HEARTBEAT", "[default: 10s]"),
     ("PROJECTENGINE_SHUTDOWN_GRACE", "[default: 30s]"),
     ("PROJECTENGINE_RECOVERY_EVERY", "[default: 5s]"),
+    ("PROJECTENGINE_SCHEDULE_EVERY", "[default: 1s]"),
+    ("PROJECTENGINE_SCHEDULE_GRACE", "[default: 60s]"),
     ("PROJECTENGINE_DEFAULT_KIND", "[default: stub]"),
     ("PROJECTENGINE_STUB_STEPS", "[default: 5]"),
     ("PROJECTENGINE_STUB_DELAY", "[default: 200ms]"),

@@ -127,6 +127,14 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_RECOVERY_EVERY", default_value = "5s", value_parser = positive_duration)]
     pub recovery_every: Duration,
 
+    /// How often the schedule ticker looks for due cron ticks (in every worker; each tick fires once)
+    #[arg(long, env = "PROJECTENGINE_SCHEDULE_EVERY", default_value = "1s", value_parser = positive_duration)]
+    pub schedule_every: Duration,
+
+    /// A cron tick further than this in the past was missed (downtime): its schedule's misfire policy decides
+    #[arg(long, env = "PROJECTENGINE_SCHEDULE_GRACE", default_value = "60s", value_parser = positive_duration)]
+    pub schedule_grace: Duration,
+
     /// Orchestrator kind of jobs that name none (`stub`, `demo-builder`, `pipeline`, or `app-builder` when an LLM is configured)
     #[arg(long, env = "PROJECTENGINE_DEFAULT_KIND", default_value = "stub", value_parser = text)]
     pub default_kind: String,

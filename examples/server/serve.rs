@@ -73,6 +73,8 @@ fn worker_config(config: &Config) -> WorkerConfig {
         shutdown_grace: config.shutdown_grace,
         recovery_every: Some(config.recovery_every),
         recovery_overdue: config.recovery_every * 2,
+        schedule_every: Some(config.schedule_every),
+        schedule_grace: config.schedule_grace,
         ..WorkerConfig::default()
     }
 }

@@ -17,6 +17,7 @@ mod orchestrator;
 mod queue;
 pub mod remote;
 pub mod review;
+pub mod schedule;
 mod store;
 mod stub;
 pub mod trace;
@@ -49,6 +50,10 @@ pub use orchestrator::{
 };
 pub use queue::{Delivery, Queue, QueueDepth, QueueEntry};
 pub use review::ReviewDecision;
+pub use schedule::{
+    CreateSchedule, Fired, JobTemplate, MisfirePolicy, NewSchedule, OverlapPolicy, Schedule,
+    ScheduleFire, ScheduleId, SchedulePatch, ScheduleRun, ScheduleSettings, SkipReason,
+};
 pub use store::{Changed, Claim, Created, DueJob, Heartbeat, JobDetail, Outcome, Store};
 pub use stub::StubOrchestrator;
 pub use trace::TracePropagator;

@@ -6,6 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::schedule::{
+    Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleRun, ScheduleSettings,
+};
 use crate::{
     App, AppId, Artifact, Attempt, DeliveryId, DeliveryLog, DeliveryNext, EventData, Fence,
     IdempotencyKey, Job, JobError, JobEvent, JobId, JobQuery, NewApp, NewArtifact, NewJob, NewTry,
@@ -230,6 +233,14 @@ pub struct DueJob {
 /// #   async fn create_child(&self, f: projectengine_core::Fence, j: projectengine_core::NewJob) -> projectengine_core::Result<projectengine_core::Created> { self.inner.create_child(f, j).await }
 /// #   async fn children(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::Job>> { self.inner.children(id).await }
 /// #   async fn create_job_idempotent(&self, j: projectengine_core::NewJob, k: &projectengine_core::IdempotencyKey) -> projectengine_core::Result<projectengine_core::Created> { self.inner.create_job_idempotent(j, k).await }
+/// #   async fn create_schedule(&self, s: projectengine_core::NewSchedule) -> projectengine_core::Result<projectengine_core::Schedule> { self.inner.create_schedule(s).await }
+/// #   async fn get_schedule(&self, id: projectengine_core::ScheduleId) -> projectengine_core::Result<Option<projectengine_core::Schedule>> { self.inner.get_schedule(id).await }
+/// #   async fn list_schedules(&self, o: &projectengine_core::Owner, c: Option<projectengine_core::ScheduleId>, l: usize) -> projectengine_core::Result<Vec<projectengine_core::Schedule>> { self.inner.list_schedules(o, c, l).await }
+/// #   async fn update_schedule(&self, id: projectengine_core::ScheduleId, r: u64, s: projectengine_core::ScheduleSettings) -> projectengine_core::Result<projectengine_core::Schedule> { self.inner.update_schedule(id, r, s).await }
+/// #   async fn delete_schedule(&self, id: projectengine_core::ScheduleId) -> projectengine_core::Result<()> { self.inner.delete_schedule(id).await }
+/// #   async fn due_schedules(&self, l: usize) -> projectengine_core::Result<Vec<projectengine_core::Schedule>> { self.inner.due_schedules(l).await }
+/// #   async fn fire_schedule(&self, f: projectengine_core::ScheduleFire) -> projectengine_core::Result<projectengine_core::Fired> { self.inner.fire_schedule(f).await }
+/// #   async fn schedule_runs(&self, id: projectengine_core::ScheduleId, b: Option<chrono::DateTime<chrono::Utc>>, l: usize) -> projectengine_core::Result<Vec<projectengine_core::ScheduleRun>> { self.inner.schedule_runs(id, b, l).await }
 /// #   async fn ping(&self) -> projectengine_core::Result<()> { self.inner.ping().await }
 /// #   async fn create_jobs(&self, j: Vec<projectengine_core::NewJob>) -> projectengine_core::Result<Vec<projectengine_core::Changed>> { self.inner.create_jobs(j).await }
 /// #   async fn projects(&self, o: &projectengine_core::Owner) -> projectengine_core::Result<Vec<projectengine_core::Project>> { self.inner.projects(o).await }
@@ -404,6 +415,60 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// A job's deliveries, oldest first, each with its tries by number.
     async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>>;
+
+    /// Creates a schedule with its settings (revision 1). An id that exists
+    /// already is a [`Conflict`](crate::Error::Conflict).
+    async fn create_schedule(&self, schedule: NewSchedule) -> Result<Schedule>;
+
+    /// The schedule, if it exists.
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>>;
+
+    /// One page of an owner's schedules in id order, strictly after `cursor`.
+    async fn list_schedules(
+        &self,
+        owner: &Owner,
+        cursor: Option<ScheduleId>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>>;
+
+    /// Replaces the schedule's settings (its `next_fire_at` included) and
+    /// bumps its revision, only while its revision is still `revision`
+    /// (otherwise [`Conflict`](crate::Error::Conflict), nothing changed); an
+    /// unknown id is [`NotFound`](crate::Error::NotFound).
+    async fn update_schedule(
+        &self,
+        id: ScheduleId,
+        revision: u64,
+        settings: ScheduleSettings,
+    ) -> Result<Schedule>;
+
+    /// Deletes the schedule and its runs (its jobs stay); an unknown id is
+    /// [`NotFound`](crate::Error::NotFound).
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<()>;
+
+    /// Enabled schedules whose `next_fire_at` has come (store clock),
+    /// earliest first, at most `limit`.
+    async fn due_schedules(&self, limit: usize) -> Result<Vec<Schedule>>;
+
+    /// Fires one tick, in one transaction: only while the schedule's
+    /// `next_fire_at` is `fire.expected_next_fire_at` (and it is enabled),
+    /// moves it to `fire.next_fire_at`, records the tick's
+    /// [`ScheduleRun`] and creates `fire.job` like [`Store::create_job`]
+    /// (the schedule's `last_job_id` becomes its id). With
+    /// `skip_if_running`, while the schedule's last job is not finished, no
+    /// job is created and the run is skipped (`overlap`). A plan whose
+    /// `next_fire_at` no longer matches, or whose tick (or job id) was
+    /// fired already, answers [`Fired::AlreadyFired`] and changes nothing.
+    async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Fired>;
+
+    /// The schedule's runs, newest tick first, with ticks strictly before
+    /// `before`, at most `limit`.
+    async fn schedule_runs(
+        &self,
+        id: ScheduleId,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRun>>;
 
     /// Checks that the store is reachable.
     async fn ping(&self) -> Result<()>;

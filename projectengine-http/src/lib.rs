@@ -107,6 +107,7 @@ pub fn api_routes(state: ApiState) -> Router {
         .merge(routes::webhooks::routes())
         .merge(routes::audit::routes())
         .merge(routes::workflow::routes())
+        .merge(routes::schedules::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

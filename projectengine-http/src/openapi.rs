@@ -10,8 +10,8 @@ use projectengine_core::Limits;
 
 use crate::agent;
 use crate::routes::{
-    apps, artifacts, audit, children, health, jobs, kinds, queues, review, sse, webhooks, workflow,
-    ws,
+    apps, artifacts, audit, children, health, jobs, kinds, queues, review, schedules, sse,
+    webhooks, workflow, ws,
 };
 use crate::state::ApiState;
 
@@ -33,6 +33,8 @@ use crate::state::ApiState;
         apps::list, apps::detail, apps::by_job,
         health::health, health::ready, health::metrics, openapi_json, docs,
         agent::claim, agent::heartbeat, agent::events, agent::artifact, agent::app, agent::children, agent::finish,
+        schedules::create, schedules::list, schedules::detail, schedules::update,
+        schedules::delete, schedules::runs,
     ),
     components(schemas(crate::dto::EventDto, crate::dto::Order, crate::dto::SseMessage, crate::error::ErrorBody)),
     modifiers(&BearerScheme),
@@ -43,6 +45,7 @@ use crate::state::ApiState;
         (name = "apps", description = "The Apps jobs published"),
         (name = "agents", description = "The agent protocol: remote agents claim jobs and run their attempts (agent and attempt tokens)"),
         (name = "health", description = "Liveness, readiness and metrics (no auth)"),
+        (name = "schedules", description = "Cron schedules that create jobs from a template; their next fire times and runs"),
     )
 )]
 pub struct ApiDoc;

@@ -68,6 +68,7 @@ mod jobs;
 mod recovery;
 mod review;
 mod rows;
+mod schedules;
 mod tx;
 mod webhooks;
 
@@ -75,6 +76,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use projectengine_core::schedule::{
+    Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleRun, ScheduleSettings,
+};
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, Created, DeliveryId, DeliveryLog, DeliveryNext,
     DueJob, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobDetail, JobEvent, JobId, JobQuery,
@@ -308,6 +312,53 @@ impl Store for PgStore {
 
     async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>> {
         webhooks::list(&self.pool, job_id).await
+    }
+
+    async fn create_schedule(&self, schedule: NewSchedule) -> Result<Schedule> {
+        schedules::create(&self.pool, schedule).await
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        schedules::get_one(&self.pool, id).await
+    }
+
+    async fn list_schedules(
+        &self,
+        owner: &Owner,
+        cursor: Option<ScheduleId>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>> {
+        schedules::list(&self.pool, owner, cursor, limit).await
+    }
+
+    async fn update_schedule(
+        &self,
+        id: ScheduleId,
+        revision: u64,
+        settings: ScheduleSettings,
+    ) -> Result<Schedule> {
+        schedules::update(&self.pool, id, revision, settings).await
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<()> {
+        schedules::delete(&self.pool, id).await
+    }
+
+    async fn due_schedules(&self, limit: usize) -> Result<Vec<Schedule>> {
+        schedules::due(&self.pool, limit).await
+    }
+
+    async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Fired> {
+        schedules::fire(&self.pool, fire).await
+    }
+
+    async fn schedule_runs(
+        &self,
+        id: ScheduleId,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRun>> {
+        schedules::runs(&self.pool, id, before, limit).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -5,6 +5,7 @@ mod error;
 mod reads;
 mod review;
 mod rows;
+mod schedules;
 mod writer;
 mod writes;
 
@@ -13,6 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use projectengine_core::schedule::{
+    Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleRun, ScheduleSettings,
+};
 use projectengine_core::{
     App, AppId, Artifact, Attempt, Changed, Claim, Created, DeliveryId, DeliveryLog, DeliveryNext,
     DueJob, Error, EventData, Fence, Heartbeat, IdempotencyKey, Job, JobDetail, JobEvent, JobId,
@@ -25,7 +29,7 @@ use sqlx::sqlite::{
 use sqlx::ConnectOptions;
 
 use error::map;
-use writer::{Done, Op, Writer};
+use writer::{Done, Op, ScheduleOp, Writer};
 
 /// The migrations this crate embeds, in `migrations/`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -337,6 +341,73 @@ impl Store for SqliteStore {
 
     async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>> {
         reads::deliveries(&self.reads, job_id).await
+    }
+
+    async fn create_schedule(&self, schedule: NewSchedule) -> Result<Schedule> {
+        match self
+            .write(Op::Schedule(ScheduleOp::Create(schedule)))
+            .await?
+        {
+            Done::Schedule(s) => Ok(s),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        schedules::get_one(&self.reads, id).await
+    }
+
+    async fn list_schedules(
+        &self,
+        owner: &Owner,
+        cursor: Option<ScheduleId>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>> {
+        schedules::list(&self.reads, owner, cursor, limit).await
+    }
+
+    async fn update_schedule(
+        &self,
+        id: ScheduleId,
+        revision: u64,
+        settings: ScheduleSettings,
+    ) -> Result<Schedule> {
+        let op = ScheduleOp::Update {
+            id,
+            revision,
+            settings,
+        };
+        match self.write(Op::Schedule(op)).await? {
+            Done::Schedule(s) => Ok(s),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<()> {
+        match self.write(Op::Schedule(ScheduleOp::Delete(id))).await? {
+            Done::Deleted => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn due_schedules(&self, limit: usize) -> Result<Vec<Schedule>> {
+        schedules::due(&self.reads, limit).await
+    }
+
+    async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Fired> {
+        match self.write(Op::Schedule(ScheduleOp::Fire(fire))).await? {
+            Done::Fired(f) => Ok(f),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn schedule_runs(
+        &self,
+        id: ScheduleId,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRun>> {
+        schedules::runs(&self.reads, id, before, limit).await
     }
 
     async fn ping(&self) -> Result<()> {

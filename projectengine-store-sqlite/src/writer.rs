@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use projectengine_core::schedule::{
+    Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleSettings,
+};
 use projectengine_core::{
     App, Changed, Claim, Created, DeliveryId, DeliveryNext, Error, EventData, Fence, Heartbeat,
     IdempotencyKey, JobEvent, JobId, NewApp, NewArtifact, NewJob, NewTry, Outcome, Result,
@@ -35,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::map;
 use crate::rows::truncate;
+use crate::schedules;
 use crate::writes;
 
 /// A write.
@@ -96,6 +100,19 @@ pub(crate) enum Op {
         job: NewJob,
         key: IdempotencyKey,
     },
+    Schedule(ScheduleOp),
+}
+
+/// A write of a schedule.
+pub(crate) enum ScheduleOp {
+    Create(NewSchedule),
+    Update {
+        id: ScheduleId,
+        revision: u64,
+        settings: ScheduleSettings,
+    },
+    Delete(ScheduleId),
+    Fire(ScheduleFire),
 }
 
 /// What a write answers.
@@ -111,6 +128,9 @@ pub(crate) enum Done {
     Deliveries(Vec<WebhookDelivery>),
     Delivery(WebhookDelivery),
     Created(Created),
+    Schedule(Schedule),
+    Deleted,
+    Fired(Fired),
 }
 
 impl Op {
@@ -172,6 +192,19 @@ impl Op {
             Op::CreateIdempotent { job, key } => {
                 Done::Created(writes::create_job_idempotent(conn, job, key, now).await?)
             }
+            Op::Schedule(op) => match op {
+                ScheduleOp::Create(new) => Done::Schedule(schedules::create(conn, new, now).await?),
+                ScheduleOp::Update {
+                    id,
+                    revision,
+                    settings,
+                } => Done::Schedule(schedules::update(conn, *id, *revision, settings, now).await?),
+                ScheduleOp::Delete(id) => {
+                    schedules::delete(conn, *id).await?;
+                    Done::Deleted
+                }
+                ScheduleOp::Fire(fire) => Done::Fired(schedules::fire(conn, fire, now).await?),
+            },
         })
     }
 }

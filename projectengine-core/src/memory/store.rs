@@ -9,6 +9,10 @@ mod dependencies;
 
 use super::hash::{IdMap, IdSet};
 use crate::artifact::check_job_bytes;
+use crate::schedule::{
+    Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleRun, ScheduleSettings,
+    SkipReason,
+};
 use crate::transition::{self, lease_until, CancelPlan};
 use crate::{
     App, AppId, Artifact, ArtifactStored, Attempt, AttemptId, AttemptStatus, Changed, Claim,
@@ -54,6 +58,9 @@ struct Inner {
     idempotency_expiry: BTreeSet<(DateTime<Utc>, Owner, String)>,
     /// The jobs that depend on a job, by its id.
     dependents: IdMap<JobId, Vec<JobId>>,
+    /// Schedules, and their runs by schedule and tick.
+    schedules: BTreeMap<ScheduleId, Schedule>,
+    schedule_runs: BTreeMap<(ScheduleId, DateTime<Utc>), ScheduleRun>,
 }
 
 /// Events a job's log has room for from the start: a job without retries or
@@ -788,6 +795,180 @@ impl Store for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn create_schedule(&self, new: NewSchedule) -> Result<Schedule> {
+        let now = Utc::now();
+        let s = new.settings;
+        let schedule = Schedule {
+            id: new.id,
+            owner: new.owner,
+            name: s.name,
+            cron: s.cron,
+            timezone: s.timezone,
+            template: s.template,
+            overlap: s.overlap,
+            misfire: s.misfire,
+            enabled: s.enabled,
+            next_fire_at: s.next_fire_at,
+            last_job_id: None,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut inner = self.lock();
+        if inner.schedules.contains_key(&schedule.id) {
+            return Err(Error::conflict("a schedule with this id exists"));
+        }
+        inner.schedules.insert(schedule.id, schedule.clone());
+        Ok(schedule)
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>> {
+        Ok(self.lock().schedules.get(&id).cloned())
+    }
+
+    async fn list_schedules(
+        &self,
+        owner: &Owner,
+        cursor: Option<ScheduleId>,
+        limit: usize,
+    ) -> Result<Vec<Schedule>> {
+        let inner = self.lock();
+        Ok(inner
+            .schedules
+            .values()
+            .filter(|s| &s.owner == owner && cursor.is_none_or(|c| s.id > c))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn update_schedule(
+        &self,
+        id: ScheduleId,
+        revision: u64,
+        s: ScheduleSettings,
+    ) -> Result<Schedule> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let Some(current) = inner.schedules.get_mut(&id) else {
+            return Err(Error::not_found("schedule"));
+        };
+        if current.revision != revision {
+            return Err(Error::conflict("the schedule changed meanwhile"));
+        }
+        current.name = s.name;
+        current.cron = s.cron;
+        current.timezone = s.timezone;
+        current.template = s.template;
+        current.overlap = s.overlap;
+        current.misfire = s.misfire;
+        current.enabled = s.enabled;
+        current.next_fire_at = s.next_fire_at;
+        current.revision += 1;
+        current.updated_at = now;
+        Ok(current.clone())
+    }
+
+    async fn delete_schedule(&self, id: ScheduleId) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.schedules.remove(&id).is_none() {
+            return Err(Error::not_found("schedule"));
+        }
+        inner.schedule_runs.retain(|(s, _), _| *s != id);
+        Ok(())
+    }
+
+    async fn due_schedules(&self, limit: usize) -> Result<Vec<Schedule>> {
+        let now = Utc::now();
+        let inner = self.lock();
+        let mut due: Vec<Schedule> = inner
+            .schedules
+            .values()
+            .filter(|s| s.enabled && s.next_fire_at.is_some_and(|t| t <= now))
+            .cloned()
+            .collect();
+        due.sort_by_key(|s| (s.next_fire_at, s.id));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn fire_schedule(&self, fire: ScheduleFire) -> Result<Fired> {
+        let now = Utc::now();
+        let prepared = fire.job.map(|j| {
+            let record = new_record(&j, now);
+            (j, record)
+        });
+        let mut inner = self.lock();
+        let Some(schedule) = inner.schedules.get(&fire.schedule_id) else {
+            return Ok(Fired::AlreadyFired);
+        };
+        if !schedule.enabled
+            || schedule.next_fire_at != Some(fire.expected_next_fire_at)
+            || inner
+                .schedule_runs
+                .contains_key(&(fire.schedule_id, fire.tick))
+        {
+            return Ok(Fired::AlreadyFired);
+        }
+        let previous_running = schedule
+            .last_job_id
+            .and_then(|id| inner.jobs.get(&id))
+            .is_some_and(|r| !r.job.status.is_terminal());
+        let outcome = match prepared {
+            Ok(_) if fire.skip_if_running && previous_running => Err(SkipReason::Overlap),
+            Ok((new, record)) => {
+                if inner.jobs.contains_key(&new.id) {
+                    return Ok(Fired::AlreadyFired);
+                }
+                Ok(inner.insert(&new, record, &[], now)?)
+            }
+            Err(reason) => Err(reason),
+        };
+        let run = ScheduleRun {
+            schedule_id: fire.schedule_id,
+            tick: fire.tick,
+            job_id: outcome.as_ref().ok().map(|c| c.job.id),
+            skipped: outcome.as_ref().err().copied(),
+            fired_at: now,
+        };
+        inner
+            .schedule_runs
+            .insert((fire.schedule_id, fire.tick), run);
+        if let Some(schedule) = inner.schedules.get_mut(&fire.schedule_id) {
+            schedule.next_fire_at = fire.next_fire_at;
+            if let Ok(c) = &outcome {
+                schedule.last_job_id = Some(c.job.id);
+            }
+        }
+        Ok(match outcome {
+            Ok(changed) => Fired::Job(changed),
+            Err(reason) => Fired::Skipped(reason),
+        })
+    }
+
+    async fn schedule_runs(
+        &self,
+        id: ScheduleId,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRun>> {
+        let inner = self.lock();
+        let upper = match before {
+            Some(b) => std::ops::Bound::Excluded((id, b)),
+            None => std::ops::Bound::Included((id, DateTime::<Utc>::MAX_UTC)),
+        };
+        Ok(inner
+            .schedule_runs
+            .range((
+                std::ops::Bound::Included((id, DateTime::<Utc>::MIN_UTC)),
+                upper,
+            ))
+            .rev()
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 
     async fn ping(&self) -> Result<()> {

@@ -45,6 +45,14 @@ mockall::mock! {
         async fn claim_deliveries(&self, limit: usize, visibility: Duration) -> Result<Vec<WebhookDelivery>>;
         async fn record_delivery_try(&self, id: DeliveryId, claimed_tries: u32, attempt: NewTry, next: DeliveryNext) -> Result<WebhookDelivery>;
         async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>>;
+        async fn create_schedule(&self, schedule: crate::NewSchedule) -> Result<crate::Schedule>;
+        async fn get_schedule(&self, id: crate::ScheduleId) -> Result<Option<crate::Schedule>>;
+        async fn list_schedules(&self, owner: &Owner, cursor: Option<crate::ScheduleId>, limit: usize) -> Result<Vec<crate::Schedule>>;
+        async fn update_schedule(&self, id: crate::ScheduleId, revision: u64, settings: crate::ScheduleSettings) -> Result<crate::Schedule>;
+        async fn delete_schedule(&self, id: crate::ScheduleId) -> Result<()>;
+        async fn due_schedules(&self, limit: usize) -> Result<Vec<crate::Schedule>>;
+        async fn fire_schedule(&self, fire: crate::ScheduleFire) -> Result<crate::Fired>;
+        async fn schedule_runs(&self, id: crate::ScheduleId, before: Option<chrono::DateTime<chrono::Utc>>, limit: usize) -> Result<Vec<crate::ScheduleRun>>;
         async fn ping(&self) -> Result<()>;
         async fn create_child(&self, fence: Fence, job: NewJob) -> Result<crate::Created>;
         async fn children(&self, parent: JobId) -> Result<Vec<Job>>;

@@ -23,6 +23,7 @@ pub mod notifier;
 pub mod queue;
 pub mod review;
 pub mod scenarios;
+pub mod schedule;
 mod slow;
 pub mod store;
 pub mod webhook;
@@ -119,6 +120,12 @@ macro_rules! store_suite {
             check_rejection_queues_with_the_comment_then_fails,
             check_review_writes_the_outbox,
             check_concurrent_decisions_apply_once,
+        );
+        $crate::__testkit_suite!(schedule, $make;
+            check_schedule_settings,
+            check_schedule_tick_fires_once,
+            check_schedule_fire_is_all_or_nothing,
+            check_schedule_overlap_and_skips,
         );
         $crate::__testkit_suite!(differential, $make;
             check_answers_like_the_memory_store,

@@ -143,6 +143,45 @@ impl Store for SlowStore {
     async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>> {
         self.inner.deliveries(job_id).await
     }
+    async fn create_schedule(&self, s: crate::NewSchedule) -> crate::Result<crate::Schedule> {
+        self.inner.create_schedule(s).await
+    }
+    async fn get_schedule(&self, id: crate::ScheduleId) -> crate::Result<Option<crate::Schedule>> {
+        self.inner.get_schedule(id).await
+    }
+    async fn list_schedules(
+        &self,
+        owner: &crate::Owner,
+        cursor: Option<crate::ScheduleId>,
+        limit: usize,
+    ) -> crate::Result<Vec<crate::Schedule>> {
+        self.inner.list_schedules(owner, cursor, limit).await
+    }
+    async fn update_schedule(
+        &self,
+        id: crate::ScheduleId,
+        revision: u64,
+        settings: crate::ScheduleSettings,
+    ) -> crate::Result<crate::Schedule> {
+        self.inner.update_schedule(id, revision, settings).await
+    }
+    async fn delete_schedule(&self, id: crate::ScheduleId) -> crate::Result<()> {
+        self.inner.delete_schedule(id).await
+    }
+    async fn due_schedules(&self, limit: usize) -> crate::Result<Vec<crate::Schedule>> {
+        self.inner.due_schedules(limit).await
+    }
+    async fn fire_schedule(&self, fire: crate::ScheduleFire) -> crate::Result<crate::Fired> {
+        self.inner.fire_schedule(fire).await
+    }
+    async fn schedule_runs(
+        &self,
+        id: crate::ScheduleId,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> crate::Result<Vec<crate::ScheduleRun>> {
+        self.inner.schedule_runs(id, before, limit).await
+    }
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

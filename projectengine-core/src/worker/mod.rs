@@ -55,6 +55,12 @@ pub struct WorkerConfig {
     pub log_flush: Duration,
     /// How long one queue pop waits.
     pub pop_wait: Duration,
+    /// How often the schedule ticker looks for due ticks (`None`: never, in
+    /// this worker); see [`schedule`](crate::schedule).
+    pub schedule_every: Option<Duration>,
+    /// A tick further than this in the past was missed (downtime): its
+    /// schedule's [`MisfirePolicy`](crate::MisfirePolicy) decides.
+    pub schedule_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -73,6 +79,8 @@ impl Default for WorkerConfig {
             log_batch: 64,
             log_flush: Duration::from_millis(200),
             pop_wait: Duration::from_secs(5),
+            schedule_every: Some(Duration::from_secs(1)),
+            schedule_grace: Duration::from_secs(60),
         }
     }
 }
@@ -144,6 +152,14 @@ impl Worker {
                 self.engine.clone(),
                 every,
                 cfg.recovery_overdue,
+                background.clone(),
+            ));
+        }
+        if let Some(every) = cfg.schedule_every {
+            tracker.spawn(crate::schedule::run(
+                self.engine.clone(),
+                every,
+                cfg.schedule_grace,
                 background.clone(),
             ));
         }

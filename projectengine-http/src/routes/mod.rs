@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod kinds;
 pub mod queues;
 pub mod review;
+pub mod schedules;
 pub mod sse;
 pub mod webhooks;
 pub mod workflow;

@@ -250,6 +250,60 @@ impl Store for TestStore {
     async fn deliveries(&self, job_id: JobId) -> Result<Vec<projectengine_core::DeliveryLog>> {
         self.store.deliveries(job_id).await
     }
+    async fn create_schedule(
+        &self,
+        s: projectengine_core::NewSchedule,
+    ) -> projectengine_core::Result<projectengine_core::Schedule> {
+        self.store.create_schedule(s).await
+    }
+    async fn get_schedule(
+        &self,
+        id: projectengine_core::ScheduleId,
+    ) -> projectengine_core::Result<Option<projectengine_core::Schedule>> {
+        self.store.get_schedule(id).await
+    }
+    async fn list_schedules(
+        &self,
+        owner: &projectengine_core::Owner,
+        cursor: Option<projectengine_core::ScheduleId>,
+        limit: usize,
+    ) -> projectengine_core::Result<Vec<projectengine_core::Schedule>> {
+        self.store.list_schedules(owner, cursor, limit).await
+    }
+    async fn update_schedule(
+        &self,
+        id: projectengine_core::ScheduleId,
+        revision: u64,
+        settings: projectengine_core::ScheduleSettings,
+    ) -> projectengine_core::Result<projectengine_core::Schedule> {
+        self.store.update_schedule(id, revision, settings).await
+    }
+    async fn delete_schedule(
+        &self,
+        id: projectengine_core::ScheduleId,
+    ) -> projectengine_core::Result<()> {
+        self.store.delete_schedule(id).await
+    }
+    async fn due_schedules(
+        &self,
+        limit: usize,
+    ) -> projectengine_core::Result<Vec<projectengine_core::Schedule>> {
+        self.store.due_schedules(limit).await
+    }
+    async fn fire_schedule(
+        &self,
+        fire: projectengine_core::ScheduleFire,
+    ) -> projectengine_core::Result<projectengine_core::Fired> {
+        self.store.fire_schedule(fire).await
+    }
+    async fn schedule_runs(
+        &self,
+        id: projectengine_core::ScheduleId,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> projectengine_core::Result<Vec<projectengine_core::ScheduleRun>> {
+        self.store.schedule_runs(id, before, limit).await
+    }
     async fn ping(&self) -> Result<()> {
         self.store.ping().await
     }
