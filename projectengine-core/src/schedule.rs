@@ -167,6 +167,9 @@ impl JobTemplate {
             timeout: self.timeout_ms.map(Duration::from_millis),
             run_at: None,
             webhook: None,
+            review: false,
+            project: None,
+            depends_on: Vec::new(),
         }
     }
 }
