@@ -353,6 +353,8 @@ pub struct ScheduleFire {
 /// What [`Store::fire_schedule`](crate::Store::fire_schedule) did.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
+// Answered once per tick and matched at once: boxing the job would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Fired {
     /// The tick's job was created (with its first event).
     Job(Changed),

@@ -65,6 +65,9 @@ impl GroupCommit {
 }
 
 /// A write that may share a transaction.
+// Each op is moved once into its batch: boxing the submission would add an
+// allocation per job for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Op {
     Create(NewJob),
     Claim {
