@@ -1,5 +1,5 @@
 //! The workflow checks: projects, dependencies and batches, on the
-//! [`Store`] (listed in `store_suite!`) and through the [`Engine`] with a
+//! [`Store`] (listed in `store_suite!`) and through the [`Engine`](crate::Engine) with a
 //! worker (listed in `engine_suite!`).
 
 use std::collections::{BTreeSet, HashMap};
