@@ -666,6 +666,122 @@ async fn the_overview_shows_queues_counts_and_recent_failures() {
     b.quit().await;
 }
 
+/// Projects, dependencies, review and schedules as the dashboard shows them:
+/// the Jobs page filters by project through the API, a waiting job links its
+/// dependency, the overview counts waiting and reviewed jobs and lists the
+/// projects and schedules, and approving a result releases its dependent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_show_on_the_jobs_job_and_overview_pages() {
+    let Some(env) = deployment().await else {
+        return;
+    };
+    let Some(b) = Browser::start(1280, 900).await else {
+        return;
+    };
+    let server = Server::start("all", &env);
+    let addr = server.addr();
+    let t = token("alice");
+    let reviewed = submit(
+        addr,
+        &t,
+        &json!({"prompt": "design", "kind": "stub", "project": "site", "review": true}),
+    )
+    .await;
+    let dependent = submit(
+        addr,
+        &t,
+        &json!({"prompt": "build", "kind": "stub", "project": "site", "depends_on": [reviewed]}),
+    )
+    .await;
+    let elsewhere = submit(
+        addr,
+        &t,
+        &json!({"prompt": "other", "kind": "stub", "project": "other"}),
+    )
+    .await;
+    wait_status(addr, &t, &reviewed, "awaiting_review", LIMIT).await;
+    let (status, schedule) = http(
+        addr,
+        "POST",
+        "/api/schedules/",
+        Some(&t),
+        Some(&json!({"name": "nightly", "cron": "0 0 3 * * *", "template": {"prompt": "report", "kind": "stub"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{schedule}");
+
+    b.sign_in(addr, &t).await;
+    b.go("#/jobs").await;
+    b.until(
+        "the project filter",
+        LIMIT,
+        "return document.querySelector('#filter-project option[value=site]') !== null",
+    )
+    .await;
+    b.js(
+        "const s = document.querySelector('#filter-project'); s.value = 'site'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await;
+    let rows = b
+        .until(
+            "the project's jobs",
+            LIMIT,
+            &format!("const ids = [...document.querySelectorAll('[data-job]')].map(r => r.dataset.job); return ids.includes('{dependent}') && ids.length === 2 ? ids : null"),
+        )
+        .await;
+    assert!(
+        !rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == elsewhere.as_str()),
+        "another project's job is filtered out by the API: {rows}"
+    );
+
+    b.go(&format!("#/jobs/{dependent}")).await;
+    let link = b
+        .until(
+            "the dependency link",
+            LIMIT,
+            "const a = document.querySelector('#depends-on a'); return a && [a.textContent, document.querySelector('#status').textContent]",
+        )
+        .await;
+    assert_eq!(link[0], reviewed.as_str(), "{link}");
+    assert!(link[1].as_str().unwrap().contains("waiting"), "{link}");
+
+    b.go("#/overview").await;
+    let shown = b
+        .until(
+            "the overview",
+            LIMIT,
+            "const p = document.querySelector('[data-project=site]'); const s = document.querySelector('[data-schedule]'); return p && s && [document.querySelector('#waiting').textContent, document.querySelector('#awaiting-review').textContent, [...p.cells].map(c => c.textContent), s.textContent]",
+        )
+        .await;
+    assert_eq!(shown[0], "1", "the dependent waits: {shown}");
+    assert_eq!(shown[1], "1", "the result awaits review: {shown}");
+    assert_eq!(shown[2][0], "site", "{shown}");
+    assert_eq!(shown[2][1], "2", "{shown}");
+    assert!(shown[3].as_str().unwrap().contains("nightly"), "{shown}");
+
+    b.go(&format!("#/jobs/{reviewed}")).await;
+    b.until(
+        "the approve button",
+        LIMIT,
+        "return document.querySelector('#approve') !== null",
+    )
+    .await;
+    b.click("#approve").await;
+    b.until(
+        "the approval",
+        LIMIT,
+        "return document.querySelector('#status').textContent.includes('succeeded') || null",
+    )
+    .await;
+    wait_status(addr, &t, &dependent, "succeeded", LIMIT).await;
+    b.quit().await;
+}
+
 /// Writes `docs/dashboard.png`, the README's picture of a job's page, from a
 /// real job on the real server. Not a check: run it to refresh the picture,
 /// `cargo test --test dashboard -- --ignored readme_screenshot`.

@@ -143,15 +143,25 @@ impl Browser {
         el.send_keys(text).await.expect("type");
     }
 
-    /// Clicks the element `css`.
+    /// Clicks the element `css`. A live page may redraw the element between
+    /// finding and clicking it (a stale reference): it is found again, a few
+    /// times, before that counts as a failure.
     pub async fn click(&self, css: &str) {
-        let el = self
-            .client
-            .wait()
-            .for_element(Locator::Css(css))
-            .await
-            .expect(css);
-        el.click().await.expect("click");
+        for tries_left in (0..5).rev() {
+            let el = self
+                .client
+                .wait()
+                .for_element(Locator::Css(css))
+                .await
+                .expect(css);
+            match el.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if tries_left > 0
+                        && e.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("click {css}: {e:?}"),
+            }
+        }
     }
 
     /// Opens the dashboard of the server at `addr` and signs in with `token`

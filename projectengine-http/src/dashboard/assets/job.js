@@ -1,8 +1,8 @@
 // One job: status, stage, progress, steps, the live log (replayed from the
 // event log, then streamed over the WebSocket, resuming after the last seq
-// seen on every reconnect), attempts, parent and children, error, App,
-// artifacts and webhook deliveries; cancel, retry, approve, reject (with a
-// comment) and rerun where the status allows them.
+// seen on every reconnect), attempts, project, dependencies, parent and
+// children, error, App, artifacts and webhook deliveries; cancel, retry,
+// approve, reject (with a comment) and rerun where the status allows them.
 
 import { api, ApiError, download, seg, socket } from './api.js';
 import { badge, h, replace, when } from './dom.js';
@@ -54,6 +54,10 @@ export function jobView(main, id) {
       job.parent_id ? [h('dt', {}, 'Parent'), h('dd', { id: 'parent' },
         h('a', { href: `#/jobs/${seg(job.parent_id)}`, class: 'mono' }, job.parent_id),
         ` (child “${job.child_key}”)`)] : null,
+      job.project ? [h('dt', {}, 'Project'), h('dd', { id: 'project' }, job.project)] : null,
+      (job.depends_on ?? []).length > 0 ? [h('dt', {}, 'Depends on'), h('dd', { id: 'depends-on' },
+        h('ul', { class: 'plain' }, job.depends_on.map((d) => h('li', {},
+          h('a', { href: `#/jobs/${seg(d)}`, class: 'mono' }, d)))))] : null,
       h('dt', {}, 'Submitted'), h('dd', {}, when(job.created_at)),
       h('dt', {}, 'Finished'), h('dd', {}, when(job.finished_at)));
     progress.value = job.progress;
