@@ -533,9 +533,12 @@ pub async fn check_batch_diamond_runs_in_order(backends: Backends) {
         .engine
         .submit(
             &h.owner,
+            // Due a moment later, so that it cannot have failed before its
+            // dependent is submitted (which would refuse the submission).
             Submit::new("fails")
                 .kind(h.kind.clone())
-                .params(json!({"fail": "fatal"})),
+                .params(json!({"fail": "fatal"}))
+                .run_at(chrono::Utc::now() + chrono::Duration::milliseconds(500)),
         )
         .await
         .expect("submit");
