@@ -62,8 +62,11 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
             "artifacts",
             "attempts",
             "idempotency_keys",
+            "job_dependencies",
             "job_events",
             "jobs",
+            "schedule_runs",
+            "schedules",
             "webhook_deliveries",
             "webhook_tries"
         ]
