@@ -644,6 +644,8 @@ mod tests {
                 child_key: None,
                 project: None,
                 depends_on: Vec::new(),
+                concurrency_key: None,
+                concurrency_limit: None,
             })
             .await
             .unwrap();

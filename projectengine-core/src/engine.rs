@@ -47,6 +47,11 @@ pub struct Submit {
     /// The owner's jobs that must succeed before this one is queued (see
     /// [`crate::workflow`]).
     pub depends_on: Vec<JobId>,
+    /// A concurrency key: at most `concurrency_limit` of the owner's jobs
+    /// with this key run at once (see [`crate::concurrency`]).
+    pub concurrency_key: Option<String>,
+    /// The limit that goes with `concurrency_key` (both or neither).
+    pub concurrency_limit: Option<u32>,
 }
 
 impl Submit {
@@ -115,6 +120,14 @@ impl Submit {
     /// Sets the jobs this one depends on.
     pub fn depends_on(mut self, ids: impl IntoIterator<Item = JobId>) -> Self {
         self.depends_on = ids.into_iter().collect();
+        self
+    }
+
+    /// Runs at most `limit` of the owner's jobs with `key` at once (see
+    /// [`crate::concurrency`]).
+    pub fn concurrency(mut self, key: impl Into<String>, limit: u32) -> Self {
+        self.concurrency_key = Some(key.into());
+        self.concurrency_limit = Some(limit);
         self
     }
 }
@@ -505,6 +518,7 @@ impl Engine {
         if let Some(project) = &req.project {
             crate::workflow::check_project(project)?;
         }
+        crate::concurrency::check(req.concurrency_key.as_deref(), req.concurrency_limit)?;
         let id = JobId::new();
         crate::workflow::check_dependencies(id, &req.depends_on)?;
         Ok(NewJob {
@@ -530,6 +544,8 @@ impl Engine {
             child_key: None,
             project: req.project,
             depends_on: req.depends_on,
+            concurrency_key: req.concurrency_key,
+            concurrency_limit: req.concurrency_limit,
         })
     }
 

@@ -218,6 +218,13 @@ pub struct Job {
     /// while one has not, it is [`JobStatus::Waiting`].
     #[serde(default)]
     pub depends_on: Vec<JobId>,
+    /// Its concurrency key: at most [`Job::concurrency_limit`] of the
+    /// owner's jobs with this key run at once (see [`crate::concurrency`]).
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// The limit that goes with [`Job::concurrency_key`].
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
 }
 
 impl Job {
@@ -284,6 +291,15 @@ pub struct NewJob {
     /// the insert (see [`workflow::plan_create`](crate::workflow::plan_create)).
     #[serde(default)]
     pub depends_on: Vec<JobId>,
+    /// Its concurrency key (checked by the engine with
+    /// [`concurrency::check`](crate::concurrency::check)); the store claims
+    /// it only while fewer than `concurrency_limit` of the owner's jobs with
+    /// this key run.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// The limit that goes with `concurrency_key`.
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
 }
 
 /// What to list: filters and a cursor page.

@@ -4,6 +4,7 @@ mod app;
 pub mod artifact;
 mod attempt;
 pub mod children;
+pub mod concurrency;
 mod engine;
 mod error;
 mod event;

@@ -120,11 +120,15 @@ fn rerun_of(job: Job) -> Submit {
         .max_attempts(job.max_attempts)
         .timeout(Duration::from_millis(job.timeout_ms))
         .review(job.review);
-    // The rerun stays in its project; the dependencies it waited for have
-    // ended, so it runs as soon as it can.
+    // The rerun stays in its project and under its concurrency key; the
+    // dependencies it waited for have ended, so it runs as soon as it can.
     let submit = match job.project {
         Some(project) => submit.project(project),
         None => submit,
+    };
+    let submit = match (job.concurrency_key, job.concurrency_limit) {
+        (Some(key), Some(limit)) => submit.concurrency(key, limit),
+        _ => submit,
     };
     match job.webhook {
         Some(url) => submit.webhook(url),

@@ -170,6 +170,8 @@ impl JobTemplate {
             review: false,
             project: None,
             depends_on: Vec::new(),
+            concurrency_key: None,
+            concurrency_limit: None,
         }
     }
 }

@@ -270,7 +270,11 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Claims a `queued` job whose `run_at` has come: job `running`, a new attempt
     /// (number + 1, lease `lease` from now), the `running` event. `Ok(None)` when
-    /// the job is not claimable (not queued, not due, unknown, or claimed by another).
+    /// the job is not claimable (not queued, not due, unknown, or claimed by
+    /// another), or when it has a concurrency key and as many of its owner's
+    /// jobs with that key as its limit are `running` — counted in one step
+    /// with the claim, so the limit holds under concurrent claims (see
+    /// [`crate::concurrency`]).
     async fn claim(&self, id: JobId, worker_id: &str, lease: Duration) -> Result<Option<Claim>>;
 
     /// Appends progress events of a running attempt, in order, in one transaction:

@@ -264,6 +264,8 @@ mod tests {
             child_key: None,
             project: None,
             depends_on: Vec::new(),
+            concurrency_key: None,
+            concurrency_limit: None,
         };
         let store = crate::memory::MemoryStore::new();
         crate::Store::create_job(&store, new)

@@ -813,6 +813,8 @@ mod tests {
             child_key: None,
             project: None,
             depends_on: vec![],
+            concurrency_key: None,
+            concurrency_limit: None,
         }
     }
 

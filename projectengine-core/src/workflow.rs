@@ -58,7 +58,7 @@ pub fn check_reference(reference: &str) -> Result<()> {
     check_name("ref", reference, MAX_REFERENCE_BYTES)
 }
 
-fn check_name(field: &'static str, name: &str, max: usize) -> Result<()> {
+pub(crate) fn check_name(field: &'static str, name: &str, max: usize) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
@@ -466,6 +466,8 @@ mod tests {
             child_key: None,
             project: None,
             depends_on,
+            concurrency_key: None,
+            concurrency_limit: None,
         }
     }
 

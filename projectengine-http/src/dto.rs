@@ -62,6 +62,18 @@ pub struct CreateJob {
     /// (`POST /api/jobs/{id}/reject/`). Default false.
     #[serde(default)]
     pub review: bool,
+    /// A concurrency key of yours (1 to 128 printable bytes): at most
+    /// `concurrency_limit` of your jobs with this key run at once, across
+    /// all workers; the others stay `queued` until one ends. Keys of
+    /// different owners never share a count.
+    #[serde(default)]
+    #[schema(example = "website-deploys", min_length = 1, max_length = 128)]
+    pub concurrency_key: Option<String>,
+    /// How many of your jobs with `concurrency_key` may run at once (1 to
+    /// 10 000); required with a key.
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(example = 2, minimum = 1, maximum = 10000)]
+    pub concurrency_limit: Option<u32>,
 }
 
 impl CreateJob {
@@ -79,6 +91,8 @@ impl CreateJob {
             review: self.review,
             project: self.project,
             depends_on: self.depends_on.unwrap_or_default(),
+            concurrency_key: self.concurrency_key,
+            concurrency_limit: self.concurrency_limit,
         }
     }
 }
@@ -213,6 +227,10 @@ pub struct JobDto {
     /// The jobs it waits for (see `depends_on` at submission).
     #[schema(value_type = Vec<String>)]
     pub depends_on: Vec<JobId>,
+    /// Its concurrency key, if any (see `concurrency_key` at submission).
+    pub concurrency_key: Option<String>,
+    /// The most of its owner's jobs with its key that run at once.
+    pub concurrency_limit: Option<u32>,
 }
 
 impl From<Job> for JobDto {
@@ -245,6 +263,8 @@ impl From<Job> for JobDto {
             child_key: j.child_key,
             project: j.project,
             depends_on: j.depends_on,
+            concurrency_key: j.concurrency_key,
+            concurrency_limit: j.concurrency_limit,
         }
     }
 }

@@ -19,9 +19,9 @@ const CREATE: &str = concat!(
     " INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority,",
     "   max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq,",
     "   webhook, notify_deployment, trace_parent, project, depends_on, review, parent_id,",
-    "   child_key)",
+    "   child_key, concurrency_key, concurrency_limit)",
     " VALUES ($1, $2, $3, $4, $5, $6, $14, $7, $8, $9, $10, now(), now(), 1, $11, $12, $13,",
-    "   $15, $16, $17, $18, $19)",
+    "   $15, $16, $17, $18, $19, $20, $21)",
     " RETURNING *",
     "), e AS (",
     " INSERT INTO job_events (job_id, seq, attempt, at, kind, data)",
@@ -87,6 +87,11 @@ pub(crate) async fn create(conn: &mut PgConnection, new: &NewJob) -> Result<Chan
         .bind(new.review)
         .bind(new.parent_id.map(|id| id.0))
         .bind(new.child_key.as_deref())
+        .bind(new.concurrency_key.as_deref())
+        .bind(
+            new.concurrency_limit
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        )
         .fetch_one(conn)
         .await
         .map_err(map)?;
@@ -207,10 +212,12 @@ pub(crate) async fn list(pool: &PgPool, owner: &Owner, query: &JobQuery) -> Resu
 // Executes the core's claim plan: compares the status with the plan's `$6`,
 // writes its `$7`. SKIP LOCKED: a queued job whose row another transaction
 // holds is being claimed or cancelled right now, so it is not claimable by
-// this caller.
+// this caller. A job with a concurrency key is claimed only when `$8` says
+// its key was counted (see `claim_keyed`).
 const CLAIM: &str = concat!(
     "WITH c AS (",
     " SELECT id FROM jobs WHERE id = $1 AND status = $6 AND run_at <= now()",
+    "   AND (concurrency_key IS NULL OR $8)",
     " FOR UPDATE SKIP LOCKED",
     "), j AS (",
     " UPDATE jobs SET status = $7, attempt = attempt + 1,",
@@ -227,13 +234,102 @@ const CLAIM: &str = concat!(
     " SELECT j.*, a.lease_expires_at FROM j, a"
 );
 
-/// Claims a queued, due job in one statement: job `running`, a new attempt,
-/// the `running` event.
+// A claimable job's concurrency key and limit, if it has one.
+const KEYED: &str = "SELECT owner, concurrency_key, concurrency_limit FROM jobs \
+WHERE id = $1 AND status = 'queued' AND run_at <= now() AND concurrency_key IS NOT NULL";
+
+// Serializes the claims of one owner's key until their transaction ends, so
+// that counting and claiming are one step. Not waited for: a claimer that
+// finds the key's lock held answers "not claimable now" and is asked again a
+// moment later, so claims never queue up behind each other (nor deadlock
+// within a group commit). The first key keeps these locks apart from any
+// other advisory lock of the store.
+const LOCK_KEY: &str = "SELECT pg_try_advisory_xact_lock(1702, hashtext($1 || chr(31) || $2))";
+
+const COUNT_RUNNING: &str = "SELECT count(*) FROM jobs \
+WHERE owner = $1 AND concurrency_key = $2 AND status = 'running'";
+
+/// Claims a queued, due job: job `running`, a new attempt, the `running`
+/// event — in one statement, or, for a job with a concurrency key, in a
+/// (sub)transaction that counts its key's running jobs first (see
+/// [`projectengine_core::concurrency`]).
 pub(crate) async fn claim(
     conn: &mut PgConnection,
     id: JobId,
     worker_id: &str,
     lease: Duration,
+) -> Result<Option<Claim>> {
+    if let Some(claim) = claim_row(&mut *conn, id, worker_id, lease, false).await? {
+        return Ok(Some(claim));
+    }
+    let Some(row) = sqlx::query(KEYED)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map)?
+    else {
+        return Ok(None);
+    };
+    let owner: String = rows::get(&row, "owner")?;
+    let key: String = rows::get(&row, "concurrency_key")?;
+    let limit: i32 = rows::get(&row, "concurrency_limit")?;
+    let limit = rows::to_u32(limit.into(), "concurrency_limit")?;
+    claim_keyed(conn, id, worker_id, lease, (&owner, &key, limit)).await
+}
+
+/// Claims a job with a concurrency key in a transaction of its own, or a
+/// savepoint of the caller's: the key's lock, the count, then the claim;
+/// the lock is held until the outermost transaction ends.
+async fn claim_keyed(
+    conn: &mut PgConnection,
+    id: JobId,
+    worker_id: &str,
+    lease: Duration,
+    (owner, key, limit): (&str, &str, u32),
+) -> Result<Option<Claim>> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await.map_err(map)?;
+    let locked: bool = sqlx::query_scalar(LOCK_KEY)
+        .bind(owner)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map)?;
+    let claim = if locked {
+        let running: i64 = sqlx::query_scalar(COUNT_RUNNING)
+            .bind(owner)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map)?;
+        if projectengine_core::concurrency::admits(u64::try_from(running).unwrap_or(0), limit) {
+            claim_row(&mut tx, id, worker_id, lease, true).await?
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    match claim {
+        Some(claim) => {
+            tx.commit().await.map_err(map)?;
+            Ok(Some(claim))
+        }
+        None => {
+            tx.rollback().await.map_err(map)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The claim statement; `keyed`: a job with a concurrency key may be
+/// claimed (its key was counted).
+async fn claim_row(
+    conn: &mut PgConnection,
+    id: JobId,
+    worker_id: &str,
+    lease: Duration,
+    keyed: bool,
 ) -> Result<Option<Claim>> {
     let plan = transition::plan_claim();
     let attempt_id = AttemptId::new();
@@ -245,6 +341,7 @@ pub(crate) async fn claim(
         .bind(rows::encode_events(&plan.events)?)
         .bind(plan.from.as_str())
         .bind(plan.to.as_str())
+        .bind(keyed)
         .fetch_optional(conn)
         .await
         .map_err(map)?

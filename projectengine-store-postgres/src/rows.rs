@@ -96,6 +96,10 @@ pub(crate) fn job(row: &PgRow) -> Result<Job> {
             .into_iter()
             .map(JobId)
             .collect(),
+        concurrency_key: get(row, "concurrency_key")?,
+        concurrency_limit: get::<Option<i32>>(row, "concurrency_limit")?
+            .map(|n| to_u32(i64::from(n), "concurrency_limit"))
+            .transpose()?,
     })
 }
 

@@ -39,6 +39,8 @@ fn new_job(owner: &Owner) -> NewJob {
         child_key: None,
         project: None,
         depends_on: Vec::new(),
+        concurrency_key: None,
+        concurrency_limit: None,
     }
 }
 

@@ -32,6 +32,8 @@ fn new_job(params: Value) -> NewJob {
         child_key: None,
         project: None,
         depends_on: Vec::new(),
+        concurrency_key: None,
+        concurrency_limit: None,
     }
 }
 

@@ -124,6 +124,10 @@ pub(crate) fn job(row: &SqliteRow) -> Result<Job> {
             let text: String = get(row, "depends_on")?;
             serde_json::from_str(&text).map_err(|e| corrupt("depends_on", e))?
         },
+        concurrency_key: get(row, "concurrency_key")?,
+        concurrency_limit: get::<Option<i64>>(row, "concurrency_limit")?
+            .map(|n| u32::try_from(n).map_err(|_| corrupt("concurrency_limit", n)))
+            .transpose()?,
     })
 }
 

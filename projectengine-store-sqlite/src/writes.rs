@@ -205,6 +205,8 @@ pub(crate) async fn create(
         child_key: new.child_key.clone(),
         project: new.project.clone(),
         depends_on: new.depends_on.clone(),
+        concurrency_key: new.concurrency_key.clone(),
+        concurrency_limit: new.concurrency_limit,
     };
     // The plan's event, with the run_at as stored.
     let first = EventData::Status {
@@ -218,8 +220,9 @@ pub(crate) async fn create(
     sqlx::query(
         "INSERT INTO jobs (id, owner, kind, queue, prompt, params, status, priority, \
          max_attempts, timeout_ms, run_at, created_at, updated_at, last_seq, webhook, \
-         notify_deployment, trace_parent, review, parent_id, child_key, project, depends_on) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         notify_deployment, trace_parent, review, parent_id, child_key, project, depends_on, \
+         concurrency_key, concurrency_limit) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id_bytes(job.id.0))
     .bind(&job.owner.0)
@@ -243,6 +246,8 @@ pub(crate) async fn create(
     .bind(job.child_key.as_deref())
     .bind(job.project.as_deref())
     .bind(depends_on)
+    .bind(job.concurrency_key.as_deref())
+    .bind(job.concurrency_limit.map(i64::from))
     .execute(&mut *conn)
     .await
     .map_err(map)?;
@@ -265,6 +270,21 @@ pub(crate) async fn claim(
     };
     if !transition::claimable(&before, now) {
         return Ok(None);
+    }
+    if let (Some(key), Some(limit)) = (&before.concurrency_key, before.concurrency_limit) {
+        // The single writer makes the count and the claim one step.
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs \
+             WHERE owner = ? AND concurrency_key = ? AND status = 'running'",
+        )
+        .bind(&before.owner.0)
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map)?;
+        if !projectengine_core::concurrency::admits(u64::try_from(running).unwrap_or(0), limit) {
+            return Ok(None);
+        }
     }
     let plan = transition::plan_claim();
     let mut job = before.clone();

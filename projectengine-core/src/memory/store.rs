@@ -9,6 +9,7 @@ mod dependencies;
 
 use super::hash::{IdMap, IdSet};
 use crate::artifact::check_job_bytes;
+use crate::concurrency;
 use crate::schedule::{
     Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleRun, ScheduleSettings,
     SkipReason,
@@ -39,6 +40,8 @@ struct Inner {
     queued: BTreeSet<(DateTime<Utc>, JobId)>,
     /// How many `queued` jobs each owner has, for quotas.
     queued_per_owner: HashMap<Owner, u32>,
+    /// How many `running` jobs each owner has per concurrency key.
+    running_per_key: HashMap<(Owner, String), u64>,
     apps: IdMap<AppId, App>,
     apps_by_owner: BTreeMap<Owner, BTreeSet<AppId>>,
     app_by_job: IdMap<JobId, AppId>,
@@ -263,6 +266,22 @@ impl Inner {
             }
             _ => {}
         }
+        let was_running = matches!(old, Some((JobStatus::Running, _)));
+        let is_running = new.0 == JobStatus::Running;
+        if was_running != is_running {
+            let job = &self.jobs[&id].job;
+            if let Some(key) = &job.concurrency_key {
+                let slot = (job.owner.clone(), key.clone());
+                if is_running {
+                    *self.running_per_key.entry(slot).or_default() += 1;
+                } else if let Some(n) = self.running_per_key.get_mut(&slot) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.running_per_key.remove(&slot);
+                    }
+                }
+            }
+        }
         let was = matches!(old, Some((JobStatus::Queued, _)));
         let is = new.0 == JobStatus::Queued;
         if was != is {
@@ -348,12 +367,25 @@ impl Store for MemoryStore {
         let mut stored = attempt.clone();
         let plan = transition::plan_claim();
         let mut inner = self.lock();
-        let Some(rec) = inner.jobs.get_mut(&id) else {
+        let Some(rec) = inner.jobs.get(&id) else {
             return Ok(None);
         };
         if !transition::claimable(&rec.job, now) {
             return Ok(None);
         }
+        if let (Some(key), Some(limit)) = (&rec.job.concurrency_key, rec.job.concurrency_limit) {
+            let running = inner
+                .running_per_key
+                .get(&(rec.job.owner.clone(), key.clone()))
+                .copied()
+                .unwrap_or(0);
+            if !concurrency::admits(running, limit) {
+                return Ok(None);
+            }
+        }
+        let Some(rec) = inner.jobs.get_mut(&id) else {
+            return Ok(None);
+        };
         let old = (rec.job.status, rec.job.run_at);
         plan.apply_to(&mut rec.job, now);
         attempt.number = rec.job.attempt;
@@ -1128,6 +1160,8 @@ fn new_record(new: &NewJob, now: DateTime<Utc>) -> Record {
         child_key: new.child_key.clone(),
         project: new.project.clone(),
         depends_on: new.depends_on.clone(),
+        concurrency_key: new.concurrency_key.clone(),
+        concurrency_limit: new.concurrency_limit,
     };
     Record {
         job,

@@ -98,6 +98,9 @@ fn new_job(owner: &Owner, max_attempts: u32, run_at: chrono::DateTime<Utc>) -> N
         child_key: None,
         project: None,
         depends_on: Vec::new(),
+        // Stored and answered like every other field; never reached.
+        concurrency_key: Some("differential".into()),
+        concurrency_limit: Some(crate::concurrency::MAX_LIMIT),
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod artifacts;
 pub mod assert;
 pub mod children;
+pub mod concurrency;
 pub mod differential;
 mod mock;
 pub mod notifier;
@@ -143,6 +144,10 @@ macro_rules! store_suite {
             check_concurrent_ends_release_once,
             check_create_jobs_is_all_or_none,
             check_projects_and_list_filters,
+        );
+        $crate::__testkit_suite!(concurrency, $make;
+            check_concurrency_key_holds_back_the_next_job,
+            check_concurrency_limit_is_exact,
         );
     };
 }

@@ -37,6 +37,8 @@ pub fn new_job(owner: &Owner) -> NewJob {
         child_key: None,
         project: None,
         depends_on: Vec::new(),
+        concurrency_key: None,
+        concurrency_limit: None,
     }
 }
 

@@ -325,10 +325,17 @@ pub(crate) async fn claim_delivery(
             Some(claim)
         }
         Ok(None) => {
-            // Not claimable: finished, running elsewhere, or not yet due.
+            // Not claimable: finished, running elsewhere, not yet due, or
+            // its concurrency key is full.
             let later = match store.get_job(delivery.job_id).await {
                 Ok(Some(job)) if job.status == JobStatus::Queued => {
-                    (job.run_at - chrono::Utc::now()).to_std().ok()
+                    match (job.run_at - chrono::Utc::now()).to_std() {
+                        Ok(not_yet) => Some(not_yet),
+                        Err(_) if job.concurrency_key.is_some() => {
+                            Some(crate::concurrency::RETRY_WHEN_FULL)
+                        }
+                        Err(_) => None,
+                    }
                 }
                 _ => None,
             };

@@ -75,6 +75,12 @@ pub struct BatchItem {
     /// A project of yours the job belongs to.
     #[serde(default)]
     pub project: Option<String>,
+    /// A concurrency key of yours (see `concurrency_key` on `POST /api/jobs/`).
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// The limit that goes with `concurrency_key`.
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
     /// What it waits for: the `ref` of another item of this batch, or the
     /// id of an existing job of yours.
     #[serde(default)]
@@ -102,6 +108,8 @@ impl From<BatchItem> for BatchJob {
                 project: item.project,
                 depends_on: Vec::new(),
                 review: item.review,
+                concurrency_key: item.concurrency_key,
+                concurrency_limit: item.concurrency_limit,
             },
             depends_on: item.depends_on,
         }
