@@ -207,4 +207,5 @@ remote_scenarios!(
     check_panic_fails_the_attempt_not_the_worker,
     check_owner_retry_runs_again,
     check_lost_worker_is_recovered,
+    check_concurrency_key_limits_running_jobs,
 );

@@ -134,6 +134,13 @@ pub struct SubmitArgs {
     /// separate ids with commas)
     #[arg(long = "depends-on", value_name = "JOB_ID", value_parser = job_id, value_delimiter = ',')]
     pub depends_on: Vec<String>,
+    /// A concurrency key of yours: at most `--concurrency-limit` of your jobs
+    /// with this key run at once
+    #[arg(long, requires = "concurrency_limit")]
+    pub concurrency_key: Option<String>,
+    /// How many of your jobs with `--concurrency-key` may run at once
+    #[arg(long, requires = "concurrency_key")]
+    pub concurrency_limit: Option<u32>,
     /// Watch the job right after submitting it (the exit code is then `watch`'s)
     #[arg(long)]
     pub watch: bool,

@@ -158,6 +158,12 @@ async fn submit(api: &Api, s: SubmitArgs, json: bool) -> Result<Exit> {
     if !s.depends_on.is_empty() {
         body.insert("depends_on".into(), s.depends_on.into());
     }
+    if let Some(key) = s.concurrency_key {
+        body.insert("concurrency_key".into(), key.into());
+    }
+    if let Some(limit) = s.concurrency_limit {
+        body.insert("concurrency_limit".into(), limit.into());
+    }
     let url = api.url(&["api", "jobs"], true);
     let job = api
         .json(Method::POST, url, Some(&Value::Object(body)))

@@ -268,3 +268,57 @@ async fn the_openapi_document_lists_the_workflow_routes() {
     }
     assert!(r.json["components"]["schemas"]["CreateJob"]["properties"]["depends_on"].is_object());
 }
+
+#[tokio::test]
+async fn a_concurrency_key_is_kept_and_bad_ones_create_nothing() {
+    let app = TestApp::new();
+    let t = app.token("alice");
+    let r = app
+        .post(
+            "/api/jobs/",
+            &t,
+            json!({"prompt": "deploy", "concurrency_key": "site-deploys", "concurrency_limit": 2}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["concurrency_key"], "site-deploys");
+    assert_eq!(r.json["concurrency_limit"], 2);
+    let bad = [
+        (
+            json!({"prompt": "x", "concurrency_key": "k"}),
+            "concurrency_limit",
+        ),
+        (
+            json!({"prompt": "x", "concurrency_limit": 2}),
+            "concurrency_key",
+        ),
+        (
+            json!({"prompt": "x", "concurrency_key": "k", "concurrency_limit": 0}),
+            "concurrency_limit",
+        ),
+        (
+            json!({"prompt": "x", "concurrency_key": "", "concurrency_limit": 1}),
+            "concurrency_key",
+        ),
+        (
+            json!({"prompt": "x", "concurrency_key": "k".repeat(129), "concurrency_limit": 1}),
+            "concurrency_key",
+        ),
+    ];
+    for (body, field) in bad {
+        let r = app.post("/api/jobs/", &t, body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"]["field"], field, "{body}");
+    }
+    let r = app.get("/api/jobs/", &t).await;
+    assert_eq!(
+        ids(&r.json).len(),
+        1,
+        "a refused submission creates nothing"
+    );
+}

@@ -212,6 +212,7 @@ macro_rules! engine_suite {
             check_graceful_shutdown_releases,
             check_cursor_pages_through_engine,
             check_logs_and_steps_with_a_slow_store,
+            check_concurrency_key_limits_running_jobs,
         );
         $crate::__testkit_suite!(review, $make;
             check_reject_then_approve_through_the_engine,

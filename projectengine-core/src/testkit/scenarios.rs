@@ -739,3 +739,57 @@ pub async fn check_logs_and_steps_with_a_slow_store(backends: Backends) {
     );
     worker.shutdown().await;
 }
+
+/// Jobs of one concurrency key limited to 1 run one at a time through
+/// workers with room for more, and all of them run: the worker puts a
+/// held-back job back and takes it again once the key is free. Every
+/// listing of the owner's jobs (one consistent read) shows at most one of
+/// them running.
+pub async fn check_concurrency_key_limits_running_jobs(setup: impl Into<Setup>) {
+    const JOBS: usize = 4;
+    let h = Harness::new(setup, 4, Duration::from_millis(20));
+    let key = unique("key");
+    let mut ids = HashSet::new();
+    for _ in 0..JOBS {
+        let submit = Submit::new("one at a time")
+            .kind(h.kind.clone())
+            .concurrency(key.clone(), 1);
+        ids.insert(h.engine.submit(&h.owner, submit).await.expect("submit").id);
+    }
+    let worker = h.worker();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut seen_running = false;
+    loop {
+        let query = JobQuery {
+            limit: 100,
+            ..JobQuery::default()
+        };
+        let page = h.engine.list(&h.owner, query).await.expect("list");
+        let ours: Vec<&Job> = page.items.iter().filter(|j| ids.contains(&j.id)).collect();
+        assert_eq!(ours.len(), JOBS);
+        let running = ours
+            .iter()
+            .filter(|j| j.status == JobStatus::Running)
+            .count();
+        assert!(
+            running <= 1,
+            "{running} jobs of a key limited to 1 ran at once"
+        );
+        seen_running |= running == 1;
+        if ours.iter().all(|j| j.status == JobStatus::Succeeded) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the jobs of one key did not all succeed: {:?}",
+            ours.iter().map(|j| j.status).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(seen_running, "no listing caught a job running");
+    for id in &ids {
+        let attempts = h.engine.attempts(&h.owner, *id).await.expect("attempts");
+        assert_eq!(attempts.len(), 1, "a held-back job spends no attempt");
+    }
+    worker.shutdown().await;
+}
