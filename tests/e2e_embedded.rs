@@ -144,6 +144,7 @@ const VARIABLES: &[(&str, &str)] = &[
     ("PROJECTENGINE_RECOVERY_EVERY", "[default: 5s]"),
     ("PROJECTENGINE_SCHEDULE_EVERY", "[default: 1s]"),
     ("PROJECTENGINE_SCHEDULE_GRACE", "[default: 60s]"),
+    ("PROJECTENGINE_RETENTION", "(unset: keep them)"),
     ("PROJECTENGINE_DEFAULT_KIND", "[default: stub]"),
     ("PROJECTENGINE_STUB_STEPS", "[default: 5]"),
     ("PROJECTENGINE_STUB_DELAY", "[default: 200ms]"),

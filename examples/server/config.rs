@@ -135,6 +135,10 @@ pub struct Config {
     #[arg(long, env = "PROJECTENGINE_SCHEDULE_GRACE", default_value = "60s", value_parser = positive_duration)]
     pub schedule_grace: Duration,
 
+    /// Delete finished jobs, with their logs, Apps, artifacts and deliveries, this long after they finished, e.g. 30d (unset: keep them)
+    #[arg(long, env = "PROJECTENGINE_RETENTION", value_parser = positive_duration)]
+    pub retention: Option<Duration>,
+
     /// Orchestrator kind of jobs that name none (`stub`, `demo-builder`, `pipeline`, or `app-builder` when an LLM is configured)
     #[arg(long, env = "PROJECTENGINE_DEFAULT_KIND", default_value = "stub", value_parser = text)]
     pub default_kind: String,

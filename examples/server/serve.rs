@@ -75,6 +75,9 @@ fn worker_config(config: &Config) -> WorkerConfig {
         recovery_overdue: config.recovery_every * 2,
         schedule_every: Some(config.schedule_every),
         schedule_grace: config.schedule_grace,
+        retention: config
+            .retention
+            .map(projectengine_core::retention::Retention::after),
         ..WorkerConfig::default()
     }
 }

@@ -17,6 +17,7 @@ mod notifier;
 mod orchestrator;
 mod queue;
 pub mod remote;
+pub mod retention;
 pub mod review;
 pub mod schedule;
 mod store;

@@ -227,6 +227,7 @@ pub struct DueJob {
 /// #   async fn list_apps(&self, o: &projectengine_core::Owner, c: Option<projectengine_core::AppId>, l: usize) -> projectengine_core::Result<Vec<projectengine_core::App>> { self.inner.list_apps(o, c, l).await }
 /// #   async fn expired_leases(&self, l: usize) -> projectengine_core::Result<Vec<projectengine_core::Fence>> { self.inner.expired_leases(l).await }
 /// #   async fn due_jobs(&self, o: std::time::Duration, l: usize) -> projectengine_core::Result<Vec<projectengine_core::DueJob>> { self.inner.due_jobs(o, l).await }
+/// #   async fn purge_finished(&self, b: chrono::DateTime<chrono::Utc>, l: usize) -> projectengine_core::Result<Vec<projectengine_core::retention::Purged>> { self.inner.purge_finished(b, l).await }
 /// #   async fn claim_deliveries(&self, l: usize, v: std::time::Duration) -> projectengine_core::Result<Vec<projectengine_core::WebhookDelivery>> { self.inner.claim_deliveries(l, v).await }
 /// #   async fn record_delivery_try(&self, id: projectengine_core::DeliveryId, c: u32, t: projectengine_core::NewTry, n: projectengine_core::DeliveryNext) -> projectengine_core::Result<projectengine_core::WebhookDelivery> { self.inner.record_delivery_try(id, c, t, n).await }
 /// #   async fn deliveries(&self, id: projectengine_core::JobId) -> projectengine_core::Result<Vec<projectengine_core::DeliveryLog>> { self.inner.deliveries(id).await }
@@ -391,6 +392,18 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Queued jobs whose `run_at` is at least `overdue` in the past, oldest
     /// first, at most `limit`: the jobs a lost queue entry may have stranded.
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>>;
+
+    /// Deletes at most `limit` jobs that finished before `before`, oldest
+    /// first, in one transaction: each with its events, attempts, App,
+    /// artifact records, webhook deliveries and idempotency keys. Keeps a job
+    /// that is not finished, one with a webhook delivery still pending, and
+    /// one with child jobs still stored (see [`crate::retention`]). Answers
+    /// the jobs deleted with their artifacts' blobs.
+    async fn purge_finished(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<crate::retention::Purged>>;
 
     /// Claims up to `limit` due deliveries (`pending`, `next_at` reached),
     /// earliest `next_at` first: each is hidden from other claims until

@@ -138,6 +138,13 @@ impl Store for CountingStore {
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
         self.inner.due_jobs(overdue, limit).await
     }
+    async fn purge_finished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<projectengine_core::retention::Purged>> {
+        self.inner.purge_finished(before, limit).await
+    }
     async fn claim_deliveries(
         &self,
         limit: usize,

@@ -66,6 +66,7 @@ mod events;
 mod group;
 mod jobs;
 mod recovery;
+mod retention;
 mod review;
 mod rows;
 mod schedules;
@@ -290,6 +291,14 @@ impl Store for PgStore {
 
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
         recovery::due_jobs(&self.pool, overdue, limit).await
+    }
+
+    async fn purge_finished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<projectengine_core::retention::Purged>> {
+        retention::purge_finished(&self.pool, before, limit).await
     }
 
     async fn claim_deliveries(

@@ -3,6 +3,7 @@
 mod dependencies;
 mod error;
 mod reads;
+mod retention;
 mod review;
 mod rows;
 mod schedules;
@@ -301,6 +302,20 @@ impl Store for SqliteStore {
 
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
         reads::due_jobs(&self.reads, overdue, limit).await
+    }
+
+    async fn purge_finished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<projectengine_core::retention::Purged>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        match self.write(Op::Purge { before, limit }).await? {
+            Done::Purged(purged) => Ok(purged),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn claim_deliveries(

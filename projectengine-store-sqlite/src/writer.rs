@@ -101,6 +101,10 @@ pub(crate) enum Op {
         key: IdempotencyKey,
     },
     Schedule(ScheduleOp),
+    Purge {
+        before: DateTime<Utc>,
+        limit: usize,
+    },
 }
 
 /// A write of a schedule.
@@ -131,6 +135,7 @@ pub(crate) enum Done {
     Schedule(Schedule),
     Deleted,
     Fired(Fired),
+    Purged(Vec<projectengine_core::retention::Purged>),
 }
 
 impl Op {
@@ -191,6 +196,9 @@ impl Op {
             }
             Op::CreateIdempotent { job, key } => {
                 Done::Created(writes::create_job_idempotent(conn, job, key, now).await?)
+            }
+            Op::Purge { before, limit } => {
+                Done::Purged(crate::retention::purge_finished(conn, *before, *limit).await?)
             }
             Op::Schedule(op) => match op {
                 ScheduleOp::Create(new) => Done::Schedule(schedules::create(conn, new, now).await?),

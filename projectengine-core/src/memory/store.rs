@@ -10,6 +10,7 @@ mod dependencies;
 use super::hash::{IdMap, IdSet};
 use crate::artifact::check_job_bytes;
 use crate::concurrency;
+use crate::retention::{self, Purged};
 use crate::schedule::{
     Fired, NewSchedule, Schedule, ScheduleFire, ScheduleId, ScheduleRun, ScheduleSettings,
     SkipReason,
@@ -202,6 +203,49 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Deletes a finished job and everything it left (its idempotency keys
+    /// aside: see `purge_finished`).
+    fn purge(&mut self, id: JobId) -> Purged {
+        let rec = self.jobs.remove(&id).expect("a purged job exists");
+        let job = rec.job;
+        if let Some(ids) = self.by_owner.get_mut(&job.owner) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_owner.remove(&job.owner);
+            }
+        }
+        if let Some(app_id) = self.app_by_job.remove(&id) {
+            self.apps.remove(&app_id);
+            if let Some(ids) = self.apps_by_owner.get_mut(&job.owner) {
+                ids.remove(&app_id);
+                if ids.is_empty() {
+                    self.apps_by_owner.remove(&job.owner);
+                }
+            }
+        }
+        let blobs = self
+            .artifacts
+            .remove(&id)
+            .into_iter()
+            .flat_map(|named| named.into_values().map(|a| a.blob))
+            .collect();
+        for delivery in self.deliveries_by_job.remove(&id).into_iter().flatten() {
+            self.deliveries.remove(&delivery);
+        }
+        self.children.remove(&id);
+        if let (Some(parent), Some(key)) = (job.parent_id, &job.child_key) {
+            if let Some(children) = self.children.get_mut(&parent) {
+                children.remove(key);
+            }
+        }
+        self.dependents.remove(&id);
+        for dependency in &job.depends_on {
+            if let Some(dependents) = self.dependents.get_mut(dependency) {
+                dependents.retain(|d| *d != id);
+            }
+        }
+        Purged { job_id: id, blobs }
+    }
     /// Writes the outbox rows of a job that a transition just left as `job`:
     /// nothing unless it ended and has destinations.
     fn write_outbox(&mut self, job: &Job, now: DateTime<Utc>) {
@@ -750,6 +794,45 @@ impl Store for MemoryStore {
                 }
             })
             .collect())
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<Purged>> {
+        let mut inner = self.lock();
+        let mut old: Vec<(DateTime<Utc>, JobId)> = inner
+            .jobs
+            .values()
+            .filter(|r| retention::finished_before(&r.job, before))
+            .filter(|r| inner.children.get(&r.job.id).is_none_or(|c| c.is_empty()))
+            .filter(|r| {
+                inner
+                    .deliveries_by_job
+                    .get(&r.job.id)
+                    .into_iter()
+                    .flatten()
+                    .all(|d| inner.deliveries[d].delivery.status != DeliveryStatus::Pending)
+            })
+            .filter_map(|r| Some((r.job.finished_at?, r.job.id)))
+            .collect();
+        old.sort_unstable();
+        old.truncate(limit);
+        let gone: IdSet<JobId> = old.iter().map(|(_, id)| *id).collect();
+        let mut purged = Vec::with_capacity(old.len());
+        for (_, id) in old {
+            purged.push(inner.purge(id));
+        }
+        if !gone.is_empty() {
+            inner
+                .idempotency
+                .retain(|_, (_, job, _)| !gone.contains(job));
+            let Inner {
+                idempotency,
+                idempotency_expiry,
+                ..
+            } = &mut *inner;
+            idempotency_expiry
+                .retain(|(_, o, k)| idempotency.contains_key(&(o.clone(), k.clone())));
+        }
+        Ok(purged)
     }
 
     async fn claim_deliveries(

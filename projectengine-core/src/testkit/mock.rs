@@ -42,6 +42,7 @@ mockall::mock! {
         async fn list_apps(&self, owner: &Owner, cursor: Option<AppId>, limit: usize) -> Result<Vec<App>>;
         async fn expired_leases(&self, limit: usize) -> Result<Vec<Fence>>;
         async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>>;
+        async fn purge_finished(&self, before: chrono::DateTime<chrono::Utc>, limit: usize) -> Result<Vec<crate::retention::Purged>>;
         async fn claim_deliveries(&self, limit: usize, visibility: Duration) -> Result<Vec<WebhookDelivery>>;
         async fn record_delivery_try(&self, id: DeliveryId, claimed_tries: u32, attempt: NewTry, next: DeliveryNext) -> Result<WebhookDelivery>;
         async fn deliveries(&self, job_id: JobId) -> Result<Vec<DeliveryLog>>;

@@ -22,6 +22,7 @@ pub mod differential;
 mod mock;
 pub mod notifier;
 pub mod queue;
+pub mod retention;
 pub mod review;
 pub mod scenarios;
 pub mod schedule;
@@ -149,6 +150,9 @@ macro_rules! store_suite {
             check_concurrency_key_holds_back_the_next_job,
             check_concurrency_limit_is_exact,
         );
+        $crate::__testkit_suite!(retention, $make;
+            check_retention_deletes_only_old_finished_jobs,
+        );
     };
 }
 
@@ -213,6 +217,7 @@ macro_rules! engine_suite {
             check_cursor_pages_through_engine,
             check_logs_and_steps_with_a_slow_store,
             check_concurrency_key_limits_running_jobs,
+            check_retention_in_the_worker,
         );
         $crate::__testkit_suite!(review, $make;
             check_reject_then_approve_through_the_engine,

@@ -793,3 +793,51 @@ pub async fn check_concurrency_key_limits_running_jobs(setup: impl Into<Setup>) 
     }
     worker.shutdown().await;
 }
+
+/// A worker with retention on deletes a job once it has finished longer
+/// ago than the retention age, and leaves a job that has not finished.
+pub async fn check_retention_in_the_worker(backends: Backends) {
+    let h = Harness::new(backends, 1, Duration::ZERO);
+    let held = h
+        .engine
+        .submit(
+            &h.owner,
+            Submit::new("later").run_at(Utc::now() + chrono::Duration::hours(1)),
+        )
+        .await
+        .expect("submit");
+    let job = h.submit(json!({})).await;
+    let worker = Worker::new(
+        h.engine.clone(),
+        WorkerConfig {
+            retention: Some(crate::retention::Retention {
+                after: Duration::from_millis(200),
+                every: Duration::from_millis(50),
+                batch: 10,
+            }),
+            ..fast_worker()
+        },
+    )
+    .spawn();
+    h.wait_for(job.id, JobStatus::Succeeded).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match h.engine.get(&h.owner, job.id).await {
+            Err(Error::NotFound { .. }) => break,
+            Ok(_) => {}
+            Err(e) => panic!("get: {e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a finished job outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept = h
+        .engine
+        .get(&h.owner, held.id)
+        .await
+        .expect("an unfinished job is kept");
+    assert_eq!(kept.status, JobStatus::Queued);
+    worker.shutdown().await;
+}

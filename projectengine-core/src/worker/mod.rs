@@ -61,6 +61,9 @@ pub struct WorkerConfig {
     /// A tick further than this in the past was missed (downtime): its
     /// schedule's [`MisfirePolicy`](crate::MisfirePolicy) decides.
     pub schedule_grace: Duration,
+    /// Deletes finished jobs older than a given age (`None`, the default:
+    /// jobs are kept for ever); see [`retention`](crate::retention).
+    pub retention: Option<crate::retention::Retention>,
 }
 
 impl Default for WorkerConfig {
@@ -81,6 +84,7 @@ impl Default for WorkerConfig {
             pop_wait: Duration::from_secs(5),
             schedule_every: Some(Duration::from_secs(1)),
             schedule_grace: Duration::from_secs(60),
+            retention: None,
         }
     }
 }
@@ -152,6 +156,13 @@ impl Worker {
                 self.engine.clone(),
                 every,
                 cfg.recovery_overdue,
+                background.clone(),
+            ));
+        }
+        if let Some(retention) = cfg.retention.clone() {
+            tracker.spawn(crate::retention::run(
+                self.engine.clone(),
+                retention,
                 background.clone(),
             ));
         }

@@ -170,6 +170,13 @@ impl Store for TestStore {
     async fn due_jobs(&self, overdue: Duration, limit: usize) -> Result<Vec<DueJob>> {
         self.store.due_jobs(overdue, limit).await
     }
+    async fn purge_finished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<projectengine_core::retention::Purged>> {
+        self.store.purge_finished(before, limit).await
+    }
     async fn claim_deliveries(
         &self,
         limit: usize,
