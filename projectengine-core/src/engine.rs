@@ -944,9 +944,7 @@ impl Engine {
     /// The fairness group of a job of `owner`: the owner when fair queues
     /// are on.
     pub(crate) fn queue_group(&self, owner: &Owner) -> Option<String> {
-        self.inner
-            .fair_queues
-            .then(|| owner.as_str().to_owned())
+        self.inner.fair_queues.then(|| owner.as_str().to_owned())
     }
 }
 

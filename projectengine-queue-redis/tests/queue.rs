@@ -651,11 +651,18 @@ async fn groups_survive_delays_nacks_and_expiry() {
     let q = r.queue().await;
     let (odd, empty) = ("o:wner/1 ü", "");
     let (late, a0, a1) = (JobId::new(), JobId::new(), JobId::new());
-    q.push("default", in_group(late, odd, Some(Duration::from_millis(300))))
+    q.push(
+        "default",
+        in_group(late, odd, Some(Duration::from_millis(300))),
+    )
+    .await
+    .expect("push");
+    q.push("default", in_group(a0, empty, None))
         .await
         .expect("push");
-    q.push("default", in_group(a0, empty, None)).await.expect("push");
-    q.push("default", in_group(a1, empty, None)).await.expect("push");
+    q.push("default", in_group(a1, empty, None))
+        .await
+        .expect("push");
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Due now: tagged like a new push, it goes between a0 and a1.
     let first = q
@@ -675,8 +682,12 @@ async fn groups_survive_delays_nacks_and_expiry() {
 
     // A delayed nack and an expired delivery come back with their group.
     let (b, c) = (JobId::new(), JobId::new());
-    q.push("default", in_group(b, odd, None)).await.expect("push");
-    q.push("default", in_group(c, empty, None)).await.expect("push");
+    q.push("default", in_group(b, odd, None))
+        .await
+        .expect("push");
+    q.push("default", in_group(c, empty, None))
+        .await
+        .expect("push");
     let db = pop_now(&q, "default").await.expect("b");
     assert_eq!((db.job_id, db.group.clone()), (b, go.clone()));
     q.nack(&db, Some(Duration::from_millis(200)))

@@ -97,7 +97,11 @@ impl Named {
         if self.waiting.contains(&entry.job_id) {
             return;
         }
-        let tag = self.fair.entry(entry.priority).or_default().tag(&entry.group);
+        let tag = self
+            .fair
+            .entry(entry.priority)
+            .or_default()
+            .tag(&entry.group);
         let key = (Reverse(entry.priority), tag, seq);
         self.ready.insert(key, (entry.job_id, entry.group));
         self.waiting.insert(entry.job_id);

@@ -435,7 +435,13 @@ pub async fn check_groups_take_turns_within_a_priority(queue: Arc<dyn Queue>) {
     // b arrives again after 4 more of a's were popped: it is tagged from
     // the virtual time (a's 7th), so it comes right after a's next one.
     let got = pop_acked(&queue, &q, 4).await;
-    assert_eq!(got, a[3..7].iter().map(|id| (*id, sa.clone())).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        a[3..7]
+            .iter()
+            .map(|id| (*id, sa.clone()))
+            .collect::<Vec<_>>()
+    );
     let b2 = push_group(&queue, &q[0], Some("b"), 0, 1).await;
     let got = pop_acked(&queue, &q, 3).await;
     assert_eq!(
@@ -454,7 +460,13 @@ pub async fn check_groups_take_turns_within_a_priority(queue: Arc<dyn Queue>) {
     assert_eq!(got, vec![(a[10], sa.clone()), (b3[0], sb.clone())]);
     // The rest of a's, in order.
     let got = pop_acked(&queue, &q, 39).await;
-    assert_eq!(got, a[11..].iter().map(|id| (*id, sa.clone())).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        a[11..]
+            .iter()
+            .map(|id| (*id, sa.clone()))
+            .collect::<Vec<_>>()
+    );
     assert!(pop(&queue, &q, SHORT).await.is_none());
 
     // Priorities win over groups.
@@ -462,7 +474,11 @@ pub async fn check_groups_take_turns_within_a_priority(queue: Arc<dyn Queue>) {
     let a = push_group(&queue, &q[0], Some("a"), 0, 3).await;
     let b = push_group(&queue, &q[0], Some("b"), 5, 1).await;
     let c = push_group(&queue, &q[0], Some("c"), 0, 1).await;
-    let got: Vec<JobId> = pop_acked(&queue, &q, 5).await.into_iter().map(|(id, _)| id).collect();
+    let got: Vec<JobId> = pop_acked(&queue, &q, 5)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(got, vec![b[0], a[0], c[0], a[1], a[2]]);
 
     // Without groups: first-in first-out; they are one group among others.
