@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints the median of every numeric figure of the benchmark's JSON lines,
-with the runs, per workload × backend (× build, for lines that name one)."""
+with the runs, per workload × backend (× build, × fair, for lines that name
+one)."""
 import json
 import statistics
 import sys
@@ -10,6 +11,7 @@ runs = defaultdict(list)
 for line in open(sys.argv[1]):
     d = json.loads(line)
     key = (d["workload"], d["backend"]) + ((d["build"],) if "build" in d else ())
+    key += (f"fair={d['fair']}",) if "fair" in d else ()
     runs[key].append(d)
 for key, ds in sorted(runs.items()):
     print(f"{' '.join(key)} ({len(ds)} runs): median of each figure, then the runs")

@@ -187,3 +187,29 @@ async fn store_xacts_pg() {
     let per_job = v["pg_xacts_per_job"].as_f64().expect("pg_xacts_per_job");
     assert!(per_job > 0.0, "{v}");
 }
+
+/// W6 prints two reports, fair queues off then on, each with B's figures.
+#[test]
+fn w6_memory_off_then_on() {
+    let out = Command::new(bench_bin())
+        .args(["w6", "--backend", "memory", "--n", "40", "--step-ms", "1"])
+        .output()
+        .expect("run the bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (v, fair) in lines.iter().zip([0, 1]) {
+        assert_eq!(v["workload"], "w6", "{v}");
+        assert_eq!(v["fair"], fair, "{v}");
+        assert_eq!(v["n"], 40, "{v}");
+        assert_eq!(v["a_not_succeeded"], 0, "{v}");
+        for figure in ["b_start_p50_ms", "b_start_p99_ms", "a_jobs_per_s"] {
+            assert!(v[figure].as_f64().is_some(), "{figure} in {v}");
+        }
+    }
+}

@@ -232,6 +232,7 @@ const VARIABLES: &[(&str, &str)] = &[
         "PROJECTENGINE_ATTEMPT_TOKEN_SECRET",
         "(unset: PROJECTENGINE_JWT_SECRET, else a random one, for the `all` role only)",
     ),
+    ("PROJECTENGINE_FAIR_QUEUES", "[default: true]"),
 ];
 
 /// The variables of a server built with `otel`.

@@ -280,7 +280,7 @@ pub async fn w3(args: &Args, s: &mut Setup) -> Result<Report, String> {
     r.set("watchers_per_job", watchers);
     r.set("sockets", sockets);
     r.set("sockets_connected", connected);
-    r.set("step_ms", args.step_ms);
+    r.set("step_ms", args.step_ms.unwrap_or(50));
     r.set("wall_s", round(wall.as_secs_f64(), 3));
     r.set("produce_s", round(produced.as_secs_f64(), 3));
     r.set("jobs_succeeded", succeeded);

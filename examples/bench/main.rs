@@ -1,6 +1,6 @@
 //! The benchmark program: the workloads of WORKLOADS.md, in a release build.
 //!
-//! `cargo run --release --example bench -- <w1|w2|w3|w4> --backend <memory|pg-redis|sqlite> [--n N] [--k K] [--concurrency C]`
+//! `cargo run --release --example bench -- <w1|w2|w3|w4|w6> --backend <memory|pg-redis|sqlite> [--n N] [--k K] [--concurrency C]`
 //!
 //! pg-redis takes `--pg-writers W` and `--pg-batch B`: the PgStore's group
 //! commit (default 2 writers, 64 writes per transaction; `--pg-writers 0`
@@ -8,7 +8,8 @@
 //! Redis notifier's least time between two messages (default: the
 //! notifier's). W1 takes `--inflight F`: the producer keeps up to F submits in flight
 //! (default 64; 1 submits one at a time). W3 also takes `--watchers W` (WebSocket clients per job) and `--step-ms MS`
-//! (the pause before each step); W4 takes `--duration S` and `--client
+//! (the pause before each step, default 50); W6 takes `--step-ms` too (default 5)
+//! and prints two reports, fair queues off then on (`fair` 0 and 1); W4 takes `--duration S` and `--client
 //! auto|wrk|builtin`. `--redis-monitor 1` counts Redis commands per job with
 //! MONITOR, split into top-level ones and ones run inside scripts (it slows
 //! Redis down: use it for the counts, not for the timings).
@@ -33,7 +34,7 @@ use std::process::ExitCode;
 /// The command line.
 #[derive(Clone, Debug)]
 pub struct Args {
-    /// `w1`, `w2`, `w3`, `w4` or `store-xacts`.
+    /// `w1`, `w2`, `w3`, `w4`, `w6` or `store-xacts`.
     pub workload: String,
     /// `memory` or `pg-redis`.
     pub backend: String,
@@ -51,8 +52,8 @@ pub struct Args {
     pub inflight: usize,
     /// W3: WebSocket clients per job.
     pub watchers: usize,
-    /// W3: pause before each step, in ms.
-    pub step_ms: u64,
+    /// W3, W6: pause before each step, in ms (the workload's default when absent).
+    pub step_ms: Option<u64>,
     /// W4: seconds of load.
     pub duration: f64,
     /// W4: `auto` (wrk when installed), `wrk` or `builtin`.
@@ -64,7 +65,7 @@ pub struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let workload = it.next().ok_or(
-        "usage: bench <w1|w2|w3|w4|store-xacts> [--backend memory|pg-redis|sqlite] [--n N] [--k K] [--concurrency C] \
+        "usage: bench <w1|w2|w3|w4|w6|store-xacts> [--backend memory|pg-redis|sqlite] [--n N] [--k K] [--concurrency C] \
          [--inflight F] [--pg-writers W] [--pg-batch B] [--publish-interval-ms MS] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
     )?;
     let mut args = Args {
@@ -77,7 +78,7 @@ fn parse_args() -> Result<Args, String> {
         group_commit: Default::default(),
         publish_interval: None,
         watchers: 10,
-        step_ms: 50,
+        step_ms: None,
         duration: 20.0,
         client: "auto".into(),
         redis_monitor: false,
@@ -101,7 +102,7 @@ fn parse_args() -> Result<Args, String> {
                 args.publish_interval = Some(std::time::Duration::from_millis(num()? as u64))
             }
             "--watchers" => args.watchers = num()?,
-            "--step-ms" => args.step_ms = num()? as u64,
+            "--step-ms" => args.step_ms = Some(num()? as u64),
             "--duration" => {
                 args.duration = value
                     .parse::<f64>()
@@ -134,8 +135,10 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(workloads::run(&args)) {
-        Ok(report) => {
-            report.print();
+        Ok(reports) => {
+            for report in reports {
+                report.print();
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

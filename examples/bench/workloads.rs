@@ -1,5 +1,5 @@
-//! W1 (drain throughput) and W2 (latency); the setup and teardown every
-//! workload shares.
+//! W1 (drain throughput), W2 (latency) and W6 (fairness); the setup and
+//! teardown every workload shares.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,9 +95,23 @@ async fn setup(args: &Args, k: u32, concurrency: usize, step: Duration) -> Resul
     })
 }
 
-pub async fn run(args: &Args) -> Result<Report, String> {
+pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
     if args.workload == "store-xacts" {
-        return crate::store_xacts::run(args).await;
+        return crate::store_xacts::run(args).await.map(|r| vec![r]);
+    }
+    if args.workload == "w6" {
+        // Fair queues off, then on, each on fresh backends.
+        let mut reports = Vec::new();
+        for fair in [false, true] {
+            let (k, concurrency) = (args.k.unwrap_or(5), args.concurrency.unwrap_or(16));
+            let step = Duration::from_millis(args.step_ms.unwrap_or(5));
+            let mut s = setup(args, k, concurrency, step).await?;
+            let result = w6(args, &mut s, fair).await;
+            let cleanup = s.teardown().await;
+            reports.push(result?);
+            cleanup?;
+        }
+        return Ok(reports);
     }
     // The workload's defaults (WORKLOADS.md).
     let (k, concurrency, step) = match args.workload.as_str() {
@@ -105,11 +119,11 @@ pub async fn run(args: &Args) -> Result<Report, String> {
         "w3" => (
             args.k.unwrap_or(20),
             args.concurrency.unwrap_or(100),
-            args.step_ms,
+            args.step_ms.unwrap_or(50),
         ),
         other => {
             return Err(format!(
-                "unknown workload `{other}` (w1, w2, w3, w4, store-xacts)"
+                "unknown workload `{other}` (w1, w2, w3, w4, w6, store-xacts)"
             ))
         }
     };
@@ -123,7 +137,7 @@ pub async fn run(args: &Args) -> Result<Report, String> {
     let cleanup = s.teardown().await;
     let r = result?;
     cleanup?;
-    Ok(r)
+    Ok(vec![r])
 }
 
 pub fn report(args: &Args, s: &Setup, n: usize) -> Report {
@@ -276,6 +290,89 @@ async fn w2(args: &Args, s: &mut Setup) -> Result<Report, String> {
     r.set("p99_ms", percentile(&to_done, 99.0));
     r.set("peak_rss_mb", peak_rss_mb());
     set_redis_counts(&mut r, n, redis_before, redis_after);
+    Ok(r)
+}
+
+/// W6: fairness. Workers busy: owner A submits N jobs (default 5 000, K = 5
+/// steps of 5 ms each), as fast as one producer can (`--inflight` submits in
+/// flight); once they are all in, owner B submits 10, one after the other.
+/// Figures: B's submit → start p50 / p99 (of 10: p99 is the slowest), A's
+/// jobs/s (first submit → A's last job `succeeded`), and A's backlog when B
+/// came (A's jobs not started by B's first submit). Run with fair queues off
+/// (`fair` 0) and on (`fair` 1): one report each.
+async fn w6(args: &Args, s: &mut Setup, fair: bool) -> Result<Report, String> {
+    const B_JOBS: usize = 10;
+    let n = args.n.unwrap_or(5000);
+    s.engine = s.engine.clone().with_fair_queues(fair);
+    s.spawn_worker();
+    let (a, b) = (Owner::new("owner-a"), Owner::new("owner-b"));
+    let start = Instant::now();
+    let engine = &s.engine;
+    let a_ref = &a;
+    let a_ids: Vec<_> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            engine
+                .submit(a_ref, Submit::new(format!("a {i}")))
+                .await
+                .map(|job| job.id)
+                .map_err(|e| format!("submit: {e}"))
+        })
+        .buffer_unordered(args.inflight)
+        .try_collect()
+        .await?;
+    let mut b_jobs = Vec::with_capacity(B_JOBS);
+    for i in 0..B_JOBS {
+        let t0 = Instant::now();
+        let job = s
+            .engine
+            .submit(&b, Submit::new(format!("b {i}")))
+            .await
+            .map_err(|e| format!("submit: {e}"))?;
+        b_jobs.push((job.id, t0));
+    }
+    wait_all(&s.observer, n + B_JOBS, Duration::from_secs(1200)).await?;
+    let peak = peak_rss_mb();
+    s.stop_worker().await;
+    let b_first = b_jobs[0].1;
+    let mut a_last = start;
+    let (mut a_failed, mut a_started_before_b) = (0, 0);
+    for id in &a_ids {
+        let t = s.observer.times(*id);
+        match t.finished {
+            Some((at, JobStatus::Succeeded)) => a_last = a_last.max(at),
+            _ => a_failed += 1,
+        }
+        if t.started.is_some_and(|at| at < b_first) {
+            a_started_before_b += 1;
+        }
+    }
+    let mut b_start = Vec::with_capacity(B_JOBS);
+    let mut b_done = Vec::with_capacity(B_JOBS);
+    for (id, t0) in &b_jobs {
+        let t = s.observer.times(*id);
+        let started = t.started.ok_or("no start observed")?;
+        let (done, status) = t.finished.ok_or("no finish observed")?;
+        if status != JobStatus::Succeeded {
+            return Err(format!("job {id} ended {status}"));
+        }
+        b_start.push((started - *t0).as_secs_f64() * 1000.0);
+        b_done.push((done - *t0).as_secs_f64() * 1000.0);
+    }
+    b_start.sort_by(f64::total_cmp);
+    b_done.sort_by(f64::total_cmp);
+    let a_wall = (a_last - start).as_secs_f64();
+    let mut r = report(args, s, n);
+    r.set("fair", u8::from(fair));
+    r.set("b_start_p50_ms", percentile(&b_start, 50.0));
+    r.set("b_start_p99_ms", percentile(&b_start, 99.0));
+    r.set("b_done_p50_ms", percentile(&b_done, 50.0));
+    r.set("b_done_p99_ms", percentile(&b_done, 99.0));
+    r.set("a_jobs_per_s", round(n as f64 / a_wall, 1));
+    r.set("a_wall_s", round(a_wall, 3));
+    r.set("a_backlog_at_b", n - a_started_before_b);
+    r.set("a_not_succeeded", a_failed);
+    r.set("step_ms", args.step_ms.unwrap_or(5));
+    r.set("peak_rss_mb", peak);
     Ok(r)
 }
 

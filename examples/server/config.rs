@@ -300,6 +300,10 @@ pub struct Config {
     /// Secret (at least 32 bytes) that signs the attempt tokens of remote agents; every web process must share it (unset: PROJECTENGINE_JWT_SECRET, else a random one, for the `all` role only)
     #[arg(long, env = "PROJECTENGINE_ATTEMPT_TOKEN_SECRET", value_parser = jwt_secret, hide_env_values = true)]
     pub attempt_token_secret: Option<String>,
+
+    /// Whether owners with queued jobs take turns within a queue's priority, so one owner's backlog does not hold up another's jobs (true or false; false: first-in first-out)
+    #[arg(long, env = "PROJECTENGINE_FAIR_QUEUES", default_value = "true", value_parser = boolean, action = clap::ArgAction::Set)]
+    pub fair_queues: bool,
 }
 
 /// Where artifacts' bytes are kept.

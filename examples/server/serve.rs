@@ -226,7 +226,8 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         limits,
     )
     .with_artifacts(artifacts)
-    .with_webhooks(config.webhooks.engine());
+    .with_webhooks(config.webhooks.engine())
+    .with_fair_queues(config.fair_queues);
     #[cfg(feature = "otel")]
     if config.otel_endpoint.is_some() {
         engine.set_trace_propagator(projectengine_http::OtelPropagator);

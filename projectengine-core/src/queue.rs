@@ -17,6 +17,9 @@ pub struct QueueEntry {
     pub priority: i32,
     /// Not delivered before this time (`None`: at once).
     pub not_before: Option<DateTime<Utc>>,
+    /// The fairness group, the job's owner when the engine's fair queues are
+    /// on; `None`: no group (all such entries share one implicit group).
+    pub group: Option<String>,
 }
 
 /// A popped entry. Ack it once the job is claimed (or found not claimable);
@@ -32,6 +35,9 @@ pub struct Delivery {
     /// Identifies this delivery: an ack or nack of an older delivery of the same
     /// job does nothing.
     pub receipt: u64,
+    /// The fairness group, the job's owner when the engine's fair queues are
+    /// on; `None`: no group. A nack re-queues the entry with this group.
+    pub group: Option<String>,
 }
 
 /// How many entries a named queue holds.
@@ -50,8 +56,10 @@ pub struct QueueDepth {
 /// # Contract
 /// - Entries live in **named queues**; a pop names the queues it serves and never
 ///   returns an entry of another.
-/// - Within a queue: higher `priority` first, then first-in first-out. Across the
-///   queues of one pop, no order is promised.
+/// - Within a queue: higher `priority` first; within a priority, the entries'
+///   **groups take turns** (see "Fairness" below), and one group's entries
+///   come first-in first-out. Across the queues of one pop, no order is
+///   promised.
 /// - An entry with `not_before` is not delivered before that time.
 /// - Pushing a job id that is already waiting (ready or delayed) in that queue is a
 ///   no-op and answers `false`.
@@ -64,6 +72,22 @@ pub struct QueueDepth {
 ///   as many entries as it has free slots.
 /// - The queue is not the truth: losing its content loses no job, because
 ///   recovery pushes due jobs again from the [`Store`](crate::Store).
+///
+/// # Fairness
+/// Start-time fair queuing, per (queue, priority): it keeps a virtual time
+/// `V` (starting at 0) and, per group, the tag of that group's last entry.
+/// An entry of group `g` that becomes ready — pushed, a delayed entry falling
+/// due, a nacked or expired delivery coming back — gets the tag
+/// `max(V, last[g]) + 1`, which becomes `last[g]`. A pop takes the entry with
+/// the lowest tag (equal tags: the one made ready first) and sets `V` to its
+/// tag. So among groups with a backlog each gets one entry per round, however
+/// many the others queued: a group that pushes one entry behind another's
+/// 10 000 waits for about one entry per other busy group, not 10 000.
+///
+/// Entries whose [`QueueEntry::group`] is `None` all share one implicit
+/// group: without groups the order is exactly first-in first-out. A group's
+/// last tag is forgotten once it is `<= V` (it would be max'ed away), so the
+/// state held is one tag per group with ready entries, plus `V`.
 #[async_trait]
 pub trait Queue: Send + Sync + Debug + 'static {
     /// Adds an entry to `queue`; `false` if the job was already waiting there.

@@ -124,6 +124,8 @@ pub struct DueJob {
     pub priority: i32,
     /// When it may run.
     pub run_at: DateTime<Utc>,
+    /// Its owner (the fairness group of its queue entry, with fair queues).
+    pub owner: Owner,
 }
 
 /// The source of truth for jobs, attempts, events and apps.

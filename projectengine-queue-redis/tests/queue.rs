@@ -18,6 +18,7 @@ fn entry(job_id: JobId, priority: i32) -> QueueEntry {
         job_id,
         priority,
         not_before: None,
+        group: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn delayed(job_id: JobId, after: Duration) -> QueueEntry {
         job_id,
         priority: 0,
         not_before: Some(Utc::now() + after),
+        group: None,
     }
 }
 
@@ -184,6 +186,7 @@ async fn delayed_entries_appear_at_their_time() {
         job_id: past,
         priority: 0,
         not_before: Some(Utc::now() - chrono::Duration::seconds(5)),
+        group: None,
     };
     q.push("default", entry).await.expect("push");
     assert_eq!(pop_now(&q, "default").await.map(|d| d.job_id), Some(past));
@@ -625,4 +628,101 @@ async fn an_unreachable_redis_is_unavailable_not_a_hang() {
         .expect_err("down");
     assert_eq!(err.code(), "unavailable");
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+fn in_group(job_id: JobId, group: &str, after: Option<Duration>) -> QueueEntry {
+    QueueEntry {
+        job_id,
+        priority: 0,
+        not_before: after.map(|d| Utc::now() + d),
+        group: Some(group.to_owned()),
+    }
+}
+
+/// A group keeps its name (any text: a `:`, `/`, or none at all) through a
+/// delayed push, a delayed nack and an expired delivery; a group whose entry
+/// falls due takes its turn from then, not from its push; and once all is
+/// acked no fair-queuing state is left behind.
+#[tokio::test]
+async fn groups_survive_delays_nacks_and_expiry() {
+    let Some(r) = TestRedis::connect().await else {
+        return;
+    };
+    let q = r.queue().await;
+    let (odd, empty) = ("o:wner/1 ü", "");
+    let (late, a0, a1) = (JobId::new(), JobId::new(), JobId::new());
+    q.push(
+        "default",
+        in_group(late, odd, Some(Duration::from_millis(300))),
+    )
+    .await
+    .expect("push");
+    q.push("default", in_group(a0, empty, None))
+        .await
+        .expect("push");
+    q.push("default", in_group(a1, empty, None))
+        .await
+        .expect("push");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Due now: tagged like a new push, it goes between a0 and a1.
+    let first = q
+        .pop_many(&names(&["default"]), 3, Duration::ZERO)
+        .await
+        .expect("pop_many");
+    for d in &first {
+        q.ack(d).await.expect("ack");
+    }
+    let got: Vec<(JobId, Option<String>)> =
+        first.into_iter().map(|d| (d.job_id, d.group)).collect();
+    let (go, ge) = (Some(odd.to_owned()), Some(empty.to_owned()));
+    assert_eq!(
+        got,
+        vec![(a0, ge.clone()), (late, go.clone()), (a1, ge.clone())]
+    );
+
+    // A delayed nack and an expired delivery come back with their group.
+    let (b, c) = (JobId::new(), JobId::new());
+    q.push("default", in_group(b, odd, None))
+        .await
+        .expect("push");
+    q.push("default", in_group(c, empty, None))
+        .await
+        .expect("push");
+    let db = pop_now(&q, "default").await.expect("b");
+    assert_eq!((db.job_id, db.group.clone()), (b, go.clone()));
+    q.nack(&db, Some(Duration::from_millis(200)))
+        .await
+        .expect("nack");
+    let dc = pop_now(&q, "default").await.expect("c");
+    assert_eq!((dc.job_id, dc.group.clone()), (c, ge.clone()));
+    let mut back = Vec::new();
+    while back.len() < 2 {
+        let d = q
+            .pop(&names(&["default"]), Duration::from_secs(5))
+            .await
+            .expect("pop")
+            .expect("b after its delay, c after its timeout");
+        back.push((d.job_id, d.group.clone()));
+        q.ack(&d).await.expect("ack");
+    }
+    back.sort();
+    let mut expected = vec![(b, go), (c, ge)];
+    expected.sort();
+    assert_eq!(back, expected);
+    // The expired first delivery of c is stale: acking it does nothing.
+    q.ack(&dc).await.expect("ack");
+    assert_eq!(
+        q.depth("default").await.expect("depth"),
+        QueueDepth::default()
+    );
+    // Nothing ready: no virtual time, no group's last tag is kept.
+    let waiting = format!("{}:queue:default:waiting", r.prefix());
+    let mut admin = r.admin.clone();
+    let left: i64 = redis::cmd("HLEN")
+        .arg(&waiting)
+        .query_async(&mut admin)
+        .await
+        .expect("HLEN");
+    assert_eq!(left, 0, "fair-queuing state left behind");
+    r.cleanup().await;
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use projectengine_core::{DueJob, Fence, JobId, Result};
+use projectengine_core::{DueJob, Fence, JobId, Owner, Result};
 use sqlx::{PgPool, Row};
 
 use crate::error::{corrupt, map};
@@ -37,7 +37,7 @@ pub(crate) async fn due_jobs(
     limit: usize,
 ) -> Result<Vec<DueJob>> {
     sqlx::query(
-        "SELECT id, queue, priority, run_at FROM jobs \
+        "SELECT id, queue, priority, run_at, owner FROM jobs \
          WHERE status = 'queued' AND run_at <= now() - $1 \
          ORDER BY run_at, id LIMIT $2",
     )
@@ -53,6 +53,7 @@ pub(crate) async fn due_jobs(
             queue: row.try_get("queue").map_err(map)?,
             priority: row.try_get("priority").map_err(map)?,
             run_at: row.try_get("run_at").map_err(map)?,
+            owner: Owner(row.try_get("owner").map_err(map)?),
         })
     })
     .collect()

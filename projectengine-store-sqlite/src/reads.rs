@@ -221,7 +221,7 @@ pub(crate) async fn due_jobs(
         .checked_sub_signed(overdue)
         .map_or(i64::MIN, micros);
     sqlx::query(
-        "SELECT id, queue, priority, run_at FROM jobs WHERE status = 'queued' AND run_at <= ? \
+        "SELECT id, queue, priority, run_at, owner FROM jobs WHERE status = 'queued' AND run_at <= ? \
          ORDER BY run_at, id LIMIT ?",
     )
     .bind(before)

@@ -138,6 +138,7 @@ pub(crate) fn due_job(row: &SqliteRow) -> Result<DueJob> {
         queue: get(row, "queue")?,
         priority: number(row, "priority")?,
         run_at: at(row, "run_at")?,
+        owner: Owner(get(row, "owner")?),
     })
 }
 

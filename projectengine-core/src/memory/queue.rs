@@ -1,5 +1,5 @@
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use super::hash::{IdMap, IdSet};
 use crate::{Delivery, JobId, Queue, QueueDepth, QueueEntry, Result};
 
 /// A [`Queue`] in this process's memory, with the full contract: priorities,
-/// delays, visibility timeout and de-duplication.
+/// fair turns between groups, delays, visibility timeout and de-duplication.
 #[derive(Debug)]
 pub struct MemoryQueue {
     inner: Mutex<Inner>,
@@ -27,56 +27,132 @@ struct Inner {
     next_receipt: u64,
 }
 
-type ReadyKey = (Reverse<i32>, u64);
+/// Priority (highest first), fairness tag, then push order.
+type ReadyKey = (Reverse<i32>, u64, u64);
+
+/// A waiting entry's job, priority and group.
+#[derive(Debug, Clone)]
+struct Entry {
+    job_id: JobId,
+    priority: i32,
+    group: Option<String>,
+}
 
 #[derive(Debug, Default)]
 struct Named {
-    ready: BTreeMap<ReadyKey, JobId>,
-    delayed: BTreeMap<(Instant, u64), (JobId, i32)>,
+    ready: BTreeMap<ReadyKey, (JobId, Option<String>)>,
+    delayed: BTreeMap<(Instant, u64), Entry>,
     /// Every waiting job (ready or delayed), for de-duplication.
     waiting: IdSet<JobId>,
     in_flight: IdMap<JobId, InFlight>,
+    /// The fair-queuing state of each priority (see [`Queue`]'s contract).
+    fair: HashMap<i32, Fair>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Start-time fair queuing for one priority of one queue.
+#[derive(Debug, Default)]
+struct Fair {
+    /// The virtual time: the tag of the entry popped last.
+    v: u64,
+    /// Each group's last tag, while it is above `v`. Group names come from
+    /// clients (owners), hence std's hasher here.
+    last: HashMap<Option<String>, u64>,
+}
+
+impl Fair {
+    /// The tag of a new ready entry of `group`.
+    fn tag(&mut self, group: &Option<String>) -> u64 {
+        let tag = self.last.get(group).copied().unwrap_or(0).max(self.v) + 1;
+        match self.last.get_mut(group) {
+            Some(t) => *t = tag,
+            None => {
+                self.last.insert(group.clone(), tag);
+            }
+        }
+        tag
+    }
+
+    /// An entry of `group` with `tag` was popped; `true` when no group has a
+    /// ready entry left (a group's entries have distinct tags, the last one
+    /// its last tag), so this state may go.
+    fn popped(&mut self, group: &Option<String>, tag: u64) -> bool {
+        self.v = self.v.max(tag);
+        if self.last.get(group).is_some_and(|&t| t <= self.v) {
+            self.last.remove(group);
+        }
+        self.last.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
 struct InFlight {
     receipt: u64,
     priority: i32,
     deadline: Instant,
+    group: Option<String>,
 }
 
 impl Named {
-    fn make_ready(&mut self, seq: u64, job_id: JobId, priority: i32) {
-        if self.waiting.contains(&job_id) {
+    fn make_ready(&mut self, seq: u64, entry: Entry) {
+        if self.waiting.contains(&entry.job_id) {
             return;
         }
-        let key = (Reverse(priority), seq);
-        self.ready.insert(key, job_id);
-        self.waiting.insert(job_id);
+        let tag = self
+            .fair
+            .entry(entry.priority)
+            .or_default()
+            .tag(&entry.group);
+        let key = (Reverse(entry.priority), tag, seq);
+        self.ready.insert(key, (entry.job_id, entry.group));
+        self.waiting.insert(entry.job_id);
+    }
+
+    /// Removes the ready entry at `key`, advancing its priority's virtual time.
+    fn take(&mut self, key: &ReadyKey) -> Option<(JobId, Option<String>)> {
+        let (job_id, group) = self.ready.remove(key)?;
+        self.waiting.remove(&job_id);
+        let (Reverse(priority), tag, _) = *key;
+        if self
+            .fair
+            .get_mut(&priority)
+            .is_some_and(|f| f.popped(&group, tag))
+        {
+            self.fair.remove(&priority);
+        }
+        Some((job_id, group))
     }
 
     /// Moves due delayed entries and expired deliveries to `ready`; answers when
     /// the next one falls due.
     fn promote(&mut self, now: Instant, seq: &mut u64) -> Option<Instant> {
-        while let Some((&(at, s), &(job_id, priority))) = self.delayed.first_key_value() {
-            if at > now {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
                 break;
             }
-            self.delayed.remove(&(at, s));
-            self.waiting.remove(&job_id);
+            let entry = entry.remove();
+            self.waiting.remove(&entry.job_id);
             *seq += 1;
-            self.make_ready(*seq, job_id, priority);
+            self.make_ready(*seq, entry);
         }
-        let expired: Vec<(JobId, InFlight)> = self
+        let expired: Vec<JobId> = self
             .in_flight
             .iter()
             .filter(|(_, f)| f.deadline <= now)
-            .map(|(id, f)| (*id, *f))
+            .map(|(id, _)| *id)
             .collect();
-        for (job_id, f) in expired {
-            self.in_flight.remove(&job_id);
+        for job_id in expired {
+            let Some(f) = self.in_flight.remove(&job_id) else {
+                continue;
+            };
             *seq += 1;
-            self.make_ready(*seq, job_id, f.priority);
+            self.make_ready(
+                *seq,
+                Entry {
+                    job_id,
+                    priority: f.priority,
+                    group: f.group,
+                },
+            );
         }
         let next_delayed = self.delayed.first_key_value().map(|(k, _)| k.0);
         let next_expiry = self.in_flight.values().map(|f| f.deadline).min();
@@ -84,6 +160,22 @@ impl Named {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Adds a waiting entry, ready at once or after `delay`; `false` if the
+    /// job is already waiting.
+    fn add(&mut self, seq: u64, entry: Entry, delay: Option<Duration>) -> bool {
+        if self.waiting.contains(&entry.job_id) {
+            return false;
+        }
+        match delay {
+            Some(d) => {
+                self.waiting.insert(entry.job_id);
+                self.delayed.insert((Instant::now() + d, seq), entry);
+            }
+            None => self.make_ready(seq, entry),
+        }
+        true
     }
 }
 
@@ -137,8 +229,7 @@ impl MemoryQueue {
             }
             let Some((key, name)) = best else { break };
             let q = all.get_mut(name).expect("queue seen above");
-            let job_id = q.ready.remove(&key).expect("key seen above");
-            q.waiting.remove(&job_id);
+            let (job_id, group) = q.take(&key).expect("key seen above");
             *next_receipt += 1;
             let priority = key.0 .0;
             q.in_flight.insert(
@@ -147,6 +238,7 @@ impl MemoryQueue {
                     receipt: *next_receipt,
                     priority,
                     deadline: now + self.visibility,
+                    group: group.clone(),
                 },
             );
             taken.push(Delivery {
@@ -154,6 +246,7 @@ impl MemoryQueue {
                 queue: name.clone(),
                 priority,
                 receipt: *next_receipt,
+                group,
             });
         }
         if taken.is_empty() && max > 0 {
@@ -181,19 +274,12 @@ impl Queue for MemoryQueue {
                 inner.queues.insert(queue.to_owned(), Named::default());
             }
             let q = inner.queues.get_mut(queue).expect("inserted above");
-            if q.waiting.contains(&entry.job_id) {
-                false
-            } else {
-                match delay {
-                    Some(d) => {
-                        let key = (Instant::now() + d, seq);
-                        q.delayed.insert(key, (entry.job_id, entry.priority));
-                        q.waiting.insert(entry.job_id);
-                    }
-                    None => q.make_ready(seq, entry.job_id, entry.priority),
-                }
-                true
-            }
+            let entry = Entry {
+                job_id: entry.job_id,
+                priority: entry.priority,
+                group: entry.group,
+            };
+            q.add(seq, entry, delay)
         };
         if pushed {
             self.notify.notify_waiters();
@@ -257,19 +343,12 @@ impl Queue for MemoryQueue {
                 return Ok(());
             }
             q.in_flight.remove(&delivery.job_id);
-            if q.waiting.contains(&delivery.job_id) {
-                false
-            } else {
-                match delay.filter(|d| !d.is_zero()) {
-                    Some(d) => {
-                        let key = (Instant::now() + d, seq);
-                        q.delayed.insert(key, (delivery.job_id, delivery.priority));
-                        q.waiting.insert(delivery.job_id);
-                    }
-                    None => q.make_ready(seq, delivery.job_id, delivery.priority),
-                }
-                true
-            }
+            let entry = Entry {
+                job_id: delivery.job_id,
+                priority: delivery.priority,
+                group: delivery.group.clone(),
+            };
+            q.add(seq, entry, delay.filter(|d| !d.is_zero()))
         };
         if requeued {
             self.notify.notify_waiters();

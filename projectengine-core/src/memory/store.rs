@@ -791,6 +791,7 @@ impl Store for MemoryStore {
                     queue: job.queue.clone(),
                     priority: job.priority,
                     run_at: *at,
+                    owner: job.owner.clone(),
                 }
             })
             .collect())

@@ -597,7 +597,7 @@ pub async fn check_answers_like_the_memory_store(store: Arc<dyn Store>) {
                 .due_jobs(overdue, 10)
                 .await?
                 .into_iter()
-                .map(|d| json!({"id": d.id, "queue": d.queue, "priority": d.priority, "run_at": d.run_at}))
+                .map(|d| json!({"id": d.id, "queue": d.queue, "priority": d.priority, "run_at": d.run_at, "owner": d.owner}))
                 .collect::<Vec<_>>())
         })
         .await

@@ -175,6 +175,7 @@ macro_rules! queue_suite {
             check_pop_times_out_empty,
             check_depth,
             check_pop_many_takes_up_to_max_in_order,
+            check_groups_take_turns_within_a_priority,
         );
     };
 }

@@ -12,11 +12,19 @@ use crate::{Delivery, JobId, Queue, QueueEntry};
 
 const SHORT: Duration = Duration::from_millis(50);
 
+fn grouped(job_id: JobId, priority: i32, group: Option<&str>) -> QueueEntry {
+    QueueEntry {
+        group: group.map(str::to_owned),
+        ..entry(job_id, priority)
+    }
+}
+
 fn entry(job_id: JobId, priority: i32) -> QueueEntry {
     QueueEntry {
         job_id,
         priority,
         not_before: None,
+        group: None,
     }
 }
 
@@ -94,6 +102,7 @@ pub async fn check_delayed_delivery(queue: Arc<dyn Queue>) {
                 job_id: late,
                 priority: 10,
                 not_before: Some(at),
+                group: None,
             },
         )
         .await
@@ -269,6 +278,7 @@ pub async fn check_depth(queue: Arc<dyn Queue>) {
                 job_id: JobId::new(),
                 priority: 0,
                 not_before: Some(later),
+                group: None,
             },
         )
         .await
@@ -364,4 +374,127 @@ pub async fn check_pop_many_takes_up_to_max_in_order(queue: Arc<dyn Queue>) {
         vec![late]
     );
     queue.ack(&woke[0]).await.expect("ack");
+}
+
+/// Pushes `n` entries of `group` at `priority`; answers their ids in order.
+async fn push_group(
+    queue: &Arc<dyn Queue>,
+    q: &str,
+    group: Option<&str>,
+    priority: i32,
+    n: usize,
+) -> Vec<JobId> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = JobId::new();
+        assert!(queue
+            .push(q, grouped(id, priority, group))
+            .await
+            .expect("push"));
+        ids.push(id);
+    }
+    ids
+}
+
+/// Pops (and acks) `n` entries one at a time; answers (job, group) in order.
+async fn pop_acked(queue: &Arc<dyn Queue>, q: &[String], n: usize) -> Vec<(JobId, Option<String>)> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let d = pop(queue, q, SHORT).await.expect("an entry");
+        queue.ack(&d).await.expect("ack");
+        got.push((d.job_id, d.group));
+    }
+    got
+}
+
+/// Within a priority, groups take turns (start-time fair queuing, see the
+/// [`Queue`] contract): group "a" pushes 50 entries, then "b" pushes 3, and
+/// b's come out 2nd, 4th and 6th, not after a's 50; a group arriving after
+/// some pops is tagged from the virtual time, not from zero; a delivery
+/// carries its group, and a nack gives it back with it; priorities still
+/// win over groups; entries without a group share one group, so alone they
+/// come out first-in first-out.
+pub async fn check_groups_take_turns_within_a_priority(queue: Arc<dyn Queue>) {
+    let q = vec![unique("q")];
+    let a = push_group(&queue, &q[0], Some("a"), 0, 50).await;
+    let b = push_group(&queue, &q[0], Some("b"), 0, 3).await;
+    let got = pop_acked(&queue, &q, 6).await;
+    let (sa, sb) = (Some("a".to_owned()), Some("b".to_owned()));
+    assert_eq!(
+        got,
+        vec![
+            (a[0], sa.clone()),
+            (b[0], sb.clone()),
+            (a[1], sa.clone()),
+            (b[1], sb.clone()),
+            (a[2], sa.clone()),
+            (b[2], sb.clone()),
+        ],
+        "b's 3 entries within the first 6 pops, alternating with a's"
+    );
+    // b arrives again after 4 more of a's were popped: it is tagged from
+    // the virtual time (a's 7th), so it comes right after a's next one.
+    let got = pop_acked(&queue, &q, 4).await;
+    assert_eq!(
+        got,
+        a[3..7]
+            .iter()
+            .map(|id| (*id, sa.clone()))
+            .collect::<Vec<_>>()
+    );
+    let b2 = push_group(&queue, &q[0], Some("b"), 0, 1).await;
+    let got = pop_acked(&queue, &q, 3).await;
+    assert_eq!(
+        got,
+        vec![(a[7], sa.clone()), (b2[0], sb.clone()), (a[8], sa.clone())]
+    );
+    // A nacked delivery comes back with its group.
+    let b3 = push_group(&queue, &q[0], Some("b"), 0, 1).await;
+    let first = pop(&queue, &q, SHORT).await.expect("an entry");
+    assert_eq!((first.job_id, first.group.clone()), (a[9], sa.clone()));
+    queue.ack(&first).await.expect("ack");
+    let d = pop(&queue, &q, SHORT).await.expect("an entry");
+    assert_eq!((d.job_id, d.group.clone()), (b3[0], sb.clone()));
+    queue.nack(&d, None).await.expect("nack");
+    let got = pop_acked(&queue, &q, 2).await;
+    assert_eq!(got, vec![(a[10], sa.clone()), (b3[0], sb.clone())]);
+    // The rest of a's, in order.
+    let got = pop_acked(&queue, &q, 39).await;
+    assert_eq!(
+        got,
+        a[11..]
+            .iter()
+            .map(|id| (*id, sa.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(pop(&queue, &q, SHORT).await.is_none());
+
+    // Priorities win over groups.
+    let q = vec![unique("q")];
+    let a = push_group(&queue, &q[0], Some("a"), 0, 3).await;
+    let b = push_group(&queue, &q[0], Some("b"), 5, 1).await;
+    let c = push_group(&queue, &q[0], Some("c"), 0, 1).await;
+    let got: Vec<JobId> = pop_acked(&queue, &q, 5)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, vec![b[0], a[0], c[0], a[1], a[2]]);
+
+    // Without groups: first-in first-out; they are one group among others.
+    let q = vec![unique("q")];
+    let none = push_group(&queue, &q[0], None, 0, 4).await;
+    let x = push_group(&queue, &q[0], Some("x"), 0, 1).await;
+    let got = pop_acked(&queue, &q, 5).await;
+    assert_eq!(
+        got,
+        vec![
+            (none[0], None),
+            (x[0], Some("x".to_owned())),
+            (none[1], None),
+            (none[2], None),
+            (none[3], None),
+        ]
+    );
+    assert!(pop(&queue, &q, SHORT).await.is_none());
 }

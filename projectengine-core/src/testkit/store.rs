@@ -916,6 +916,17 @@ pub async fn check_due_jobs(store: Arc<dyn Store>) {
         .map(|d| d.id)
         .collect();
     assert!(!overdue.contains(&due), "not an hour overdue yet");
+    let entry = store
+        .due_jobs(Duration::ZERO, 10_000)
+        .await
+        .expect("due")
+        .into_iter()
+        .find(|d| d.id == due)
+        .expect("listed");
+    assert_eq!(
+        entry.owner, o,
+        "a due job names its owner (its fairness group)"
+    );
 }
 
 /// The event log alone tells the job's status, stage, progress and attempt.

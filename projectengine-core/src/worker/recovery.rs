@@ -37,6 +37,7 @@ pub async fn recover_once(engine: &Engine, overdue: Duration) -> Result<Recovery
             job_id: due.id,
             priority: due.priority,
             not_before: None,
+            group: engine.queue_group(&due.owner),
         };
         if engine.queue().push(&due.queue, entry).await? {
             report.pushed += 1;

@@ -23,8 +23,9 @@ use keys::QueueKeys;
 const PROMOTE_LIMIT: u32 = 100;
 
 /// A [`Queue`] on Redis, with the full contract of the in-memory queue:
-/// priorities, FIFO within a priority, delays, de-duplication, and
-/// at-least-once delivery with a visibility timeout.
+/// priorities, fair turns between groups within a priority (FIFO without
+/// groups), delays, de-duplication, and at-least-once delivery with a
+/// visibility timeout.
 ///
 /// Push, pop and nack are each one Lua script, so atomic and one round trip;
 /// an ack is a single `ZREM` of the delivery's lease (receipt and priority are
@@ -102,12 +103,32 @@ impl std::fmt::Debug for RedisQueue {
 
 /// What the pop script answers: `count, ms until due (-1 none, -2 not
 /// looked), server clock in ms (-1 not read)`, then `queue index, job,
-/// priority, receipt` per entry taken.
+/// priority, receipt, group` per entry taken.
 type PopReply = Vec<redis::Value>;
 
 /// The lease of a delivery, as the pop script wrote it in the in-flight set.
 fn lease(d: &Delivery) -> String {
-    format!("{:016x}{}:{}", d.receipt, d.job_id, d.priority)
+    match &d.group {
+        Some(g) => format!("{:016x}{}:{}:{g}", d.receipt, d.job_id, d.priority),
+        None => format!("{:016x}{}:{}", d.receipt, d.job_id, d.priority),
+    }
+}
+
+/// A group as the scripts take it: the name (empty without one) and whether
+/// there is one.
+fn group_args(group: &Option<String>) -> (&str, u8) {
+    group.as_deref().map_or(("", 0), |g| (g, 1))
+}
+
+/// A group as the pop script answers it: `"=<group>"`, or empty without one.
+fn parse_group(field: &str) -> Result<Option<String>> {
+    if field.is_empty() {
+        return Ok(None);
+    }
+    field
+        .strip_prefix('=')
+        .map(|g| Some(g.to_owned()))
+        .ok_or_else(|| error::unexpected("pop", format!("group field {field:?}")))
 }
 
 impl RedisQueue {
@@ -228,6 +249,7 @@ impl RedisQueue {
             let job: String = next_field(&mut fields, "job")?;
             let priority: i64 = next_field(&mut fields, "priority")?;
             let receipt: i64 = next_field(&mut fields, "receipt")?;
+            let group: String = next_field(&mut fields, "group")?;
             taken.push(Delivery {
                 job_id: job
                     .parse::<JobId>()
@@ -235,6 +257,7 @@ impl RedisQueue {
                 queue: queue.clone(),
                 priority: i32::try_from(priority).map_err(|e| error::unexpected("pop", e))?,
                 receipt: u64::try_from(receipt).map_err(|e| error::unexpected("pop", e))?,
+                group: parse_group(&group)?,
             });
         }
         Ok(taken)
@@ -266,6 +289,7 @@ impl Queue for RedisQueue {
             .and_then(|t| (t - Utc::now()).to_std().ok())
             .map_or(0, millis_ceil);
         let k = self.keys(queue);
+        let (group, has_group) = group_args(&entry.group);
         let mut invocation = scripts::PUSH.prepare_invoke();
         invocation
             .key(k.ready)
@@ -275,7 +299,9 @@ impl Queue for RedisQueue {
             .key(&self.seq_key)
             .arg(entry.job_id.to_string())
             .arg(entry.priority)
-            .arg(delay);
+            .arg(delay)
+            .arg(group)
+            .arg(has_group);
         let invocation = &invocation;
         let added: i64 = self
             .link
@@ -368,6 +394,7 @@ impl Queue for RedisQueue {
 
     async fn nack(&self, delivery: &Delivery, delay: Option<Duration>) -> Result<()> {
         let k = self.keys(&delivery.queue);
+        let (group, has_group) = group_args(&delivery.group);
         let mut invocation = scripts::NACK.prepare_invoke();
         invocation
             .key(k.ready)
@@ -379,7 +406,9 @@ impl Queue for RedisQueue {
             .arg(delivery.job_id.to_string())
             .arg(lease(delivery))
             .arg(delivery.priority)
-            .arg(delay.map_or(0, millis_ceil));
+            .arg(delay.map_or(0, millis_ceil))
+            .arg(group)
+            .arg(has_group);
         let invocation = &invocation;
         let _current: i64 = self
             .link
@@ -445,6 +474,27 @@ mod tests {
         );
         t.clock = Some((t0, 1_000_000));
         assert_eq!(t.estimate(t0 + Duration::from_millis(250)), 1_000_250);
+    }
+
+    #[test]
+    fn groups_travel_in_leases_and_replies() {
+        let job_id = JobId::new();
+        let mut d = Delivery {
+            job_id,
+            queue: "q".into(),
+            priority: -3,
+            receipt: 0x2a,
+            group: None,
+        };
+        assert_eq!(lease(&d), format!("000000000000002a{job_id}:-3"));
+        d.group = Some("a:b".into());
+        assert_eq!(lease(&d), format!("000000000000002a{job_id}:-3:a:b"));
+        assert_eq!(group_args(&None), ("", 0));
+        assert_eq!(group_args(&Some(String::new())), ("", 1));
+        assert_eq!(parse_group("").unwrap(), None);
+        assert_eq!(parse_group("=").unwrap(), Some(String::new()));
+        assert_eq!(parse_group("=a:b").unwrap(), Some("a:b".into()));
+        assert!(parse_group("a").is_err());
     }
 
     #[test]

@@ -5,9 +5,10 @@
 --       the caller's estimate of the server's clock in ms (0: none),
 --       max (at least 1)
 -- Returns {count, due, clock, then per entry taken: queue index (1-based),
--- job id, priority, receipt}, where due is the ms until the next delayed or
--- in-flight entry falls due if this call looked (-1: none), -2 if not, and
--- clock the server's clock in ms if this call read it (else -1).
+-- job id, priority, receipt, group ("=<group>", or "" without one)}, where
+-- due is the ms until the next delayed or in-flight entry falls due if this
+-- call looked (-1: none), -2 if not, and clock the server's clock in ms if
+-- this call read it (else -1).
 local visibility, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local estimate = tonumber(ARGV[4])
 local max = tonumber(ARGV[5])
@@ -35,16 +36,19 @@ local function promote(i)
   for _, job in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now(), 'LIMIT', 0, limit)) do
     redis.call('ZREM', delayed, job)
     local record = redis.call('HGET', waiting, job)
-    if record and not string.find(record, ':', 1, true) then
-      make_ready(ready, waiting, signal, KEYS[1], job, tonumber(record))
+    if record then
+      local is_ready, p, group = split_record(record)
+      if not is_ready then
+        make_ready(ready, waiting, signal, KEYS[1], job, p, group)
+      end
     end
   end
   for _, lease in ipairs(redis.call('ZRANGEBYSCORE', inflight, '-inf', now(), 'LIMIT', 0, limit)) do
     redis.call('ZREM', inflight, lease)
-    local job, p = split_lease(lease)
+    local job, p, group = split_lease(lease)
     local record = redis.call('HGET', waiting, job)
     if not (record and still_waiting(ready, delayed, record, job)) then
-      make_ready(ready, waiting, signal, KEYS[1], job, tonumber(p))
+      make_ready(ready, waiting, signal, KEYS[1], job, tonumber(p), group)
     end
   end
 end
@@ -128,11 +132,35 @@ end
 local out = { 0, -2, -1 }
 local taken = 0
 while best do
-  local job = string.sub(member, 17)
-  local receipt = tonumber(string.sub(member, 1, 16), 16)
+  local tag, receipt, job, group = split_member(member)
   local priority = -score
-  redis.call('HDEL', key(best, 3), job)
-  redis.call('ZADD', key(best, 4), int(base + visibility), member .. ':' .. int(priority))
+  local waiting = key(best, 3)
+  if tag > 0 then
+    -- The virtual time V moves to this tag. The group's last tag is
+    -- forgotten once it is <= V (this was the group's last ready entry);
+    -- when no entry of this priority is left, no group has a last tag and
+    -- V goes too: the next entry starts from 0, which orders alike.
+    local gf, vf = group_field(priority, group), vtime_field(priority)
+    local last = tonumber(redis.call('HGET', waiting, gf))
+    if last and last <= tag then
+      if redis.call('ZCOUNT', key(best, 1), int(score), int(score)) == 0 then
+        redis.call('HDEL', waiting, job, gf, vf)
+      else
+        redis.call('HDEL', waiting, job, gf)
+        redis.call('HSET', waiting, vf, int(tag))
+      end
+    else
+      redis.call('HDEL', waiting, job)
+      redis.call('HSET', waiting, vf, int(tag))
+    end
+  else
+    redis.call('HDEL', waiting, job)
+  end
+  local lease = string.format('%016x', receipt) .. job .. ':' .. int(priority)
+  if group then
+    lease = lease .. ':' .. group
+  end
+  redis.call('ZADD', key(best, 4), int(base + visibility), lease)
   if taken > 0 then
     -- The caller took (or will find) one token; the others' are spent here.
     redis.call('LPOP', key(best, 5))
@@ -142,6 +170,11 @@ while best do
   out[#out + 1] = job
   out[#out + 1] = priority
   out[#out + 1] = receipt
+  if group then
+    out[#out + 1] = '=' .. group
+  else
+    out[#out + 1] = ''
+  end
   if taken >= max then
     break
   end
