@@ -15,8 +15,7 @@ use crate::{
 
 const LEASE: Duration = Duration::from_secs(30);
 
-async fn running(store: &Arc<dyn Store>, new: NewJob) -> Fence {
-    let id = store.create_job(new).await.expect("create").job.id;
+async fn claim(store: &Arc<dyn Store>, id: JobId) -> Fence {
     store
         .claim(id, "w1", LEASE)
         .await
@@ -24,6 +23,11 @@ async fn running(store: &Arc<dyn Store>, new: NewJob) -> Fence {
         .expect("claimable")
         .attempt
         .fence()
+}
+
+async fn running(store: &Arc<dyn Store>, new: NewJob) -> Fence {
+    let id = store.create_job(new).await.expect("create").job.id;
+    claim(store, id).await
 }
 
 fn created(c: Created) -> JobId {
@@ -92,13 +96,7 @@ pub async fn check_retention_deletes_only_old_finished_jobs(store: Arc<dyn Store
             .await
             .expect("create"),
     );
-    let keyed_fence = store
-        .claim(keyed, "w1", LEASE)
-        .await
-        .expect("claim")
-        .expect("claimable")
-        .attempt
-        .fence();
+    let keyed_fence = claim(&store, keyed).await;
     store
         .finish(keyed_fence, Outcome::Succeeded)
         .await
@@ -202,13 +200,7 @@ pub async fn check_retention_deletes_only_old_finished_jobs(store: Arc<dyn Store
         .await
         .expect("record");
     // The child ends: it goes first, then its parent.
-    let child_fence = store
-        .claim(child, "w1", LEASE)
-        .await
-        .expect("claim")
-        .expect("claimable")
-        .attempt
-        .fence();
+    let child_fence = claim(&store, child).await;
     store
         .finish(child_fence, Outcome::Succeeded)
         .await
