@@ -213,13 +213,7 @@ impl PgRun {
     /// index touched), read on a connection to the run's database after its
     /// pool closed (so after `xact_commit`'s second reading).
     pub async fn jobs_updates(&self) -> Result<(i64, i64), String> {
-        let base = self
-            .admin_url
-            .rsplit_once('/')
-            .map_or(self.admin_url.as_str(), |(b, _)| b);
-        let mut conn = sqlx::PgConnection::connect(&format!("{base}/{}", self.db))
-            .await
-            .map_err(|e| format!("PostgreSQL: {e}"))?;
+        let mut conn = self.own_connection().await?;
         let row: (i64, i64) = sqlx::query_as(
             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'jobs'",
         )
@@ -228,6 +222,52 @@ impl PgRun {
         .map_err(|e| format!("pg_stat_user_tables: {e}"))?;
         let _ = conn.close().await;
         Ok(row)
+    }
+
+    /// A connection to the run's database (not the store's pool).
+    async fn own_connection(&self) -> Result<sqlx::PgConnection, String> {
+        let base = self
+            .admin_url
+            .rsplit_once('/')
+            .map_or(self.admin_url.as_str(), |(b, _)| b);
+        sqlx::PgConnection::connect(&format!("{base}/{}", self.db))
+            .await
+            .map_err(|e| format!("PostgreSQL: {e}"))
+    }
+
+    /// Every table's total size in bytes (heap, indexes, TOAST), largest
+    /// first, and the number of jobs stored.
+    pub async fn table_sizes(&self) -> Result<(Vec<(String, i64)>, i64), String> {
+        let mut conn = self.own_connection().await?;
+        let sizes: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT relname::text, pg_total_relation_size(relid) AS bytes \
+             FROM pg_stat_user_tables ORDER BY bytes DESC",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| format!("table sizes: {e}"))?;
+        let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| format!("jobs: {e}"))?;
+        let _ = conn.close().await;
+        Ok((sizes, jobs))
+    }
+
+    /// Rows deleted from `jobs` so far.
+    pub async fn jobs_deleted(&self) -> Result<i64, String> {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut conn = self.own_connection().await?;
+        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut conn)
+            .await;
+        let n: i64 =
+            sqlx::query_scalar("SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = 'jobs'")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| format!("pg_stat_user_tables: {e}"))?;
+        let _ = conn.close().await;
+        Ok(n)
     }
 
     /// Closes the pool (its backends flush their statistics as they exit).

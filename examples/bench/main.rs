@@ -9,7 +9,9 @@
 //! notifier's). W1 takes `--inflight F`: the producer keeps up to F submits in flight
 //! (default 64; 1 submits one at a time). W3 also takes `--watchers W` (WebSocket clients per job) and `--step-ms MS`
 //! (the pause before each step, default 50); W6 takes `--step-ms` too (default 5)
-//! and prints two reports, fair queues off then on (`fair` 0 and 1); W4 takes `--duration S` and `--client
+//! and prints two reports, fair queues off then on (`fair` 0 and 1); W7 (pg-redis) takes `--rate R` (jobs
+//! submitted per second, default 500), `--retention-s S` (default 60) and `--sample-s S` (default 30),
+//! `--n` defaulting to 500 000; W4 takes `--duration S` and `--client
 //! auto|wrk|builtin`. `--redis-monitor 1` counts Redis commands per job with
 //! MONITOR, split into top-level ones and ones run inside scripts (it slows
 //! Redis down: use it for the counts, not for the timings).
@@ -26,6 +28,7 @@ mod backends;
 mod http;
 mod observe;
 mod report;
+mod soak;
 mod store_xacts;
 mod workloads;
 
@@ -34,7 +37,7 @@ use std::process::ExitCode;
 /// The command line.
 #[derive(Clone, Debug)]
 pub struct Args {
-    /// `w1`, `w2`, `w3`, `w4`, `w6` or `store-xacts`.
+    /// `w1`, `w2`, `w3`, `w4`, `w6`, `w7` or `store-xacts`.
     pub workload: String,
     /// `memory` or `pg-redis`.
     pub backend: String,
@@ -60,13 +63,20 @@ pub struct Args {
     pub client: String,
     /// Count Redis commands with MONITOR.
     pub redis_monitor: bool,
+    /// W7: jobs submitted per second.
+    pub rate: usize,
+    /// W7: the retention age, in seconds.
+    pub retention_s: u64,
+    /// W7: seconds between two samples of the tables' sizes.
+    pub sample_s: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let workload = it.next().ok_or(
-        "usage: bench <w1|w2|w3|w4|w6|store-xacts> [--backend memory|pg-redis|sqlite] [--n N] [--k K] [--concurrency C] \
-         [--inflight F] [--pg-writers W] [--pg-batch B] [--publish-interval-ms MS] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1]",
+        "usage: bench <w1|w2|w3|w4|w6|w7|store-xacts> [--backend memory|pg-redis|sqlite] [--n N] [--k K] [--concurrency C] \
+         [--inflight F] [--pg-writers W] [--pg-batch B] [--publish-interval-ms MS] [--watchers W] [--step-ms MS] [--duration S] [--client auto|wrk|builtin] [--redis-monitor 0|1] \
+         [--rate R] [--retention-s S] [--sample-s S]",
     )?;
     let mut args = Args {
         workload,
@@ -82,6 +92,9 @@ fn parse_args() -> Result<Args, String> {
         duration: 20.0,
         client: "auto".into(),
         redis_monitor: false,
+        rate: 500,
+        retention_s: 60,
+        sample_s: 30,
     };
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -110,6 +123,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--client" => args.client = value.clone(),
             "--redis-monitor" => args.redis_monitor = num()? != 0,
+            "--rate" => args.rate = num()?.max(1),
+            "--retention-s" => args.retention_s = num()? as u64,
+            "--sample-s" => args.sample_s = num()? as u64,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }

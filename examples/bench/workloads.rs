@@ -115,7 +115,7 @@ pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
     }
     // The workload's defaults (WORKLOADS.md).
     let (k, concurrency, step) = match args.workload.as_str() {
-        "w1" | "w2" | "w4" => (args.k.unwrap_or(5), args.concurrency.unwrap_or(16), 0),
+        "w1" | "w2" | "w4" | "w7" => (args.k.unwrap_or(5), args.concurrency.unwrap_or(16), 0),
         "w3" => (
             args.k.unwrap_or(20),
             args.concurrency.unwrap_or(100),
@@ -123,7 +123,7 @@ pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
         ),
         other => {
             return Err(format!(
-                "unknown workload `{other}` (w1, w2, w3, w4, w6, store-xacts)"
+                "unknown workload `{other}` (w1, w2, w3, w4, w6, w7, store-xacts)"
             ))
         }
     };
@@ -132,6 +132,7 @@ pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
         "w1" => w1(args, &mut s).await,
         "w2" => w2(args, &mut s).await,
         "w3" => crate::http::w3(args, &mut s).await,
+        "w7" => crate::soak::w7(args, &mut s).await,
         _ => crate::http::w4(args, &mut s).await,
     };
     let cleanup = s.teardown().await;
