@@ -6,6 +6,7 @@
 #   scripts/bench.sh                 # w1 w2 w3 w4 on memory and pg-redis
 #   scripts/bench.sh w1 w2           # some workloads
 #   scripts/bench.sh w6              # fairness: a report with fair queues off, one on
+#   RUNS=1 BACKENDS=pg-redis scripts/bench.sh w7   # soak: 500 000 jobs with retention on (~20 min)
 #   RUNS=5 BACKENDS=memory scripts/bench.sh w1
 #   BACKENDS=sqlite scripts/bench.sh w1 w2   # a SQLite file in a temporary directory
 #

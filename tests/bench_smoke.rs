@@ -188,6 +188,45 @@ async fn store_xacts_pg() {
     assert!(per_job > 0.0, "{v}");
 }
 
+/// W7 deletes the jobs of its soak once they are older than the retention
+/// age, and samples the tables' sizes.
+#[tokio::test]
+async fn w7_pg_redis_deletes_finished_jobs() {
+    if !services().await {
+        return;
+    }
+    let v = tokio::task::spawn_blocking(|| {
+        run(&[
+            "w7",
+            "--backend",
+            "pg-redis",
+            "--n",
+            "60",
+            "--rate",
+            "60",
+            "--retention-s",
+            "1",
+            "--sample-s",
+            "1",
+        ])
+    })
+    .await
+    .expect("bench");
+    assert_eq!(v["workload"], "w7", "{v}");
+    // The first burst and the soak's jobs ended more than the retention age
+    // before the last sample (taken before the final burst): all of them
+    // were deleted by then.
+    let samples = v["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 2, "{v}");
+    assert!(samples[0]["total_mb"].as_f64().is_some(), "{v}");
+    assert!(samples[0]["jobs_stored"].as_i64() > Some(0), "{v}");
+    assert_eq!(samples.last().expect("a sample")["jobs_stored"], 0, "{v}");
+    assert_eq!(samples.last().expect("a sample")["finished"], 120, "{v}");
+    for figure in ["w1_start_jobs_per_s", "w1_end_jobs_per_s"] {
+        assert!(v[figure].as_f64().is_some(), "{figure} in {v}");
+    }
+}
+
 /// W6 prints two reports, fair queues off then on, each with B's figures.
 #[test]
 fn w6_memory_off_then_on() {

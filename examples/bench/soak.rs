@@ -15,7 +15,7 @@ use crate::report::{peak_rss_mb, Report};
 use crate::workloads::{report, round, wait_all, Setup};
 use crate::Args;
 
-/// Jobs of each W1-style burst.
+/// Jobs of each W1-style burst (fewer when `--n` is smaller).
 const BURST: usize = 2000;
 
 pub async fn w7(args: &Args, s: &mut Setup) -> Result<Report, String> {
@@ -23,6 +23,7 @@ pub async fn w7(args: &Args, s: &mut Setup) -> Result<Report, String> {
         return Err("W7 measures the PostgreSQL store: use --backend pg-redis".into());
     };
     let n = args.n.unwrap_or(500_000);
+    let burst_n = n.min(BURST);
     let rate = args.rate.max(1);
     let retention = Duration::from_secs(args.retention_s.max(1));
     let sample_every = Duration::from_secs(args.sample_s.max(1));
@@ -52,13 +53,13 @@ pub async fn w7(args: &Args, s: &mut Setup) -> Result<Report, String> {
     };
     let burst = |from: usize| async move {
         let start = Instant::now();
-        futures::stream::iter(from..from + BURST)
+        futures::stream::iter(from..from + burst_n)
             .map(submit)
             .buffer_unordered(64)
             .try_collect::<Vec<()>>()
             .await?;
-        wait_all(observer, from + BURST, Duration::from_secs(600)).await?;
-        Ok::<f64, String>(round(BURST as f64 / start.elapsed().as_secs_f64(), 1))
+        wait_all(observer, from + burst_n, Duration::from_secs(600)).await?;
+        Ok::<f64, String>(round(burst_n as f64 / start.elapsed().as_secs_f64(), 1))
     };
 
     let first = burst(0).await?;
@@ -73,7 +74,7 @@ pub async fn w7(args: &Args, s: &mut Setup) -> Result<Report, String> {
     while sent < n {
         tick.tick().await;
         let count = slice.min(n - sent);
-        futures::stream::iter(BURST + sent..BURST + sent + count)
+        futures::stream::iter(burst_n + sent..burst_n + sent + count)
             .map(submit)
             .buffer_unordered(64)
             .try_collect::<Vec<()>>()
@@ -86,12 +87,12 @@ pub async fn w7(args: &Args, s: &mut Setup) -> Result<Report, String> {
         }
     }
     let submit_s = start.elapsed().as_secs_f64();
-    wait_all(observer, BURST + n, Duration::from_secs(600)).await?;
+    wait_all(observer, burst_n + n, Duration::from_secs(600)).await?;
     // One more retention pass has deleted what finished before the end of
     // the soak's submissions, less the retention age.
     tokio::time::sleep(retention + Duration::from_secs(6)).await;
     samples.push(sample(pg, start.elapsed().as_secs_f64(), observer.finished()).await?);
-    let last = burst(BURST + n).await?;
+    let last = burst(burst_n + n).await?;
     let soak_s = start.elapsed().as_secs_f64();
     worker.shutdown().await;
     let deleted = pg.jobs_deleted().await?;
