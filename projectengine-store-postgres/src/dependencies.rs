@@ -59,20 +59,34 @@ pub(crate) async fn settle(conn: &mut PgConnection, job: &Job) -> Result<Vec<Cha
     }
 }
 
-// The waiting dependents of a job, locked, in id order (every writer locks
-// them in the same order), with the database's clock.
+// The jobs that depend on a job: an index lookup, empty for most jobs. (A
+// job cannot gain a dependent while its end is being written: a submission
+// that names it waits for its row lock, then sees it finished.)
+const DEPENDENTS: &str = "SELECT job_id FROM job_dependencies WHERE depends_on = $1";
+
+// Of those, the ones still waiting, locked in id order (every writer locks
+// them in the same order), with the database's clock. Looked up by id: the
+// plan cannot fall back to reading every job, whatever the statistics said
+// when the connection prepared it.
 const LOCK_DEPENDENTS: &str = "\
 SELECT j.*, now() AS db_now FROM jobs j \
-WHERE j.status = 'waiting' \
-  AND j.id IN (SELECT job_id FROM job_dependencies WHERE depends_on = $1) \
+WHERE j.id = ANY($1) AND j.status = 'waiting' \
 ORDER BY j.id FOR UPDATE OF j";
 
 async fn lock_dependents(
     conn: &mut PgConnection,
     id: JobId,
 ) -> Result<(Vec<Job>, Option<DateTime<Utc>>)> {
-    let rows = sqlx::query(LOCK_DEPENDENTS)
+    let dependents: Vec<uuid::Uuid> = sqlx::query_scalar(DEPENDENTS)
         .bind(id.0)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?;
+    if dependents.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let rows = sqlx::query(LOCK_DEPENDENTS)
+        .bind(&dependents)
         .fetch_all(&mut *conn)
         .await
         .map_err(map)?;
