@@ -88,7 +88,7 @@ pub(crate) async fn run(
     retention: Retention,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(retention.every);
+    let mut tick = tokio::time::interval(retention.every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let age = chrono::Duration::from_std(retention.after).unwrap_or(chrono::Duration::MAX);
     let batch = retention.batch.max(1);
